@@ -161,8 +161,8 @@ def make_spec(input_shape, filters_shape, output_shape, strides, padding="SAME",
                          f"of shape {tuple(filters_shape)} produce {filter_out}")
 
     if input_shape is None:
-        in_width = max(shapes.input_width_for_output(out_width, kernel_width, stride,
-                                                     dilation, padding), 0)
+        in_width = shapes.input_width_for_output(out_width, kernel_width, stride,
+                                                 dilation, padding)
         input_shape = (batch, in_width, in_channels) if data_format == "NWC" else \
             (batch, in_channels, in_width)
     _check_rank(input_shape, "input", layout)
@@ -178,7 +178,10 @@ def make_spec(input_shape, filters_shape, output_shape, strides, padding="SAME",
         raise ShapeError(f"output_shape={list(out)} has batch {batch} but the input of "
                          f"shape {tuple(input_shape)} has batch {in_batch}")
     widths = shapes.valid_output_widths(in_width, kernel_width, stride, dilation, padding)
-    if out_width not in widths:
+    # With an empty input width or kernel nothing contributes and TF returns zeros of any
+    # output_shape; otherwise the forward conv1d must map the output width back to W
+    # (checked even for batch 0, where TF skips the check).
+    if in_width > 0 and kernel_width > 0 and out_width not in widths:
         allowed = f"{widths.start}..{widths.stop - 1}" if len(widths) else "none"
         raise ShapeError(
             f"output_shape={list(out)}: width {out_width} is not valid for input width "

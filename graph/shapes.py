@@ -34,12 +34,12 @@ def forward_output_width(width: int, kernel_width: int, stride: int, dilation: i
                          padding: str) -> int:
     """Width that the forward conv1d gives for a `width`-wide input (TF's rule).
 
-    SAME: `ceil(width / s)`; VALID: `ceil((width - dk + 1) / s)` (may be <= 0 when the
-    input is narrower than the dilated kernel, which no transposed call can produce).
+    SAME: `ceil(width / s)`; VALID: `ceil((width - dk + 1) / s)`, or 0 when the signal
+    is narrower than the dilated kernel.
     """
     if padding == "SAME":
         return _ceil_div(width, stride)
-    return _ceil_div(width - dilated_kernel_width(kernel_width, dilation) + 1, stride)
+    return max(_ceil_div(width - dilated_kernel_width(kernel_width, dilation) + 1, stride), 0)
 
 
 def valid_output_widths(in_width: int, kernel_width: int, stride: int, dilation: int,
@@ -59,6 +59,8 @@ def valid_output_widths(in_width: int, kernel_width: int, stride: int, dilation:
         low, high = (in_width - 1) * stride + 1, in_width * stride
     else:
         low, high = (in_width - 1) * stride + dk, in_width * stride + dk - 1
+    if in_width == 0:
+        low = 0  # every signal narrower than one window gives an empty forward output
     return range(max(low, 0), max(high + 1, 0))
 
 
@@ -66,8 +68,7 @@ def input_width_for_output(out_width: int, kernel_width: int, stride: int, dilat
                            padding: str) -> int:
     """The input width W implied by an output width O: the forward conv1d of O.
 
-    Returns a negative number or zero where O is too small to come from any input; the
-    caller checks `out_width in valid_output_widths(W, ...)` before using it.
+    Returns 0 where O is narrower than one window of the forward conv1d.
     """
     return forward_output_width(out_width, kernel_width, stride, dilation, padding)
 

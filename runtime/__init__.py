@@ -1,0 +1,6 @@
+"""runtime/: sessions over onnxruntime and TVM artifacts, and the backend choice."""
+from .onnxruntime_backend import OnnxRuntimeSession
+from .session import BACKENDS, BackendFallbackWarning, InferenceSession, open_session
+
+__all__ = ["BACKENDS", "BackendFallbackWarning", "InferenceSession", "OnnxRuntimeSession",
+           "open_session"]

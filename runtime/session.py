@@ -1,0 +1,133 @@
+"""`InferenceSession`: onnxruntime's surface over our backends, and the backend choice.
+
+Backends: 'onnxruntime' (CPU), 'tvm' (a compiled artifact for a target in targets.yaml),
+and 'auto', which takes TVM on a target only where a scheduled kernel exists for the
+model there (TVM's default lowering of ConvTranspose is ~1000x slower than onnxruntime,
+SPEC.md section 5) and otherwise falls back to onnxruntime with a one-line warning that
+names the reason.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import onnx
+
+from ..graph.errors import ArgumentError, BackendError, describe
+from ..graph.onnx_export import spec_from_model
+from .onnxruntime_backend import DTYPES as ONNXRUNTIME_DTYPES
+from .onnxruntime_backend import OnnxRuntimeSession
+
+BACKENDS = ("auto", "onnxruntime", "tvm")
+
+
+class BackendFallbackWarning(UserWarning):
+    """backend='auto' could not use TVM for a target and runs onnxruntime instead."""
+
+
+def normalize_backend(backend) -> str:
+    if isinstance(backend, str) and backend.lower() in BACKENDS:
+        return backend.lower()
+    raise ArgumentError(f"backend={describe(backend)} is not supported; "
+                        f"allowed: {', '.join(repr(b) for b in BACKENDS)}")
+
+
+def normalize_target(target) -> str:
+    if isinstance(target, str) and target:
+        return target
+    raise ArgumentError(f"target={describe(target)} must be the name of a target in "
+                        f"targets.yaml, e.g. 'host'")
+
+
+def load_model(model_or_path) -> onnx.ModelProto:
+    if isinstance(model_or_path, onnx.ModelProto):
+        return model_or_path
+    if isinstance(model_or_path, (bytes, bytearray)):
+        return onnx.load_from_string(bytes(model_or_path))
+    if isinstance(model_or_path, (str, os.PathLike)):
+        path = os.fspath(model_or_path)
+        if not os.path.isfile(path):
+            raise ArgumentError(f"model_or_path={path!r} is not a file")
+        try:
+            return onnx.load(path)
+        except Exception as error:
+            raise ArgumentError(f"model_or_path={path!r} is not an ONNX model: {error}") from None
+    raise ArgumentError(f"model_or_path={describe(model_or_path)} must be an onnx.ModelProto, "
+                        f"serialized bytes or a path to a .onnx file")
+
+
+def _tvm_session(model, target, **options):
+    try:
+        from .tvm_backend import TVMSession
+    except ImportError as error:
+        raise BackendError(f"TVM is not importable: {error}") from None
+    return TVMSession(model, target, **options)
+
+
+def open_session(model_or_path, backend="auto", target="host", *, threads=None,
+                 cache_dir=None, targets=None):
+    """The session object of the chosen backend (see the module docstring)."""
+    backend = normalize_backend(backend)
+    target = normalize_target(target)
+    if backend == "onnxruntime":
+        return OnnxRuntimeSession(model_or_path, threads=threads)
+    tvm_options = {"cache_dir": cache_dir, "targets": targets}
+    if backend == "tvm":
+        return _tvm_session(load_model(model_or_path), target, **tvm_options)
+
+    model = load_model(model_or_path)
+    spec = spec_from_model(model)
+    onnxruntime_has_dtype = spec is None or spec.dtype in ONNXRUNTIME_DTYPES["cpu"]
+    try:
+        session = _tvm_session(model, target, **tvm_options)
+    except Exception as error:  # any TVM failure means: fall back, and say why
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        if not onnxruntime_has_dtype:
+            raise BackendError(f"no backend can run {spec.dtype} on target {target!r}: "
+                               f"onnxruntime:cpu lacks it and tvm failed: {reason}") from None
+    else:
+        if getattr(session, "scheduled", False):
+            return session
+        if not onnxruntime_has_dtype:
+            warnings.warn(f"backend='auto' runs {spec.dtype} on {session.backend} with TVM's "
+                          f"unscheduled default kernel (slow): onnxruntime:cpu lacks "
+                          f"{spec.dtype}", BackendFallbackWarning, stacklevel=3)
+            return session
+        reason = f"no scheduled TVM kernel for this model on target {target!r} yet"
+    warnings.warn(f"backend='auto' uses onnxruntime:cpu instead of tvm:{target}: {reason}",
+                  BackendFallbackWarning, stacklevel=3)
+    return OnnxRuntimeSession(model, threads=threads)
+
+
+class InferenceSession:
+    """Like `onnxruntime.InferenceSession`, over any of our backends.
+
+    Args:
+      model_or_path: onnx.ModelProto, serialized bytes, or a path to a .onnx file
+        (or, for backend='tvm', an artifact directory made by `conv1d-transpose compile`).
+      backend: 'auto' (default), 'onnxruntime' or 'tvm'.
+      target: a target name from targets.yaml ('host' by default).
+      threads: intra-op threads for onnxruntime (None: one per core).
+      cache_dir: artifact cache for TVM builds (default: the user cache dir).
+      targets: path to a targets.yaml of your own.
+    """
+
+    def __init__(self, model_or_path, backend="auto", target="host", *, threads=None,
+                 cache_dir=None, targets=None):
+        self._session = open_session(model_or_path, backend, target, threads=threads,
+                                     cache_dir=cache_dir, targets=targets)
+
+    @property
+    def backend(self) -> str:
+        """Which backend runs this session, e.g. 'onnxruntime:cpu' or 'tvm:host'."""
+        return self._session.backend
+
+    def run(self, output_names, feeds):
+        """Run the model: `output_names` (None for all) and a dict of input name -> array."""
+        return self._session.run(output_names, feeds)
+
+    def get_inputs(self):
+        return self._session.get_inputs()
+
+    def get_outputs(self):
+        return self._session.get_outputs()

@@ -1,0 +1,108 @@
+"""Conformance: the public API against the numpy reference and TensorFlow, on the sweep."""
+import numpy as np
+import pytest
+
+import conv1d_transpose as ct
+from conv1d_transpose.graph import max_error
+from conftest import tensorflow_or_skip
+from sweep import arrays, configurations, spec_of
+
+CASES = list(configurations())
+
+
+def run_sweep(compute, dtype, cases=CASES):
+    """Run `compute(case, x, f)` over the sweep; return the mismatching case names."""
+    mismatches = []
+    for index, case in enumerate(cases):
+        name, x_shape, f_shape, y_shape, s, padding, layout, d = case
+        x, f = arrays(x_shape, f_shape, dtype, seed=index)
+        y = compute(case, x, f)
+        error, ok = max_error(y, x, f, spec_of(case, dtype))
+        if not ok or y.dtype != np.dtype(dtype) or y.shape != tuple(y_shape):
+            mismatches.append(f"{name}: error {error:.3g}, {y.dtype}, {y.shape}")
+    return mismatches
+
+
+def through_public_api(backend):
+    def compute(case, x, f):
+        _, _, _, y_shape, s, padding, layout, d = case
+        return ct.conv1d_transpose(x, f, y_shape, s, padding, layout, d, backend=backend)
+    return compute
+
+
+def test_sweep_is_large_and_covers_every_case():
+    names = [case[0] for case in CASES]
+    assert len(CASES) > 2000
+    for part in ("-NWC", "-NCW", "SAME", "VALID", "N0-", "N2-", "-W0-", "-K0-", "-d3-", "-s5-"):
+        assert any(part in name for name in names), part
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float16"])
+def test_onnxruntime_matches_reference_on_the_sweep(dtype):
+    assert run_sweep(through_public_api("onnxruntime"), dtype) == []
+
+
+def test_onnxruntime_refuses_float64_with_a_clear_error():
+    x, f = arrays((1, 4, 2), (3, 3, 2), "float64")
+    with pytest.raises(ct.BackendError, match="onnxruntime:cpu.*float64"):
+        ct.conv1d_transpose(x, f, [1, 8, 3], 2, backend="onnxruntime")
+
+
+@pytest.mark.tensorflow
+@pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
+def test_reference_matches_tensorflow_on_the_sweep(dtype):
+    tf = tensorflow_or_skip()
+
+    assert run_sweep(lambda case, x, f: tensorflow_conv1d_transpose(tf, case, x, f), dtype) == []
+
+
+def tensorflow_conv1d_transpose(tf, case, x, f):
+    _, _, _, y_shape, s, padding, layout, d = case
+    if layout == "NCW" and x.dtype == np.float16:
+        # TF's CPU kernel has NCW for float32/float64 but not float16 ("only supports
+        # NHWC"): ask TF in NWC and transpose, which is what NCW means.
+        y = tf.nn.conv1d_transpose(x.transpose(0, 2, 1), f, [y_shape[0], y_shape[2], y_shape[1]],
+                                   s, padding, "NWC", d).numpy()
+        return y.transpose(0, 2, 1)
+    return tf.nn.conv1d_transpose(x, f, y_shape, s, padding, layout, d).numpy()
+
+
+@pytest.mark.tensorflow
+def test_public_api_equals_tensorflow_on_the_sweep():
+    """Both against each other directly, float32, within the float32 tolerance."""
+    tf = tensorflow_or_skip()
+    api = through_public_api("onnxruntime")
+    mismatches = []
+    for index, case in enumerate(CASES):
+        name, x_shape, f_shape, y_shape, s, padding, layout, d = case
+        x, f = arrays(x_shape, f_shape, "float32", seed=index)
+        ours = api(case, x, f)
+        theirs = tensorflow_conv1d_transpose(tf, case, x, f)
+        if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-5, atol=1e-5):
+            mismatches.append(name)
+    assert mismatches == []
+
+
+# TensorFlow's own kernel tests (tensorflow/python/kernel_tests/nn_ops/conv1d_transpose_test.py):
+# all-ones input [2, W, 3] and filters [3, 2, 3]; each covering tap adds in_channels = 3.
+# Expected values per output position, as those tests state them.
+TF_KERNEL_TESTS = [
+    # (name, W, O, stride, padding, expected per output position)
+    ("single stride, SAME 6->6", 6, 6, 1, "SAME", [6, 9, 9, 9, 9, 6]),
+    ("stride 2, SAME 4->8", 4, 8, 2, "SAME", [3, 3, 6, 3, 6, 3, 6, 3]),
+    ("stride 2, VALID 4->9", 4, 9, 2, "VALID", [3, 3, 6, 3, 6, 3, 6, 3, 3]),
+]
+
+
+@pytest.mark.parametrize("layout", ["NWC", "NCW"])
+@pytest.mark.parametrize("name, W, O, stride, padding, expected", TF_KERNEL_TESTS,
+                         ids=[row[0] for row in TF_KERNEL_TESTS])
+def test_tensorflow_kernel_test_cases(layout, name, W, O, stride, padding, expected):
+    x = np.ones((2, W, 3) if layout == "NWC" else (2, 3, W), np.float32)
+    f = np.ones((3, 2, 3), np.float32)
+    out = [2, O, 2] if layout == "NWC" else [2, 2, O]
+    y = ct.conv1d_transpose(x, f, out, stride, padding, layout)
+    if layout == "NCW":
+        y = y.transpose(0, 2, 1)
+    want = np.broadcast_to(np.array(expected, np.float32)[None, :, None], (2, O, 2))
+    np.testing.assert_array_equal(y, want)
