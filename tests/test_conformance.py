@@ -52,14 +52,23 @@ def test_onnxruntime_refuses_float64_with_a_clear_error():
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_reference_matches_tensorflow_on_the_sweep(dtype):
     tf = tensorflow_or_skip()
+    cases = [case for case in CASES if tensorflow_has_kernel(case, dtype)]
+    assert len(cases) > len(CASES) // 2
+    assert run_sweep(lambda case, x, f: tensorflow_conv1d_transpose(tf, case, x, f), dtype,
+                     cases) == []
 
-    assert run_sweep(lambda case, x, f: tensorflow_conv1d_transpose(tf, case, x, f), dtype) == []
+
+def tensorflow_has_kernel(case, dtype):
+    # TF 2.21's CPU float16 kernel refuses dilation > 1 ("Current CPU implementations do
+    # not yet support dilation rates larger than 1"); those cases are checked against
+    # the reference only.
+    return not (dtype == "float16" and case[-1] > 1)
 
 
 def tensorflow_conv1d_transpose(tf, case, x, f):
     _, _, _, y_shape, s, padding, layout, d = case
-    if layout == "NCW" and x.dtype == np.float16:
-        # TF's CPU kernel has NCW for float32/float64 but not float16 ("only supports
+    if layout == "NCW" and x.dtype != np.float32:
+        # TF's CPU kernels have NCW for float32 only (float16/float64: "only supports
         # NHWC"): ask TF in NWC and transpose, which is what NCW means.
         y = tf.nn.conv1d_transpose(x.transpose(0, 2, 1), f, [y_shape[0], y_shape[2], y_shape[1]],
                                    s, padding, "NWC", d).numpy()

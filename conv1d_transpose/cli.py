@@ -1,0 +1,160 @@
+"""The `conv1d-transpose` command line."""
+from __future__ import annotations
+
+import functools
+import statistics
+import sys
+import time
+import warnings
+
+import click
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from .graph.errors import Conv1DTransposeError
+from .graph.reference import max_error
+from .workloads import DEFAULT_WORKLOAD, Workload, find_workload
+
+console = Console()
+
+
+def _friendly_errors(command):
+    """Our ValueErrors become a one-line message and exit code 2, not a traceback."""
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except Conv1DTransposeError as error:
+            raise click.UsageError(str(error)) from None
+    return wrapper
+
+
+def layer_options(command):
+    """`--workload NAME` or TF-style layer flags, resolved into a Workload."""
+    options = [
+        click.option("--workload", "workload_name", help=f"A workload from the suite (default {DEFAULT_WORKLOAD})."),
+        click.option("--workloads", "workloads_file", type=click.Path(exists=True, dir_okay=False),
+                     help="A workloads.yaml of your own."),
+        click.option("--batch", type=int), click.option("--width", type=int, help="Input width W."),
+        click.option("--cin", type=int), click.option("--cout", type=int),
+        click.option("--kernel", type=int), click.option("--stride", type=int),
+        click.option("--padding", type=str), click.option("--dilation", type=int),
+        click.option("--data-format", type=str), click.option("--out-width", type=int),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def resolve_workload(workload_name, workloads_file, **flags) -> Workload:
+    given = {key: value for key, value in flags.items() if value is not None}
+    if not given:
+        return find_workload(workload_name or DEFAULT_WORKLOAD, workloads_file)
+    if workload_name:
+        base = find_workload(workload_name, workloads_file)
+        return Workload(**{**base.__dict__, **given})
+    missing = {"width", "cin", "cout", "kernel", "stride"} - set(given)
+    if missing:
+        raise click.UsageError(f"layer flags need --{' --'.join(sorted(missing))} "
+                               f"(or --workload NAME)")
+    given.setdefault("batch", 1)
+    return Workload(name="custom", **given)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="conv1d-transpose")
+def main():
+    """TensorFlow's tf.nn.conv1d_transpose: exact, exported as ONNX, compiled by TVM."""
+
+
+@main.command()
+@layer_options
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--target", default="host", show_default=True)
+@click.option("--calls", default=20, show_default=True, help="Timed calls per backend.")
+@_friendly_errors
+def demo(dtype, backend, target, calls, **layer):
+    """Run one layer on the host CPU, check it against the reference, time it."""
+    from . import Conv1DTranspose
+    workload = resolve_workload(**layer)
+    spec = workload.spec(dtype)
+    x, f = workload.arrays(dtype)
+    console.print(f"[bold]{workload.name}[/]: input {list(spec.input_shape)} -> output "
+                  f"{list(spec.output_shape)}, filters {list(spec.filters_shape)}, "
+                  f"strides={spec.stride}, padding={spec.padding}, dilations={spec.dilation}, "
+                  f"{spec.data_format}, {dtype}, {spec.flops / 1e6:.1f} MFLOP")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ops = {"requested": Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding,
+                                            spec.data_format, spec.dilation, backend=backend,
+                                            target=target)}
+    for warning in caught:
+        console.print(f"[yellow]note:[/] {warning.message}")
+    if ops["requested"].backend != "onnxruntime:cpu" and dtype != "float64":
+        ops["reference backend"] = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding,
+                                                   spec.data_format, spec.dilation,
+                                                   backend="onnxruntime")
+    table = Table(title=f"{workload.name} on target {target!r}")
+    for column in ("backend", "max abs error vs reference", "verdict", "median ms", "GFLOP/s"):
+        table.add_column(column, justify="right" if column != "backend" else "left")
+    failed = False
+    for role, op in ops.items():
+        y = op(x)
+        error, ok = max_error(y, x, f, spec)
+        failed |= not ok
+        times = []
+        for _ in range(calls):
+            start = time.perf_counter()
+            op(x)
+            times.append(time.perf_counter() - start)
+        median = statistics.median(times)
+        table.add_row(f"{op.backend} ({role})", f"{error:.2e}", "[green]OK[/]" if ok else "[red]FAIL[/]",
+                      f"{median * 1e3:.3f}", f"{spec.flops / median / 1e9:.1f}")
+    console.print(table)
+    tf_line = _tensorflow_check(x, f, spec)
+    if tf_line:
+        console.print(tf_line)
+    if failed:
+        sys.exit(1)
+
+
+def _tensorflow_check(x, f, spec) -> str | None:
+    try:
+        import os
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+        import tensorflow as tf
+    except ImportError:
+        return "TensorFlow not installed: skipped the TF oracle (pip install '.[reference]')."
+    y = tf.nn.conv1d_transpose(x, f, list(spec.output_shape), spec.stride, spec.padding,
+                               spec.data_format, spec.dilation).numpy()
+    error, ok = max_error(y, x, f, spec)
+    return f"TensorFlow {tf.__version__} on the same call: max abs error vs reference {error:.2e} ({'OK' if ok else 'FAIL'})"
+
+
+@main.command()
+@layer_options
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--form", type=click.Choice(["output_shape", "explicit"]), default="output_shape",
+              show_default=True, help="ConvTranspose form (explicit: pads + output_padding).")
+@click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
+@click.option("--filters-input", is_flag=True, help="Make the filters a graph input instead of an initializer.")
+@click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False))
+@_friendly_errors
+def export(dtype, form, opset, filters_input, output_path, **layer):
+    """Write the ONNX model of a layer (random filters unless --filters-input)."""
+    import onnx
+    from .graph.onnx_export import DEFAULT_OPSET, build_model
+    workload = resolve_workload(**layer)
+    spec = workload.spec(dtype)
+    _, f = workload.arrays(dtype)
+    model = build_model(spec, None if filters_input else f, form=form,
+                        opset=opset or DEFAULT_OPSET, name=workload.name)
+    onnx.save(model, output_path)
+    console.print(f"wrote {output_path}: {workload.name}, input {list(spec.input_shape)}, "
+                  f"output {list(spec.output_shape)}, form {form}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
