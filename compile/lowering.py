@@ -1,11 +1,238 @@
-"""Seam for the fast-kernel lowering (issue 4): replace conv1d_transpose in a Relax module.
+"""The fast-kernel lowering (issue 4): replace conv1d_transpose in a Relax module.
 
-`apply(mod, target)` returns `(mod, scheduled)`: the module with every conv1d_transpose it
-knows how to lower replaced by a scheduled kernel, and whether every such op was.
-Until the kernel lands this is the identity, and `scheduled` is False.
+`apply(mod, target)` returns `(mod, scheduled)`. It matches, in every Relax function,
+
+- `permute_dims(x, [0, 2, 1]) -> nn.conv1d_transpose -> permute_dims([0, 2, 1])` (the NWC
+  graph of graph/onnx_export.py) and replaces the three with one kernel that reads and
+  writes NWC directly, and
+- any other `nn.conv1d_transpose` (the NCW graph) with the NCW kernel,
+
+when the weights are constants (filters are packed per phase and tap here, at compile
+time) and groups == 1. The kernel is `compile/kernels`' polyphase PrimFunc, called with
+`call_tir`, marked scheduled (dlight and MetaSchedule leave it alone) and opaque (FuseOps
+leaves it alone: fusing would hand a scheduled kernel back to FuseTIR). `scheduled` is
+True only when every conv1d_transpose was replaced; otherwise the module comes back
+unchanged, for the caller to fall back (or to let TVM's slow legalization run).
 """
 from __future__ import annotations
 
+import numpy as np
+
+from .kernels import KERNEL_VERSION, Geometry, build_kernel, pack_filters, target_family
+
+__all__ = ["KERNEL_VERSION", "apply", "find_conv1d_transposes"]
+
+CONV = "relax.nn.conv1d_transpose"
+PERMUTE = "relax.permute_dims"
+_SWAP = (0, 2, 1)
+_DTYPES = ("float16", "float32", "float64")
+# relay/relax OpPatternKind: kOpaque.
+_OPAQUE = 8
+
 
 def apply(mod, target):
-    return mod, False
+    """(module with every conv1d_transpose replaced by the polyphase kernel, True), or
+    (the module unchanged, False) when one of them cannot be (non-constant weights,
+    groups != 1, dynamic shapes, other layouts or dtypes, a target without a schedule)."""
+    import tvm
+    from tvm import relax
+
+    target = target if isinstance(target, tvm.target.Target) else tvm.target.Target(target)
+    if target_family(target) is None:
+        return mod, False
+    functions = [(gv, f) for gv, f in mod.functions_items() if isinstance(f, relax.Function)]
+    plans = {}
+    total = 0
+    for _, func in functions:
+        found = find_conv1d_transposes(func)
+        total += len(found)
+        for conv_var, plan in found.items():
+            if plan is None:
+                return mod, False
+            plans[conv_var] = plan
+    if not total:
+        return mod, False
+    rewriter = _Rewriter(mod, target, plans)
+    for gv, func in functions:
+        rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    new_mod = rewriter.builder_.finalize()
+    if rewriter.replaced != total:
+        return mod, False
+    # The matched permute_dims/conv bindings are dead now.
+    new_mod = relax.transform.DeadCodeElimination()(new_mod)
+    return new_mod, True
+
+
+class _Plan:
+    """One matched conv1d_transpose: what the kernel reads and what it replaces."""
+
+    def __init__(self, geometry, data, weights, outputs):
+        self.geometry = geometry
+        self.data = data  # the Relax var the kernel reads (x for NWC, the conv input for NCW)
+        self.weights = weights  # IOW numpy array
+        self.outputs = outputs  # vars whose binding becomes the call: permute(s) or the conv
+
+
+def find_conv1d_transposes(func) -> dict:
+    """{conv var: _Plan or None (cannot be lowered)} for the conv1d_transpose bindings of a
+    Relax function."""
+    from tvm import relax
+
+    values, uses = {}, {}
+
+    def count(expr):
+        if isinstance(expr, relax.Var):
+            uses[expr] = uses.get(expr, 0) + 1
+
+    def visit(expr):
+        count(expr)
+
+    relax.analysis.post_order_visit(func.body, visit)
+    for block in func.body.blocks:
+        for binding in block.bindings:
+            values[binding.var] = binding.value
+    users = {}
+    for var, value in values.items():
+        if isinstance(value, relax.Call):
+            for arg in value.args:
+                if isinstance(arg, relax.Var):
+                    users.setdefault(arg, []).append(var)
+
+    found = {}
+    for var, value in values.items():
+        if _op_name(value) != CONV:
+            continue
+        found[var] = _match(var, value, values, users, uses)
+    return found
+
+
+def _match(conv_var, call, values, users, uses):
+    from tvm import relax
+
+    attrs = call.attrs
+    data, weight = call.args
+    if isinstance(weight, relax.Var) and weight in values:
+        weight = values[weight]
+    weights = _constant(weight)
+    if weights is None or int(attrs.groups) != 1:
+        return None
+    if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCW", "IOW", "NCW"):
+        return None
+    in_shape, in_dtype = _static(data)
+    out_shape, out_dtype = _static(conv_var)
+    if in_shape is None or out_shape is None or len(in_shape) != 3 or weights.ndim != 3:
+        return None
+    if in_dtype not in _DTYPES or out_dtype != in_dtype or str(weights.dtype) != in_dtype:
+        return None
+    batch, cin, width = in_shape
+    _, cout, out_width = out_shape
+    if weights.shape[:2] != (cin, cout):
+        return None
+    stride, dilation = int(attrs.strides[0]), int(attrs.dilation[0])
+    pad_begin, pad_end = (int(p) for p in attrs.padding)
+    output_padding = int(attrs.output_padding[0])
+    kernel = weights.shape[2]
+    if out_width != (width - 1) * stride + (kernel - 1) * dilation + 1 - pad_begin - pad_end \
+            + output_padding or min(batch, cin, width, cout, out_width, kernel) < 0 \
+            or 0 in (cin, width, cout, out_width, kernel):
+        return None
+
+    data_format, source, outputs = "NCW", data, (conv_var,)
+    producer = values.get(data) if isinstance(data, relax.Var) else None
+    consumers = users.get(conv_var, [])
+    if (_is_swap(producer) and consumers and uses.get(conv_var, 0) == len(consumers)
+            and all(_is_swap(values[c]) for c in consumers)):
+        data_format, source, outputs = "NWC", producer.args[0], tuple(consumers)
+    geometry = Geometry(batch, width, cin, out_width, cout, kernel, stride, dilation,
+                        pad_begin, data_format, in_dtype)
+    return _Plan(geometry, source, weights, outputs)
+
+
+def _op_name(expr):
+    from tvm import relax
+    from tvm.ir import Op
+
+    if isinstance(expr, relax.Call) and isinstance(expr.op, Op):
+        return expr.op.name
+    return None
+
+
+def _is_swap(expr) -> bool:
+    return _op_name(expr) == PERMUTE and expr.attrs.axes is not None and \
+        tuple(int(a) for a in expr.attrs.axes) == _SWAP
+
+
+def _constant(expr):
+    import tvm
+
+    if isinstance(expr, tvm.ir.expr.GenericConst) and isinstance(expr.value, tvm.runtime.Tensor):
+        return expr.value.numpy()
+    return None
+
+
+def _static(expr):
+    """(static shape as ints, dtype) of a tensor-typed expression, or (None, None)."""
+    from tvm import relax, tirx
+
+    ty = getattr(expr, "ty", None)
+    if not isinstance(ty, relax.TensorType) or ty.shape is None:
+        return None, None
+    dims = getattr(ty.shape, "values", None)
+    if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims):
+        return None, None
+    return tuple(int(d) for d in dims), str(ty.dtype)
+
+
+def _make_rewriter():
+    from tvm import relax
+
+    @relax.expr_functor.mutator
+    class Rewriter(relax.PyExprMutator):
+        def __init__(self, mod, target, plans):
+            super().__init__(mod)
+            self.target = target
+            self.outputs = {}
+            for conv_var, plan in plans.items():
+                for output in plan.outputs:
+                    self.outputs[output] = plan
+            self.kernels = {}  # output var -> call_tir expression (one kernel per conv)
+            self.done = set()
+            self.replaced = 0
+
+        def visit_var_binding_(self, binding):
+            plan = self.outputs.get(binding.var)
+            if plan is None:
+                return super().visit_var_binding_(binding)
+            call = self._kernel_call(plan)
+            if isinstance(binding.var, relax.DataflowVar):
+                new_var = self.builder_.emit(call)
+            else:
+                new_var = self.builder_.emit_output(call)
+            self.set_var_remap(binding.var, new_var)
+
+        def _kernel_call(self, plan):
+            if id(plan) not in self.kernels:
+                func, layout = build_kernel(plan.geometry, self.target)
+                func = func.with_attrs({"tirx.is_scheduled": True, "op_pattern": _OPAQUE,
+                                        "conv1d_transpose.kernel_version": KERNEL_VERSION})
+                gv = self.builder_.add_func(func, "conv1d_transpose_polyphase")
+                filters = pack_filters(np.ascontiguousarray(plan.weights.transpose(2, 1, 0)),
+                                       layout)
+                self.kernels[id(plan)] = (gv, relax.const(filters))
+                self.replaced += 1
+            gv, filters = self.kernels[id(plan)]
+            data = self.visit_expr(plan.data)
+            out_ty = relax.TensorType(list(plan.geometry.output_shape), plan.geometry.dtype)
+            return relax.call_tir(gv, [data, filters], out_ty)
+
+    return Rewriter
+
+
+_REWRITER = None
+
+
+def _Rewriter(mod, target, plans):
+    global _REWRITER
+    if _REWRITER is None:
+        _REWRITER = _make_rewriter()
+    return _REWRITER(mod, target, plans)

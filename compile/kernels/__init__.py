@@ -1,0 +1,43 @@
+"""compile/kernels: the polyphase conv1d_transpose kernel and its hand schedules.
+
+`build_kernel(geometry, target)` gives the scheduled PrimFunc `(input, packed_filters) ->
+output` for a CPU (llvm: x86, aarch64) or CUDA target, with the `KernelLayout` that
+`pack_filters` needs to lay the filters out for it.
+"""
+from __future__ import annotations
+
+from .polyphase import (Decomposition, Geometry, KernelLayout, Phase, Tiling, decompose,
+                        kernel_source, pack_filters, plan_layout)
+
+# Part of the compile cache key: bump whenever generated code can change.
+KERNEL_VERSION = "polyphase-1"
+
+
+def target_family(target) -> str | None:
+    """"cpu" (llvm), "cuda", or None where no schedule exists for the target."""
+    kind = target.kind.name
+    if kind == "llvm":
+        return "cpu"
+    if kind == "cuda":
+        return "cuda"
+    return None
+
+
+def build_kernel(geometry: Geometry, target):
+    """(scheduled PrimFunc, KernelLayout) of the kernel for `target` (a tvm Target)."""
+    family = target_family(target)
+    if family == "cpu":
+        from . import schedule_cpu
+        return schedule_cpu.build(geometry, target)
+    if family == "cuda":
+        from . import schedule_cuda
+        return schedule_cuda.build(geometry, target)
+    raise ValueError(f"no conv1d_transpose kernel schedule for target kind "
+                     f"{target.kind.name!r}; supported: llvm, cuda")
+
+
+__all__ = [
+    "Decomposition", "Geometry", "KERNEL_VERSION", "KernelLayout", "Phase", "Tiling",
+    "build_kernel", "decompose", "kernel_source", "pack_filters", "plan_layout",
+    "target_family",
+]

@@ -1,0 +1,199 @@
+"""Hand schedule of the polyphase kernel for CPUs (x86 AVX-512/AVX2, aarch64 NEON).
+
+The kernel is a GEMM per phase group: rows q x (phase, output channel) x (tap, input
+channel). The schedule keeps a register tile of `rows` q-rows by `out_tile` output
+channels (and, when the output has few channels, every phase) in vector registers,
+broadcasts one input value per row and loads one packed filter vector per column
+vector. Two loop orders, chosen from the filter size:
+
+- "rows": the filters fit in L2; row tiles are the parallel outer loop and the padded
+  input tile is copied next to them (one copy serves every phase and channel block);
+- "filters": large filters; (channel block, phase) pairs are the parallel outer loop,
+  so one filter panel stays in L2 while every row streams past it.
+
+SPEC.md section 6: every loop transform comes before decompose_reduction.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .polyphase import Geometry, KernelLayout, Tiling, plan_layout
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuTarget:
+    """What the schedule needs to know about a CPU target."""
+
+    vector_bits: int  # 512 (AVX-512), 256 (AVX2), 128 (SSE, NEON)
+    registers: int  # architectural vector registers: 32 (AVX-512, aarch64) or 16
+    cores: int
+    l2_bytes: int = 1 << 20
+
+
+def describe_target(target) -> CpuTarget:
+    """Vector width and register count of an llvm target (x86 or aarch64)."""
+    from tvm.target import codegen
+
+    cores = int(target.attrs.get("num-cores", 0) or 0)
+    if cores <= 0:
+        import os
+        cores = os.cpu_count() or 1
+    triple = str(target.attrs.get("mtriple", "") or "")
+    if triple.startswith(("aarch64", "arm64")) or "arm_cpu" in list(target.keys):
+        return CpuTarget(128, 32, cores)
+    if codegen.target_has_features(["avx512f"], target):
+        return CpuTarget(512, 32, cores)
+    if codegen.target_has_features(["avx2"], target):
+        return CpuTarget(256, 16, cores)
+    return CpuTarget(128, 16, cores)
+
+
+@dataclasses.dataclass(frozen=True)
+class CpuPlan:
+    tiling: Tiling
+    phases_in_tile: bool  # the register tile spans every phase (merged group only)
+    order: str  # "rows" or "filters"
+    unroll_taps: bool = False
+
+
+def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
+    """A schedule for any shape, from its sizes alone (no tuning)."""
+    from .polyphase import decompose
+
+    dec = decompose(geometry)
+    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    lanes = cpu.vector_bits // (8 * element)
+    # Accumulators: leave room for the filter vectors and one broadcast.
+    budget = cpu.registers - 8 if cpu.registers >= 32 else cpu.registers - 4
+    cout, cin = geometry.out_channels, geometry.in_channels
+    merged = dec.uniform_shift_step() is not None
+    # Output-channel vectors per row: up to 4 (64 float32 channels with AVX-512).
+    vectors = max(1, min(4, -(-cout // lanes)))
+    phases_in_tile = False
+    if merged and dec.stride > 1 and vectors * dec.stride <= 4 and \
+            dec.uniform_shift_step() == 0:
+        # Few output channels: a row of the tile covers every phase of one q, which is
+        # one contiguous run of s*Cout outputs in NWC.
+        phases_in_tile = True
+        row_vectors = vectors * dec.stride
+    else:
+        row_vectors = vectors
+    rows = max(1, min(budget // row_vectors, 14))
+    rows = min(rows, max(dec.rows, 1))
+    out_tile = vectors * lanes
+    in_tile = cin if cin <= 256 else 128
+    taps = dec.max_taps
+    filter_bytes = -(-cout // out_tile) * out_tile * taps * in_tile * -(-cin // in_tile) \
+        * dec.stride * element
+    # Parallel work in the "filters" order: channel blocks x phases (per group).
+    panels = -(-cout // out_tile) * (1 if not merged else dec.stride)
+    order = "filters" if filter_bytes > cpu.l2_bytes // 4 and panels >= 2 * cpu.cores \
+        else "rows"
+    return CpuPlan(Tiling(rows, out_tile, in_tile), phases_in_tile, order)
+
+
+def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
+    """Apply the plan to the PrimFunc from `polyphase.build_primfunc(layout)`."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    geometry, tiling = layout.geometry, layout.tiling
+    nwc = geometry.data_format == "NWC"
+    pad = sch.get_sblock(layout.pad_block) if layout.groups else None
+    pad_at_tile = (len(layout.groups) == 1 and cpu_plan.order == "rows")
+
+    for index, (accumulate, store, phases) in enumerate(layout.groups):
+        # The store block is tiled and the accumulation computed at its tile: stores of
+        # several phase groups share `out`, so they are not complete blocks and cannot be
+        # moved with reverse_compute_at.
+        block, store_block = sch.get_sblock(accumulate), sch.get_sblock(store)
+        n, qq, r, coo, coi = sch.get_loops(store_block)
+        qo, qi = sch.split(qq, [None, tiling.rows])
+        in_tile = cpu_plan.phases_in_tile and len(phases) > 1
+        if cpu_plan.order == "rows":
+            if in_tile:
+                sch.reorder(n, qo, coo, qi, r, coi)
+                outer = coo
+            else:
+                sch.reorder(n, qo, coo, r, qi, coi)
+                outer = r
+            parallel = sch.fuse(n, qo)
+        else:
+            if in_tile:
+                sch.reorder(coo, n, qo, qi, r, coi)
+                parallel = coo
+            else:
+                sch.reorder(coo, r, n, qo, qi, coi)
+                parallel = sch.fuse(coo, r)
+            outer = qo
+        sch.compute_at(block, outer)
+        if pad is not None and pad_at_tile:
+            sch.compute_at(pad, parallel)
+        loop = loops_by_variable(sch, block)
+        a_cio, a_cii = sch.split(loop["vci"], [None, tiling.in_tile])
+        a_j, a_coi = loop.get("vj"), loop["vcoi"]
+        tile_loops = [loop.get("vq")] + ([loop.get("vr")] if in_tile else [])
+        order = [a_cio, a_j, a_cii] + tile_loops + [a_coi]
+        sch.reorder(*[item for item in order if item is not None])
+        tile_loops = [item for item in tile_loops if item is not None]
+        sch.set_scope(block, 0, "local")
+        sch.parallel(parallel)
+        for loop in tile_loops:
+            sch.unroll(loop)
+        sch.vectorize(a_coi)
+        if cpu_plan.unroll_taps and a_j is not None:
+            sch.unroll(a_j)
+        # Store: one vector of channels per row and phase (NWC); NCW stores are strided.
+        if nwc:
+            sch.vectorize(sch.get_loops(store_block)[-1])
+        init = sch.decompose_reduction(block, a_cio)
+        sch.vectorize(sch.get_loops(init)[-1])
+
+    if pad is not None:
+        loops = sch.get_loops(pad)
+        if pad_at_tile:
+            if nwc:
+                sch.vectorize(loops[-1])
+        else:
+            n, p, ci = loops
+            fused = sch.fuse(n, p)
+            sch.parallel(fused)
+            if nwc:
+                sch.vectorize(ci)
+    for name in layout.zero_blocks:
+        n, qq, co = sch.get_loops(sch.get_sblock(name))
+        sch.parallel(sch.fuse(n, qq))
+        if nwc:
+            sch.vectorize(co)
+    return sch.mod["main"]
+
+
+def loops_by_variable(sch, block) -> dict:
+    """{block variable name: the loop bound to it} for the loops right above `block`.
+
+    compute_at creates loops only for block variables whose region is wider than one,
+    so a variable may have no loop of its own.
+    """
+    loops = sch.get_loops(block)
+    realize = sch.get(loops[-1]).body
+    from tvm.tirx.analysis import undefined_vars
+
+    by_var = {}
+    for iter_var, value in zip(realize.block.iter_vars, realize.iter_values):
+        used = undefined_vars(value)
+        # The innermost loop in the binding (`outer * rows + ax0` binds to ax0).
+        for loop in reversed(loops):
+            if any(sch.get(loop).loop_var.same_as(var) for var in used):
+                by_var[iter_var.var.name] = loop
+                break
+    return by_var
+
+
+def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
+    """(scheduled PrimFunc, KernelLayout) for a CPU target."""
+    from .polyphase import build_primfunc
+
+    cpu_plan = cpu_plan or plan(geometry, describe_target(target))
+    layout = plan_layout(geometry, cpu_plan.tiling)
+    func = build_primfunc(layout)
+    return schedule(func, layout, cpu_plan), layout
