@@ -178,10 +178,10 @@ def make_spec(input_shape, filters_shape, output_shape, strides, padding="SAME",
         raise ShapeError(f"output_shape={list(out)} has batch {batch} but the input of "
                          f"shape {tuple(input_shape)} has batch {in_batch}")
     widths = shapes.valid_output_widths(in_width, kernel_width, stride, dilation, padding)
-    # With an empty input width or kernel nothing contributes and TF returns zeros of any
-    # output_shape; otherwise the forward conv1d must map the output width back to W
-    # (checked even for batch 0, where TF skips the check).
-    if in_width > 0 and kernel_width > 0 and out_width not in widths:
+    # The forward conv1d must map the output width back to W, also for batch 0 or width 0
+    # (TF's float32 kernel skips the check on empty tensors, its float16/float64 kernels
+    # do not). An empty kernel has no forward conv: any width gives zeros, as in TF.
+    if kernel_width > 0 and out_width not in widths:
         allowed = f"{widths.start}..{widths.stop - 1}" if len(widths) else "none"
         raise ShapeError(
             f"output_shape={list(out)}: width {out_width} is not valid for input width "

@@ -23,8 +23,9 @@ def configurations(widths=(1, 4), kernels=range(1, 7), strides=range(1, 6),
         for O in shapes.valid_output_widths(W, K, s, d, padding):
             yield _case(next(batches), W, O, K, s, d, padding, layout)
     # Degenerate shapes: nothing contributes, the output is zeros of output_shape.
-    for layout, (W, O, K) in itertools.product(layouts, ((0, 0, 3), (0, 5, 3), (4, 8, 0))):
-        yield _case(1, W, O, K, 2, 1, "SAME", layout)
+    for layout, (W, O, K, padding) in itertools.product(
+            layouts, ((0, 0, 3, "SAME"), (0, 2, 3, "VALID"), (4, 8, 0, "SAME"))):
+        yield _case(1, W, O, K, 2, 1, padding, layout)
 
 
 def _case(N, W, O, K, s, d, padding, layout):

@@ -53,16 +53,16 @@ def test_onnxruntime_refuses_float64_with_a_clear_error():
 def test_reference_matches_tensorflow_on_the_sweep(dtype):
     tf = tensorflow_or_skip()
     cases = [case for case in CASES if tensorflow_has_kernel(case, dtype)]
-    assert len(cases) > len(CASES) // 2
+    assert len(cases) > len(CASES) // 4
     assert run_sweep(lambda case, x, f: tensorflow_conv1d_transpose(tf, case, x, f), dtype,
                      cases) == []
 
 
 def tensorflow_has_kernel(case, dtype):
-    # TF 2.21's CPU float16 kernel refuses dilation > 1 ("Current CPU implementations do
-    # not yet support dilation rates larger than 1"); those cases are checked against
-    # the reference only.
-    return not (dtype == "float16" and case[-1] > 1)
+    # TF 2.21's CPU float16 and float64 kernels refuse dilation > 1 ("Current CPU
+    # implementations do not yet support dilation rates larger than 1"); those cases
+    # are checked against the reference only.
+    return dtype == "float32" or case[-1] == 1
 
 
 def tensorflow_conv1d_transpose(tf, case, x, f):
