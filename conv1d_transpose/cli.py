@@ -140,20 +140,37 @@ def _tensorflow_check(x, f, spec) -> str | None:
               show_default=True, help="ConvTranspose form (explicit: pads + output_padding).")
 @click.option("--opset", type=int, default=None, help="ONNX opset (default 17).")
 @click.option("--filters-input", is_flag=True, help="Make the filters a graph input instead of an initializer.")
+@click.option("--filters", "filters_path", type=click.Path(exists=True, dir_okay=False),
+              help="A .npy of [K, out, in] filters (default: random, deterministic).")
+@click.option("--dynamic-batch", is_flag=True, help="Symbolic batch dimension.")
+@click.option("--dynamic-width", is_flag=True,
+              help="Symbolic widths (needs O = W*s for SAME, (W-1)*s + dk for VALID).")
+@click.option("--portable", is_flag=True, help="The explicit-pads form every measured consumer runs right.")
+@click.option("--function", "as_function", is_flag=True, help="One node calling an ONNX local function.")
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(dir_okay=False))
 @_friendly_errors
-def export(dtype, form, opset, filters_input, output_path, **layer):
-    """Write the ONNX model of a layer (random filters unless --filters-input)."""
+def export(dtype, form, opset, filters_input, filters_path, dynamic_batch, dynamic_width,
+           portable, as_function, output_path, **layer):
+    """Write the ONNX model of a layer."""
     import onnx
     from .graph.onnx_export import DEFAULT_OPSET, build_model
     workload = resolve_workload(**layer)
     spec = workload.spec(dtype)
-    _, f = workload.arrays(dtype)
-    model = build_model(spec, None if filters_input else f, form=form,
-                        opset=opset or DEFAULT_OPSET, name=workload.name)
+    f = np.load(filters_path) if filters_path else workload.arrays(dtype)[1]
+    if filters_path and tuple(f.shape) != spec.filters_shape:
+        raise click.UsageError(f"--filters {filters_path} has shape {f.shape}; the layer "
+                               f"needs {list(spec.filters_shape)}")
+    model = build_model(spec, None if filters_input else f, form=form, portable=portable,
+                        opset=opset or DEFAULT_OPSET, name=workload.name,
+                        dynamic_batch=dynamic_batch, dynamic_width=dynamic_width,
+                        as_function=as_function)
     onnx.save(model, output_path)
+    form_used = dict((p.key, p.value) for p in model.metadata_props)["conv1d_transpose.form"]
     console.print(f"wrote {output_path}: {workload.name}, input {list(spec.input_shape)}, "
-                  f"output {list(spec.output_shape)}, form {form}")
+                  f"output {list(spec.output_shape)}, form {form_used}"
+                  + (", dynamic batch" if dynamic_batch else "")
+                  + (", dynamic width" if dynamic_width else "")
+                  + (", as a function" if as_function else ""))
 
 
 if __name__ == "__main__":  # pragma: no cover

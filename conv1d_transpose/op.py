@@ -85,11 +85,21 @@ class Conv1DTranspose:
         with self._lock:
             return self._session.run(None, feeds)[0]
 
-    def to_onnx(self, *, form: str = "output_shape", opset: int = DEFAULT_OPSET):
-        """The ONNX model (Transpose -> ConvTranspose -> Transpose, filters as initializer)."""
-        return build_model(self.spec, self._filters, form=form, opset=opset, name=self.name)
+    def to_onnx(self, *, dynamic_batch: bool = False, dynamic_width: bool = False,
+                portable: bool = False, as_function: bool = False, form: str = "output_shape",
+                opset: int = DEFAULT_OPSET):
+        """The ONNX model (Transpose -> ConvTranspose -> Transpose, filters as initializer).
+
+        dynamic_batch / dynamic_width: symbolic dimensions (width: only where the output
+        width follows from the input width); portable: the explicit-pads form that every
+        measured consumer gets right; as_function: one node calling an ONNX local function.
+        """
+        return build_model(self.spec, self._filters, form=form, portable=portable,
+                           opset=opset, name=self.name, dynamic_batch=dynamic_batch,
+                           dynamic_width=dynamic_width, as_function=as_function)
 
     def save_onnx(self, path, **options) -> None:
+        """Write `to_onnx(**options)` to `path`."""
         import onnx
         onnx.save(self.to_onnx(**options), path)
 

@@ -60,19 +60,117 @@ def conv_transpose_attributes(spec: Conv1DTransposeSpec, form: str) -> dict:
     return attributes
 
 
+def check_exportable(spec: Conv1DTransposeSpec) -> None:
+    if spec.in_width == 0 or spec.kernel_width == 0:
+        raise ArgumentError(
+            f"ONNX ConvTranspose cannot express an empty input width or kernel width "
+            f"(in_width={spec.in_width}, kernel_width={spec.kernel_width}); the output is "
+            f"all zeros, which conv1d_transpose returns without a model")
+
+
+def width_is_a_function_of_input(spec: Conv1DTransposeSpec) -> bool:
+    """True when O follows from W alone (SAME: O = W*s; VALID: O = (W-1)*s + dk).
+
+    Then pads and output_padding are the same for every input width, so one model (and
+    one TVM artifact) serves them all.
+    """
+    if spec.padding == "SAME":
+        return spec.out_width == spec.in_width * spec.stride
+    return spec.out_width == (spec.in_width - 1) * spec.stride + spec.dilated_kernel_width
+
+
+def op_nodes(spec: Conv1DTransposeSpec, data: str, weights: str, output: str, prefix: str,
+             form: str, filters_layout: str = "iok") -> list[onnx.NodeProto]:
+    """The op as nodes: Transpose (NWC) -> ConvTranspose -> Transpose (NWC).
+
+    `weights` names a tensor in ONNX's `[in, out, K]` order (`filters_layout='iok'`) or in
+    TF's `[K, out, in]` order (`'tf'`, transposed by a node). One place builds these
+    nodes for standalone models, embedded ops and the function body.
+    """
+    nodes = []
+    if spec.data_format == "NWC":
+        nodes.append(helper.make_node("Transpose", [data], [f"{prefix}/input_ncw"],
+                                      name=f"{prefix}/to_ncw", perm=[0, 2, 1]))
+        data = f"{prefix}/input_ncw"
+    if filters_layout == "tf":
+        nodes.append(helper.make_node("Transpose", [weights], [f"{prefix}/filters_iok"],
+                                      name=f"{prefix}/filters_to_iok", perm=[2, 1, 0]))
+        weights = f"{prefix}/filters_iok"
+    conv_out = f"{prefix}/output_ncw" if spec.data_format == "NWC" else output
+    nodes.append(helper.make_node(
+        "ConvTranspose", [data, weights], [conv_out], name=f"{prefix}/conv_transpose",
+        doc_string="tf.nn.conv1d_transpose " + json.dumps(spec.tf_arguments()),
+        **conv_transpose_attributes(spec, form)))
+    if spec.data_format == "NWC":
+        nodes.append(helper.make_node("Transpose", [conv_out], [output],
+                                      name=f"{prefix}/to_nwc", perm=[0, 2, 1]))
+    return nodes
+
+
+def function_name(spec: Conv1DTransposeSpec) -> str:
+    return "Conv1DTranspose" if spec.data_format == "NWC" else "Conv1DTransposeNCW"
+
+
+def make_function(spec: Conv1DTransposeSpec, opset: int) -> onnx.FunctionProto:
+    """The op as an ONNX local function in our domain: inputs (input, filters in TF's
+    [K, out, in] layout), output (output); strides, dilations, pads and output_padding are
+    attributes of the calling node, so one function serves every layer of a layout."""
+    body = op_nodes(spec, "input", "filters", "output", "body", "explicit", filters_layout="tf")
+    conv = next(node for node in body if node.op_type == "ConvTranspose")
+    del conv.attribute[:]
+    for attribute in ("strides", "dilations", "pads", "output_padding"):
+        reference = onnx.AttributeProto(name=attribute, ref_attr_name=attribute,
+                                        type=onnx.AttributeProto.INTS)
+        conv.attribute.append(reference)
+    conv.doc_string = ""
+    return helper.make_function(
+        DOMAIN, function_name(spec), ["input", "filters"], ["output"], body,
+        opset_imports=[helper.make_opsetid("", opset)],
+        attributes=["strides", "dilations", "pads", "output_padding"],
+        doc_string=f"tf.nn.conv1d_transpose ({spec.data_format}): Transpose -> ConvTranspose -> Transpose")
+
+
+def function_call(spec: Conv1DTransposeSpec, data: str, filters_tf: str, output: str,
+                  prefix: str) -> onnx.NodeProto:
+    """One node calling `make_function(spec)`; filters in TF's layout."""
+    return helper.make_node(
+        function_name(spec), [data, filters_tf], [output], name=f"{prefix}/conv1d_transpose",
+        domain=DOMAIN, strides=[spec.stride], dilations=[spec.dilation],
+        pads=[spec.pad_begin, spec.pad_end], output_padding=[spec.output_padding],
+        doc_string="tf.nn.conv1d_transpose " + json.dumps(spec.tf_arguments()))
+
+
+def io_shapes(spec: Conv1DTransposeSpec, dynamic_batch: bool, dynamic_width: bool):
+    """Input and output shapes, with symbolic batch/width dimensions where asked."""
+    batch = "batch" if dynamic_batch else spec.batch
+    in_width = "in_width" if dynamic_width else spec.in_width
+    out_width = "out_width" if dynamic_width else spec.out_width
+    if spec.data_format == "NWC":
+        return [batch, in_width, spec.in_channels], [batch, out_width, spec.out_channels]
+    return [batch, spec.in_channels, in_width], [batch, spec.out_channels, out_width]
+
+
 def build_model(spec: Conv1DTransposeSpec, filters: np.ndarray | None = None, *,
-                form: str = "output_shape", opset: int = DEFAULT_OPSET,
-                name: str | None = None) -> onnx.ModelProto:
+                form: str = "output_shape", portable: bool = False,
+                opset: int = DEFAULT_OPSET, name: str | None = None,
+                dynamic_batch: bool = False, dynamic_width: bool = False,
+                as_function: bool = False) -> onnx.ModelProto:
     """The standalone ONNX model of one conv1d_transpose call.
 
     Args:
       spec: the validated call.
-      filters: TF-layout `[K, out, in]` weights to embed as an initializer (already in
-        ONNX's `[in, out, K]` order), or None to make them a second graph input
-        `filters` in TF's layout, transposed by a node.
+      filters: TF-layout `[K, out, in]` weights to embed as an initializer (stored in
+        ONNX's `[in, out, K]` order; in TF's order with `as_function`), or None to make
+        them a second graph input `filters` in TF's layout, transposed by a node.
       form: "output_shape" (default) or "explicit"; see the module docstring.
+      portable: the form every measured consumer runs correctly ("explicit").
       opset: ONNX opset of the default domain, in `SUPPORTED_OPSETS`.
       name: prefix of node names (TF's `name` argument); default "conv1d_transpose".
+      dynamic_batch: a symbolic batch dimension.
+      dynamic_width: symbolic input and output widths; needs O = W*s (SAME) or
+        O = (W-1)*s + dk (VALID), and uses the explicit form (output_shape is static).
+      as_function: one node calling an ONNX local function (domain
+        "ai.conv1d_transpose") instead of the three nodes.
     Returns:
       A model with input `input`, optional input `filters`, and output `output`, in the
       user's layout, that passes `onnx.checker.check_model(full_check=True)`.
@@ -80,49 +178,52 @@ def build_model(spec: Conv1DTransposeSpec, filters: np.ndarray | None = None, *,
     if opset not in SUPPORTED_OPSETS:
         raise ArgumentError(f"opset={opset!r} is not supported; allowed: "
                             f"{SUPPORTED_OPSETS.start}..{SUPPORTED_OPSETS.stop - 1}")
-    if spec.in_width == 0 or spec.kernel_width == 0:
+    conv_transpose_attributes(spec, form)  # validates form
+    check_exportable(spec)
+    if dynamic_width and not width_is_a_function_of_input(spec):
         raise ArgumentError(
-            f"ONNX ConvTranspose cannot express an empty input width or kernel width "
-            f"(in_width={spec.in_width}, kernel_width={spec.kernel_width}); the output is "
-            f"all zeros, which conv1d_transpose returns without a model")
+            f"dynamic_width=True needs an output width that follows from the input width "
+            f"(SAME: O = W*strides = {spec.in_width * spec.stride}; VALID: O = (W-1)*strides "
+            f"+ (K-1)*dilations + 1 = {(spec.in_width - 1) * spec.stride + spec.dilated_kernel_width}"
+            f"); output_shape asks for {spec.out_width} with padding={spec.padding!r}")
+    if portable or dynamic_width or as_function:
+        form = "explicit"
     prefix = name or "conv1d_transpose"
     elem = element_type(spec.dtype)
-    nodes, initializers = [], []
-    inputs = [helper.make_tensor_value_info(INPUT_NAME, elem, list(spec.input_shape))]
-
-    data = INPUT_NAME
-    if spec.data_format == "NWC":
-        nodes.append(helper.make_node("Transpose", [INPUT_NAME], [f"{prefix}/input_ncw"],
-                                      name=f"{prefix}/to_ncw", perm=[0, 2, 1]))
-        data = f"{prefix}/input_ncw"
-
-    weights = f"{prefix}/filters_iok"
-    if filters is not None:
-        array = np.ascontiguousarray(np.asarray(filters, dtype=spec.dtype).transpose(2, 1, 0))
-        initializers.append(numpy_helper.from_array(array, weights))
-    else:
+    input_shape, output_shape = io_shapes(spec, dynamic_batch, dynamic_width)
+    inputs = [helper.make_tensor_value_info(INPUT_NAME, elem, input_shape)]
+    initializers, functions = [], []
+    if filters is None:
         inputs.append(helper.make_tensor_value_info(FILTERS_NAME, elem, list(spec.filters_shape)))
-        nodes.append(helper.make_node("Transpose", [FILTERS_NAME], [weights],
-                                      name=f"{prefix}/filters_to_iok", perm=[2, 1, 0]))
+        weights, layout = FILTERS_NAME, "tf"
+    elif as_function:
+        weights, layout = f"{prefix}/filters", "tf"
+        initializers.append(numpy_helper.from_array(
+            np.ascontiguousarray(np.asarray(filters, dtype=spec.dtype)), weights))
+    else:
+        weights, layout = f"{prefix}/filters_iok", "iok"
+        initializers.append(numpy_helper.from_array(np.ascontiguousarray(
+            np.asarray(filters, dtype=spec.dtype).transpose(2, 1, 0)), weights))
+    if as_function:
+        nodes = [function_call(spec, INPUT_NAME, weights, OUTPUT_NAME, prefix)]
+        functions.append(make_function(spec, opset))
+    else:
+        nodes = op_nodes(spec, INPUT_NAME, weights, OUTPUT_NAME, prefix, form, layout)
 
-    conv_out = f"{prefix}/output_ncw" if spec.data_format == "NWC" else OUTPUT_NAME
-    nodes.append(helper.make_node(
-        "ConvTranspose", [data, weights], [conv_out], name=f"{prefix}/conv_transpose",
-        doc_string="tf.nn.conv1d_transpose " + json.dumps(spec.tf_arguments()),
-        **conv_transpose_attributes(spec, form)))
-    if spec.data_format == "NWC":
-        nodes.append(helper.make_node("Transpose", [conv_out], [OUTPUT_NAME],
-                                      name=f"{prefix}/to_nwc", perm=[0, 2, 1]))
-
-    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, elem, list(spec.output_shape))]
+    outputs = [helper.make_tensor_value_info(OUTPUT_NAME, elem, output_shape)]
     graph = helper.make_graph(nodes, prefix, inputs, outputs, initializer=initializers,
                               doc_string="tf.nn.conv1d_transpose in ONNX "
                                          "(Transpose -> ConvTranspose -> Transpose)")
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+    opsets = [helper.make_opsetid("", opset)]
+    if as_function:
+        opsets.append(helper.make_opsetid(DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, functions=functions,
                               producer_name="conv1d-transpose", producer_version=_version())
     metadata = {"tf." + key: json.dumps(value) for key, value in spec.tf_arguments().items()}
     metadata["conv1d_transpose.spec"] = spec.to_json()
     metadata["conv1d_transpose.form"] = form
+    metadata["conv1d_transpose.dynamic"] = json.dumps(
+        {"batch": dynamic_batch, "width": dynamic_width})
     onnx.helper.set_model_props(model, metadata)
     # IR version 8 keeps the model loadable by onnxruntime builds a few years old.
     model.ir_version = min(model.ir_version, 8 if opset <= 17 else 10)
