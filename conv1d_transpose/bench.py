@@ -1,0 +1,679 @@
+"""`conv1d-transpose bench`: every backend on the workload suite, checked, then timed fairly.
+
+For each workload, every backend (our TVM targets, onnxruntime, and TensorFlow and torch
+when installed) first runs the same input and is compared with the numpy reference; a
+backend over tolerance is FAIL and is not ranked. Then the backends, plus numpy's matmul
+of a GEMM with the same FLOPs (the machine's practical peak), are timed in interleaved
+rounds (A B C A B C ...) so that drift hits all alike. onnxruntime's and OpenBLAS's
+worker threads keep spinning after a call and slow whatever runs next (SPEC.md section
+6), so every timed batch follows a short pause and one untimed call. Thread counts are
+pinned equal where the library allows, and reported either way.
+
+`run_bench(...)` returns the JSON document; the click command `bench` wraps it.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import sys
+import time
+
+import numpy as np
+
+from .graph.errors import ArgumentError, Conv1DTransposeError
+from .graph.reference import max_error
+from .peers import Runner, Unavailable, tensorflow_runner, torch_runner
+from .workloads import Workload, load_workloads
+
+# How much timing: calls per timed batch (`repeat`), interleaved rounds, untimed warm-up
+# calls, the pause before each batch, and the most seconds one batch may take (a slow
+# backend gets fewer calls per batch, never fewer rounds).
+FULL = {"repeat": 10, "rounds": 5, "warmup": 2, "pause_s": 0.05, "batch_s": 1.0}
+QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.01, "batch_s": 0.2}
+
+REFERENCE_BACKEND = "onnxruntime:cpu"
+GEMM_FORM = ("numpy.matmul [M, K] @ [K, N] with M = batch*in_width, "
+             "N = out_channels*kernel_width, K = in_channels: the same FLOPs as the layer "
+             "(its GEMM + col2im form)")
+_ALIASES = {"tf": "tensorflow", "pytorch": "torch", "ort": "onnxruntime"}
+
+
+# --- backends -------------------------------------------------------------------------
+
+def _onnxruntime_runner(spec, filters, threads, target="cpu") -> Runner:
+    from .op import Conv1DTranspose
+    op = Conv1DTranspose(filters, spec.output_shape, spec.stride, spec.padding,
+                         spec.data_format, spec.dilation, backend="onnxruntime",
+                         threads=threads)
+    return Runner(op.backend, "cpu", op, threads, True)
+
+
+def _tvm_runner(spec, filters, threads, target="host") -> Runner:
+    from .op import Conv1DTranspose
+    actual, pinned, note = _pin_tvm_threads(threads)
+    op = Conv1DTranspose(filters, spec.output_shape, spec.stride, spec.padding,
+                         spec.data_format, spec.dilation, backend="tvm", target=target,
+                         threads=threads)
+    if op.backend != f"tvm:{target}":
+        note = f"asked for tvm:{target}, got {op.backend}. {note}".strip()
+    return Runner(op.backend, target, op, actual, pinned, note)
+
+
+def _pin_tvm_threads(threads: int) -> tuple[int | None, bool, str]:
+    # TVM sizes its worker pool from TVM_NUM_THREADS when the pool first starts (without
+    # it, half the logical CPUs on x86, assuming hyper-threading); config_threadpool can
+    # only shrink a started pool.
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    try:
+        import tvm
+        tvm.get_global_func("runtime.config_threadpool")(1, threads)  # 1: kBig, TVM's default
+        actual = int(tvm.get_global_func("runtime.NumThreads")())
+    except Exception as error:  # no TVM, or an API change: the build will say more
+        return None, False, f"TVM threads not pinned: {error}"
+    if actual != threads:
+        return actual, False, (f"TVM's thread pool had started with {actual} workers before "
+                               f"the bench; set TVM_NUM_THREADS={threads} before starting")
+    return actual, True, ""
+
+
+# Backend family -> factory(spec, filters, threads, target) -> Runner (raises Unavailable).
+RUNNERS = {
+    "tvm": _tvm_runner,
+    "onnxruntime": _onnxruntime_runner,
+    "tensorflow": tensorflow_runner,
+    "torch": torch_runner,
+}
+
+
+def runnable_tvm_targets() -> list[str]:
+    """Names in targets.yaml whose code can run on this machine ('host' always)."""
+    try:
+        from .compile.targets import load_targets
+        entries = load_targets()
+    except Exception:  # the compile stage missing or broken: the host is still a target
+        return ["host"]
+    names = [name for name, entry in entries.items()
+             if name == "host" or entry.capabilities().can_run]
+    return names if "host" in names else ["host", *names]
+
+
+def default_backends(targets=None) -> list[str]:
+    targets = targets or runnable_tvm_targets()
+    return [f"tvm:{t}" for t in targets] + [REFERENCE_BACKEND, "tensorflow", "torch"]
+
+
+def parse_backends(backends, targets=None) -> list[tuple[str, str]]:
+    """Backend names -> [(family, target)]; 'tvm' alone means every one of `targets`.
+
+    Raises:
+      ArgumentError naming an unknown backend or TVM target and what is allowed.
+    """
+    if backends is None:
+        backends = default_backends(targets)
+    if isinstance(backends, str):
+        backends = backends.split(",")
+    known_targets = None
+    parsed = []
+    for name in (b.strip() for b in backends):
+        if not name:
+            continue
+        family, _, target = name.partition(":")
+        family = _ALIASES.get(family.lower(), family.lower())
+        if family not in RUNNERS:
+            raise ArgumentError(
+                f"backends: unknown backend {name!r}; allowed: tvm:<target> (targets.yaml "
+                f"names, e.g. tvm:host), {', '.join(f for f in RUNNERS if f != 'tvm')} "
+                f"(onnxruntime also as onnxruntime:cpu)")
+        if family == "tvm":
+            if known_targets is None:
+                known_targets = _tvm_target_names()
+            for t in [target] if target else (targets or runnable_tvm_targets()):
+                if known_targets and t not in known_targets:
+                    raise ArgumentError(f"backends: {('tvm:' + t)!r} names no target in "
+                                        f"targets.yaml; known: {', '.join(known_targets)}")
+                parsed.append(("tvm", t))
+        elif target not in ("", "cpu"):
+            raise ArgumentError(f"backends: {name!r}: {family} runs on 'cpu' only here")
+        else:
+            parsed.append((family, "cpu"))
+    if not parsed:
+        raise ArgumentError("backends: give at least one backend")
+    return list(dict.fromkeys(parsed))
+
+
+def _tvm_target_names() -> list[str]:
+    try:
+        from .compile.targets import load_targets
+        return list(load_targets())
+    except Exception:
+        return []
+
+
+def _display_name(family: str, target: str) -> str:
+    if family == "tvm":
+        return f"tvm:{target}"
+    return REFERENCE_BACKEND if family == "onnxruntime" else family
+
+
+# --- the machine ----------------------------------------------------------------------
+
+def gemm_shape(spec) -> tuple[int, int, int]:
+    """(M, N, K) of the GEMM with the layer's FLOPs (see GEMM_FORM)."""
+    return (spec.batch * spec.in_width, spec.out_channels * spec.kernel_width,
+            spec.in_channels)
+
+
+def _gemm_call(spec):
+    m, n, k = gemm_shape(spec)
+    dtype = np.float64 if spec.dtype == "float64" else np.float32  # numpy has no half GEMM
+    rng = np.random.default_rng(1)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((k, n)).astype(dtype)
+    out = np.empty((m, n), dtype)
+    return lambda _x: np.matmul(a, b, out=out)
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as stream:
+            for line in stream:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def physical_cores() -> int:
+    try:
+        import psutil
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def _versions() -> dict:
+    def version(*distributions):
+        for distribution in distributions:
+            try:
+                return importlib.metadata.version(distribution)
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return None
+    return {"numpy": version("numpy"), "onnxruntime": version("onnxruntime"),
+            "tvm": version("apache-tvm"), "tensorflow": version("tensorflow-cpu", "tensorflow"),
+            "torch": version("torch"), "conv1d-transpose": version("conv1d-transpose")}
+
+
+class _Blas:
+    """numpy's BLAS: what it is, and its thread count (pinned while the bench runs).
+
+    threadpoolctl when installed; otherwise OpenBLAS's own C API found in this process.
+    """
+
+    def __init__(self):
+        self.name, self.version, self._get, self._set = "unknown", None, None, None
+        try:
+            import threadpoolctl
+            self._controller = threadpoolctl.ThreadpoolController()
+            info = [m for m in self._controller.info() if m.get("user_api") == "blas"]
+            if info:
+                self.name = f"{info[0]['internal_api']} ({os.path.basename(info[0]['filepath'])})"
+                self.version = info[0].get("version")
+                self._get = lambda: self._controller.select(user_api="blas").info()[0]["num_threads"]
+                self._set = lambda n: self._controller.limit(limits=n, user_api="blas")
+                return
+        except ImportError:
+            pass
+        try:
+            blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+            self.name, self.version = blas.get("name", "unknown"), blas.get("version")
+        except Exception:
+            pass
+        self._get, self._set = _openblas_thread_functions()
+
+    @property
+    def threads(self) -> int | None:
+        return int(self._get()) if self._get else None
+
+    @contextlib.contextmanager
+    def pinned(self, threads: int):
+        before = self.threads
+        if self._set:
+            self._set(threads)
+        try:
+            yield
+        finally:
+            if self._set and before:
+                self._set(before)
+
+    def describe(self) -> dict:
+        return {"library": self.name, "version": self.version, "threads": self.threads,
+                "source": "threadpoolctl" if hasattr(self, "_controller") else "numpy.show_config"}
+
+
+def _openblas_thread_functions():
+    if not sys.platform.startswith("linux"):
+        return None, None
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+    except OSError:
+        return None, None
+    for path in sorted(paths):
+        try:
+            library = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for pattern in ("scipy_openblas_{}64_", "openblas_{}64_", "openblas_{}"):
+            get = getattr(library, pattern.format("get_num_threads"), None)
+            set_ = getattr(library, pattern.format("set_num_threads"), None)
+            if get and set_:
+                set_.argtypes = [ctypes.c_int]
+                return get, set_
+    return None, None
+
+
+# --- measurement ----------------------------------------------------------------------
+
+class _Entrant:
+    def __init__(self, key, call):
+        self.key, self.call, self.times, self.calls = key, call, [], 1
+
+
+def _interleaved(entrants, x, settings, advance):
+    """Warm up, then time `rounds` rounds of every entrant in turn (start rotating)."""
+    for entrant in entrants:
+        fastest = math.inf
+        for _ in range(settings["warmup"]):
+            start = time.perf_counter()
+            entrant.call(x)
+            fastest = min(fastest, time.perf_counter() - start)
+        fits = int(settings["batch_s"] / fastest) if fastest > 0 else settings["repeat"]
+        entrant.calls = max(1, min(settings["repeat"], fits))
+    for index in range(settings["rounds"]):
+        shift = index % len(entrants)
+        for entrant in entrants[shift:] + entrants[:shift]:
+            time.sleep(settings["pause_s"])
+            entrant.call(x)  # untimed: wakes this library's threads, settles the others'
+            for _ in range(entrant.calls):
+                start = time.perf_counter()
+                entrant.call(x)
+                entrant.times.append(time.perf_counter() - start)
+        advance()
+
+
+def _summary(times, flops) -> dict:
+    ms = np.asarray(times) * 1e3
+    median = float(np.median(ms))
+    return {"median_ms": median, "p10_ms": float(np.percentile(ms, 10)),
+            "p90_ms": float(np.percentile(ms, 90)),
+            "gflops": flops / (median * 1e-3) / 1e9 if median > 0 else None}
+
+
+def _finite(value):
+    return float(value) if value is not None and math.isfinite(value) else None
+
+
+class _NoProgress:
+    def add_task(self, *args, **kwargs):
+        return 0
+
+    def update(self, *args, **kwargs):
+        pass
+
+    def advance(self, *args, **kwargs):
+        pass
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool):
+    if not enabled:
+        yield _NoProgress()
+        return
+    from rich.console import Console
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,
+                               TextColumn, TimeElapsedColumn)
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                  transient=True) as progress:
+        yield progress
+
+
+def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=None,
+              quick=False, progress=True, *, rounds=None, targets=None) -> dict:
+    """Check and time `backends` on `workloads`; returns the JSON document.
+
+    Args:
+      workloads: `Workload`s (default: the packaged suite).
+      backends: names ('tvm:host', 'onnxruntime:cpu', 'tensorflow', 'torch'; 'tvm' means
+        every target in `targets`), a list or a comma-separated string. Default: tvm on
+        every target that runs here, onnxruntime, and the peers.
+      dtype: 'float32', 'float16' or 'float64'.
+      repeat: timed calls per backend per round (default 10, quick 3).
+      threads: worker threads for every backend (default: physical cores).
+      quick: few rounds and calls (for demos and tests). rounds: override the rounds.
+      targets: TVM targets that 'tvm' expands to (default: those that run here).
+      progress: show a progress bar on stderr.
+    Returns:
+      {"header": {...}, "records": [...]}; see README ("Benchmarks").
+    Raises:
+      ArgumentError for an unknown backend, target or dtype.
+    """
+    if dtype not in ("float16", "float32", "float64"):
+        raise ArgumentError(f"dtype={dtype!r} is not supported; allowed: float16, float32, float64")
+    workloads = list(workloads) if workloads is not None else load_workloads()
+    requested = parse_backends(backends, targets)
+    settings = dict(QUICK if quick else FULL)
+    for key, value in (("repeat", repeat), ("rounds", rounds)):
+        if value is not None:
+            if value < 1:
+                raise ArgumentError(f"{key}={value} must be at least 1")
+            settings[key] = int(value)
+    threads = int(threads) if threads else physical_cores()
+    if threads < 1:
+        raise ArgumentError(f"threads={threads} must be at least 1")
+
+    blas = _Blas()
+    header = {
+        "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
+        "cpu_model": _cpu_model(), "cores": {"logical": os.cpu_count(), "physical": physical_cores()},
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "versions": _versions(), "dtype": dtype, "settings": {**settings, "quick": bool(quick)},
+        "gemm": f"{GEMM_FORM}, in {'float64' if dtype == 'float64' else 'float32'}",
+        "blas": None,
+        "threads": {"requested": threads, "backends": {}},
+        "sgemm_gflops": {}, "workloads": [],
+    }
+    records = []
+    previous_tvm_threads = os.environ.get("TVM_NUM_THREADS")
+    with blas.pinned(threads), _progress(progress) as bar:
+        header["blas"] = blas.describe()
+        task = bar.add_task("bench", total=len(workloads) * (len(requested) + settings["rounds"]))
+        for workload in workloads:
+            spec = workload.spec(dtype)
+            x, f = workload.arrays(dtype)
+            runners, workload_records = [], []
+            for family, target in requested:
+                name = _display_name(family, target)
+                bar.update(task, description=f"{workload.name}: preparing {name}")
+                record = {"workload": workload.name, "backend": name, "target": target,
+                          "dtype": dtype, "median_ms": None, "p10_ms": None, "p90_ms": None,
+                          "gflops": None, "speedup_vs_onnxruntime": None, "pct_of_sgemm": None,
+                          "max_abs_err": None, "status": None, "rank": None,
+                          "threads": None, "calls": 0, "note": ""}
+                runner = None
+                try:
+                    runner = RUNNERS[family](spec, f, threads, target)
+                    record.update(backend=runner.backend, threads=runner.threads, note=runner.note)
+                    y = runner.call(x)
+                except (Unavailable, Conv1DTransposeError) as error:
+                    record["status"] = f"skipped: {_first_line(error)}"
+                except Exception as error:  # a backend crashing on a valid call is a failure
+                    record.update(status="FAIL", note=f"raised {type(error).__name__}: "
+                                                      f"{_first_line(error)}")
+                else:
+                    error, ok = max_error(y, x, f, spec)
+                    record.update(max_abs_err=_finite(error), status="ok" if ok else "FAIL")
+                    header["threads"]["backends"][record["backend"]] = {
+                        "threads": runner.threads, "pinned": runner.pinned, "note": runner.note}
+                    if ok:
+                        runners.append((record, runner))
+                workload_records.append(record)
+                bar.advance(task)
+
+            entrants = [_Entrant(record, runner.call) for record, runner in runners]
+            gemm = _Entrant(None, _gemm_call(spec))
+            bar.update(task, description=f"{workload.name}: timing {len(entrants)} backends + sgemm")
+            _interleaved(entrants + [gemm], x, settings, lambda: bar.advance(task))
+
+            sgemm = _summary(gemm.times, spec.flops)["gflops"]
+            header["sgemm_gflops"][workload.name] = sgemm
+            header["workloads"].append({
+                "name": workload.name, "input_shape": list(spec.input_shape),
+                "filters_shape": list(spec.filters_shape), "output_shape": list(spec.output_shape),
+                "strides": spec.stride, "padding": spec.padding, "dilations": spec.dilation,
+                "data_format": spec.data_format, "flops": spec.flops,
+                "gemm_mnk": list(gemm_shape(spec)), "sgemm_gflops": sgemm})
+            for entrant in entrants:
+                entrant.key.update(_summary(entrant.times, spec.flops), calls=len(entrant.times))
+            _rank(workload_records, sgemm)
+            records.extend(workload_records)
+    if previous_tvm_threads is None:
+        os.environ.pop("TVM_NUM_THREADS", None)
+    else:
+        os.environ["TVM_NUM_THREADS"] = previous_tvm_threads
+    return {"header": header, "records": records}
+
+
+def _rank(records, sgemm_gflops):
+    ranked = sorted((r for r in records if r["status"] == "ok" and r["median_ms"]),
+                    key=lambda r: r["median_ms"])
+    reference = next((r["median_ms"] for r in ranked if r["backend"] == REFERENCE_BACKEND), None)
+    for position, record in enumerate(ranked, 1):
+        record["rank"] = position
+        if reference:
+            record["speedup_vs_onnxruntime"] = reference / record["median_ms"]
+        if sgemm_gflops and record["gflops"]:
+            record["pct_of_sgemm"] = 100.0 * record["gflops"] / sgemm_gflops
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+# --- output ---------------------------------------------------------------------------
+
+def render(document, console=None) -> None:
+    """The terminal report: the machine, then one table per workload."""
+    from rich import box
+    from rich.console import Console
+    from rich.table import Table
+    console = console or Console()
+    if not console.is_terminal:  # a file or pipe does not wrap: don't fold the tables
+        console = Console(file=console.file, width=max(console.width, 130))
+    h = document["header"]
+    versions = ", ".join(f"{k} {v}" for k, v in h["versions"].items() if v)
+    blas = h["blas"] or {}
+    console.print(f"[bold]{h['cpu_model']}[/] ({h['cores']['physical']} cores), {h['machine']}, "
+                  f"{h['date']}, {h['dtype']}, {h['threads']['requested']} threads")
+    console.print(f"[dim]{versions}; BLAS {blas.get('library')} {blas.get('version') or ''} "
+                  f"({blas.get('threads')} threads)[/]")
+    console.print(f"[dim]sgemm: {h['gemm']}[/]")
+    unpinned = {n: t["note"] for n, t in h["threads"]["backends"].items() if not t["pinned"]}
+    for name, note in unpinned.items():
+        console.print(f"[yellow]threads not pinned for {name}:[/] {note}")
+
+    for w in h["workloads"]:
+        m, n, k = w["gemm_mnk"]
+        shapes = f"{w['input_shape']} -> {w['output_shape']}".replace(" ", "").replace("->", " -> ")
+        title = (f"[bold]{w['name']}[/]  {shapes}, K={w['filters_shape'][0]} s={w['strides']} "
+                 f"{w['padding']} d={w['dilations']} {w['data_format']}, "
+                 f"{w['flops'] / 1e6:.1f} MFLOP; numpy sgemm {m}x{n}x{k}: "
+                 f"{_rate(w['sgemm_gflops'])} GFLOP/s")
+        table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+        for column in ("backend", "threads", "status", "max abs err", "median ms", "p10 ms",
+                       "p90 ms", "GFLOP/s", "vs onnxruntime", "% sgemm", "rank"):
+            table.add_column(column, justify="left" if column in ("backend", "status") else "right",
+                             no_wrap=column == "backend")
+        notes = []
+        for r in (r for r in document["records"] if r["workload"] == w["name"]):
+            status = r["status"]
+            if status.startswith("skipped"):
+                notes.append(f"{r['backend']}: {status}")
+                status = "[yellow]skipped[/]"
+            elif status == "FAIL":
+                if r["note"]:
+                    notes.append(f"{r['backend']}: {r['note']}")
+                status = "[red]FAIL[/]"
+            else:
+                status = "[green]ok[/]"
+            table.add_row(r["backend"], _num(r["threads"], "{}"), status,
+                          _num(r["max_abs_err"], "{:.1e}"), _num(r["median_ms"], "{:.3f}"),
+                          _num(r["p10_ms"], "{:.3f}"), _num(r["p90_ms"], "{:.3f}"),
+                          _rate(r["gflops"]), _num(r["speedup_vs_onnxruntime"], "{:.2f}x"),
+                          _num(r["pct_of_sgemm"], "{:.0f}%"), _num(r["rank"], "{}"))
+        if notes:
+            table.caption = "\n".join(notes)
+            table.caption_justify = "left"
+        console.print(table)
+
+
+def _rate(gflops):
+    return "-" if gflops is None else f"{gflops:.1f}" if gflops >= 10 else f"{gflops:.3g}"
+
+
+def _num(value, form):
+    return form.format(value) if value is not None else "-"
+
+
+_FAMILY_COLOURS = {"onnxruntime": ["#1f77b4"], "tensorflow": ["#2ca02c"], "torch": ["#9467bd"],
+                   "tvm": ["#d62728", "#ff7f0e", "#e377c2", "#8c564b", "#bcbd22"]}
+
+
+def plot(document, path) -> None:
+    """Grouped bars of GFLOP/s per workload (log scale), one colour per backend.
+
+    GFLOP/s rather than ms: the suite's layers differ 1000x in work, so times share no
+    scale, while rates sit within one decade of the machine's GEMM rate (the black line).
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    h, records = document["header"], document["records"]
+    names = [w["name"] for w in h["workloads"]]
+    backends = list(dict.fromkeys(r["backend"] for r in records))
+    colours, used = {}, {}
+    for backend in backends:
+        family = backend.split(":")[0]
+        palette = _FAMILY_COLOURS.get(family, ["#7f7f7f", "#17becf"])
+        colours[backend] = palette[used.get(family, 0) % len(palette)]
+        used[family] = used.get(family, 0) + 1
+    by_key = {(r["workload"], r["backend"]): r for r in records}
+    width = 0.8 / max(len(backends), 1)
+    figure, axes = plt.subplots(figsize=(max(8.0, 1.25 * len(names) + 3), 5.5), dpi=120)
+    rates = [r["gflops"] for r in records if r["gflops"]] + \
+        [v for v in h["sgemm_gflops"].values() if v]
+    low = min(rates) / 3 if rates else 0.1
+    for j, backend in enumerate(backends):
+        offset = (j - (len(backends) - 1) / 2) * width
+        for i, name in enumerate(names):
+            r = by_key.get((name, backend))
+            if r is None:
+                continue
+            x = i + offset
+            if r["status"] == "ok" and r["gflops"]:
+                axes.bar(x, r["gflops"], width * 0.92, color=colours[backend],
+                         label=backend if i == next(k for k, n in enumerate(names)
+                                                    if (n, backend) in by_key) else None)
+                axes.text(x, r["gflops"] * 1.04, f"{r['gflops']:.0f}" if r["gflops"] >= 10
+                          else f"{r['gflops']:.2g}", ha="center", va="bottom", fontsize=7,
+                          rotation=90)
+            else:
+                word = "FAIL" if r["status"] == "FAIL" else "n/a"
+                axes.text(x, low * 1.15, word, ha="center", va="bottom", fontsize=6,
+                          rotation=90, color="#b00020" if word == "FAIL" else "#888888")
+    for i, name in enumerate(names):
+        sgemm = h["sgemm_gflops"].get(name)
+        if sgemm:
+            axes.hlines(sgemm, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1.2,
+                        label="numpy sgemm, same FLOPs" if i == 0 else None)
+    axes.set_yscale("log")
+    axes.set_ylim(bottom=low)
+    top = max(rates) if rates else 1
+    axes.set_ylim(top=top * 2.2)
+    axes.set_xticks(range(len(names)))
+    flops = {w["name"]: w["flops"] for w in h["workloads"]}
+    axes.set_xticklabels([f"{n}\n{flops[n] / 1e6:.0f} MFLOP" for n in names], fontsize=8)
+    axes.set_ylabel("GFLOP/s (log scale, higher is better)")
+    axes.grid(axis="y", which="both", alpha=0.25)
+    axes.set_axisbelow(True)
+    date = h["date"][:16].replace("T", " ")
+    axes.set_title(f"conv1d_transpose {h['dtype']}: {h['cpu_model']}, "
+                   f"{h['threads']['requested']} threads, {date}", fontsize=10)
+    axes.legend(fontsize=8, ncol=min(len(backends) + 1, 4), loc="upper right", frameon=False)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+
+
+# --- the command ----------------------------------------------------------------------
+
+def _make_command():
+    # cli.py imports this module to register the command, and the command reuses cli's
+    # layer flags: building it on first use of `bench` (PEP 562) breaks the import cycle
+    # whichever of the two modules is imported first.
+    import click
+
+    from .cli import _friendly_errors, console, layer_options, resolve_workload
+
+    def split(values):
+        return [v.strip() for value in values for v in value.split(",") if v.strip()]
+
+    @click.command("bench")
+    @layer_options
+    @click.option("--only", multiple=True, metavar="NAME",
+                  help="Only these workloads of the suite (repeat, or comma-separated).")
+    @click.option("--backends", multiple=True, metavar="LIST",
+                  help="Comma-separated: tvm:<target>, onnxruntime:cpu, tensorflow, torch "
+                       "(default: all; 'tvm' means every target in --targets).")
+    @click.option("--targets", multiple=True, metavar="LIST",
+                  help="TVM targets for 'tvm' (default: every targets.yaml entry that runs here).")
+    @click.option("--dtype", default="float32", show_default=True)
+    @click.option("--repeat", type=int, help="Timed calls per backend per round (default 10, quick 3).")
+    @click.option("--rounds", type=int, help="Interleaved rounds (default 5, quick 2).")
+    @click.option("--threads", type=int, help="Threads for every backend (default: physical cores).")
+    @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+    @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
+    @click.option("--quick", is_flag=True, help="Few rounds and calls: a smoke run.")
+    @_friendly_errors
+    def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
+              quick, **layer):
+        """Check every backend against the reference, then time them interleaved."""
+        flags = {k: v for k, v in layer.items() if k != "workloads_file"}
+        if any(v is not None for v in flags.values()):
+            if only:
+                raise click.UsageError("--only selects from the suite; it cannot be combined "
+                                       "with --workload or layer flags")
+            workloads = [resolve_workload(**layer)]
+        else:
+            workloads = load_workloads(layer["workloads_file"])
+            wanted = split(only)
+            unknown = [n for n in wanted if n not in {w.name for w in workloads}]
+            if unknown:
+                raise click.UsageError(f"--only: no workload {', '.join(map(repr, unknown))}; "
+                                       f"known: {', '.join(w.name for w in workloads)}")
+            if wanted:
+                workloads = [w for w in workloads if w.name in wanted]
+        document = run_bench(workloads, split(backends) or None, dtype, repeat, threads, quick,
+                             progress=sys.stderr.isatty(), rounds=rounds,
+                             targets=split(targets) or None)
+        render(document, console)
+        if json_path:
+            with open(json_path, "w") as stream:
+                json.dump(document, stream, indent=1)
+            console.print(f"wrote {json_path}")
+        if plot_path:
+            plot(document, plot_path)
+            console.print(f"wrote {plot_path}")
+        if any(r["status"] == "FAIL" for r in document["records"]):
+            sys.exit(1)
+
+    return bench
+
+
+def __getattr__(name):
+    if name == "bench":
+        if "_command" not in globals():
+            command = _make_command()  # may re-enter via cli.py: keep the first one made
+            globals().setdefault("_command", command)
+        return globals()["_command"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

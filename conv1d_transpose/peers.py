@@ -1,0 +1,159 @@
+"""Other libraries' transposed convolutions, wrapped as bench backends (`bench.py`).
+
+Each factory takes (spec, filters, threads) and returns a `Runner` whose `call(x)` takes
+and returns numpy arrays in the spec's layout, like our own backends do, so conversion
+costs are counted alike. A library that is missing or refuses the call raises
+`Unavailable` with the reason; the bench lists it as skipped.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import sys
+from typing import Callable
+
+import numpy as np
+
+from .graph.spec import Conv1DTransposeSpec
+
+
+class Unavailable(Exception):
+    """This backend cannot run here; the message says why (shown as 'skipped: ...')."""
+
+
+@dataclasses.dataclass
+class Runner:
+    """One backend ready to run one layer.
+
+    backend: the name in the bench's tables ('onnxruntime:cpu', 'tvm:host', 'torch').
+    target: what it runs on ('cpu' or a targets.yaml name).
+    threads: worker threads it runs with; pinned: whether we could set them.
+    """
+
+    backend: str
+    target: str
+    call: Callable[[np.ndarray], np.ndarray]
+    threads: int | None
+    pinned: bool
+    note: str = ""
+
+
+def tensorflow_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
+                      target: str | None = None) -> Runner:
+    """`tf.nn.conv1d_transpose` inside a `tf.function`, filters held as a constant."""
+    try:
+        with _quiet_native_stderr():
+            import tensorflow as tf
+    except ImportError:
+        raise Unavailable("tensorflow not installed (pip install '.[reference]')") from None
+    pinned, note = _pin_tensorflow_threads(tf, threads)
+    actual = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count()
+    weights = tf.constant(filters)
+
+    @tf.function(input_signature=[tf.TensorSpec(spec.input_shape, spec.dtype)])
+    def run(x):
+        return tf.nn.conv1d_transpose(x, weights, list(spec.output_shape), spec.stride,
+                                      spec.padding, spec.data_format, spec.dilation)
+
+    def call(x):
+        return run(x).numpy()
+
+    try:
+        call(np.zeros(spec.input_shape, spec.dtype))
+    except Exception as error:  # TF's own error types; e.g. float16 with NCW on CPU
+        raise Unavailable(f"tensorflow {tf.__version__} refuses this call: "
+                          f"{_first_line(error)}") from None
+    return Runner("tensorflow", "cpu", call, actual, pinned, note)
+
+
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    # TF 2.21's C++ start-up notes (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL when it is
+    # set from Python after start: silence file descriptor 2 while TF loads.
+    if "tensorflow" in sys.modules:
+        yield
+        return
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def _pin_tensorflow_threads(tf, threads: int) -> tuple[bool, str]:
+    # TF fixes its thread pools when its runtime starts; later calls raise RuntimeError.
+    config = tf.config.threading
+    if (config.get_intra_op_parallelism_threads(), config.get_inter_op_parallelism_threads()) \
+            == (threads, 1):
+        return True, ""
+    try:
+        config.set_intra_op_parallelism_threads(threads)
+        config.set_inter_op_parallelism_threads(1)
+    except RuntimeError:
+        return False, ("TensorFlow's runtime had started before the bench; its thread "
+                       "pools could not be resized")
+    return True, ""
+
+
+def torch_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
+                 target: str | None = None) -> Runner:
+    """`torch.nn.functional.conv_transpose1d`, with TF's layout and padding mapped onto it.
+
+    torch takes NCW input, weights `[in, out, K]` and one padding for both ends. TF's SAME
+    puts the odd cropped position at the end, which torch cannot express: then compute
+    the uncropped output and slice `[pad_begin, pad_begin + O)`, zero-filling past the
+    last contribution.
+    """
+    try:
+        import torch
+        import torch.nn.functional as F
+    except ImportError:
+        raise Unavailable("torch not installed (pip install torch)") from None
+    pinned, note = _pin_torch_threads(torch, threads)
+    weight = torch.from_numpy(np.ascontiguousarray(filters.transpose(2, 1, 0)))
+    symmetric = spec.pad_begin == spec.pad_end
+    padding, output_padding = (spec.pad_begin, spec.output_padding) if symmetric else (0, 0)
+    begin, width = spec.pad_begin, spec.out_width
+    nwc = spec.data_format == "NWC"
+
+    def call(x):
+        with torch.inference_mode():
+            data = torch.from_numpy(x)
+            if nwc:
+                data = data.permute(0, 2, 1)
+            y = F.conv_transpose1d(data, weight, stride=spec.stride, padding=padding,
+                                   output_padding=output_padding, dilation=spec.dilation)
+            if not symmetric:
+                y = y[:, :, begin:begin + width]
+                if y.shape[2] < width:
+                    y = F.pad(y, (0, width - y.shape[2]))
+            if nwc:
+                y = y.permute(0, 2, 1)
+            return y.contiguous().numpy()
+
+    try:
+        call(np.zeros(spec.input_shape, spec.dtype))
+    except Exception as error:  # e.g. a dtype torch's CPU kernels lack
+        raise Unavailable(f"torch {torch.__version__} refuses this call: "
+                          f"{_first_line(error)}") from None
+    return Runner("torch", "cpu", call, torch.get_num_threads(), pinned, note)
+
+
+def _pin_torch_threads(torch, threads: int) -> tuple[bool, str]:
+    torch.set_num_threads(threads)
+    try:
+        torch.set_num_interop_threads(1)
+    except RuntimeError:  # allowed once, before any inter-op work; harmless here
+        pass
+    return torch.get_num_threads() == threads, ""
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
