@@ -1,0 +1,131 @@
+"""`TVMSession`: a compiled artifact run by TVM's Relax VM, with onnxruntime's surface.
+
+    session = TVMSession(model, "host")
+    [y] = session.run(None, {"input": x})
+
+The model is compiled (or taken from the cache) once, in the constructor; `run` only
+converts the feeds, calls the VM's cached `main` and copies the outputs out.
+"""
+from __future__ import annotations
+
+import collections
+import os
+
+import numpy as np
+import onnx
+
+from ..compile.artifact import Artifact, compile_model, load_artifact
+from ..compile.targets import get_target
+from ..graph.errors import ArgumentError, BackendError
+
+# Like onnxruntime's NodeArg: name, shape (ints, or str/None for free dims), type string.
+NodeArg = collections.namedtuple("NodeArg", ["name", "shape", "type"])
+
+_ONNX_TYPE_NAMES = {"float16": "tensor(float16)", "float32": "tensor(float)",
+                    "float64": "tensor(double)", "int64": "tensor(int64)",
+                    "int32": "tensor(int32)", "bfloat16": "tensor(bfloat16)"}
+# TVM's generated code assumes 64-byte aligned buffers; tvm.runtime.from_dlpack checks it.
+_ALIGNMENT = 64
+
+
+class TVMSession:
+    """Runs one ONNX model through a TVM artifact on this machine's CPU or GPU.
+
+    Args:
+      model_or_artifact: an onnx.ModelProto, a path to an .onnx file, or an artifact
+        directory (from `compile_model` / `conv1d-transpose compile`).
+      target: a target name in targets.yaml ('host' by default).
+      targets: a mapping from `load_targets` or a path to a targets.yaml.
+      cache_dir: the artifact cache (default: the user cache directory).
+    Raises:
+      BackendError (a ValueError): the target cannot run on this machine, or an artifact
+      directory fails verification (hash, TVM version, target).
+    """
+
+    def __init__(self, model_or_artifact, target="host", *, targets=None, cache_dir=None):
+        entry = get_target(target, targets)
+        _, _, can_run, run_reason = entry.capabilities()
+        if not can_run:
+            raise BackendError(f"target {entry.name!r} cannot run on this machine: {run_reason}")
+        self.artifact: Artifact = _artifact(model_or_artifact, entry, targets, cache_dir)
+        self.target = entry.name
+        self.backend = f"tvm:{entry.name}"
+        self.scheduled = self.artifact.scheduled
+
+        import tvm
+        from tvm import relax
+
+        self._device = tvm.cuda(0) if entry.family == "cuda" else tvm.cpu(0)
+        self._on_cpu = entry.family == "cpu"
+        self._tensor = tvm.runtime.tensor
+        self._from_dlpack = tvm.runtime.from_dlpack
+        self._vm = relax.VirtualMachine(self.artifact.load_module(), self._device)
+        self._main = self._vm["main"]
+        self._inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
+                        for i in self.artifact.inputs]
+        self._outputs = [NodeArg(o["name"], list(o["shape"]), _type_name(o["dtype"]))
+                         for o in self.artifact.outputs]
+        self._input_dtypes = [np.dtype(i["dtype"]) for i in self.artifact.inputs]
+        self._output_index = {o.name: n for n, o in enumerate(self._outputs)}
+
+    def get_inputs(self) -> list[NodeArg]:
+        return list(self._inputs)
+
+    def get_outputs(self) -> list[NodeArg]:
+        return list(self._outputs)
+
+    def run(self, output_names, feeds) -> list[np.ndarray]:
+        """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
+        if not isinstance(feeds, dict):
+            raise ArgumentError(f"feeds must be a dict of input name -> array, "
+                                f"got {type(feeds).__name__}")
+        if len(feeds) != len(self._inputs) or any(i.name not in feeds for i in self._inputs):
+            raise ArgumentError(f"feeds have keys {sorted(feeds)}; the model's inputs are "
+                                f"{[i.name for i in self._inputs]}")
+        arguments = [self._argument(feeds[arg.name], arg, dtype)
+                     for arg, dtype in zip(self._inputs, self._input_dtypes)]
+        result = self._main(*arguments)
+        values = list(result) if len(self._outputs) > 1 else [result]
+        if output_names is None:
+            return [value.numpy() for value in values]
+        try:
+            return [values[self._output_index[name]].numpy() for name in output_names]
+        except KeyError as error:
+            raise ArgumentError(f"output {error.args[0]!r} is not an output of the model; "
+                                f"outputs: {list(self._output_index)}") from None
+
+    def _argument(self, value, arg: NodeArg, dtype: np.dtype):
+        array = np.asarray(value)
+        if array.dtype != dtype:
+            raise ArgumentError(f"input {arg.name!r} has dtype {array.dtype}; the model takes "
+                                f"{dtype.name} ({arg.type})")
+        if array.ndim != len(arg.shape) or any(isinstance(d, int) and d != n
+                                               for d, n in zip(arg.shape, array.shape)):
+            raise ArgumentError(f"input {arg.name!r} has shape {tuple(array.shape)}; the model "
+                                f"takes {arg.shape}")
+        if self._on_cpu and array.flags.c_contiguous and array.ctypes.data % _ALIGNMENT == 0:
+            return self._from_dlpack(array)  # zero copy
+        return self._tensor(np.ascontiguousarray(array), self._device)
+
+
+def _type_name(dtype: str | None) -> str:
+    return _ONNX_TYPE_NAMES.get(dtype, f"tensor({dtype})")
+
+
+def _artifact(model_or_artifact, entry, targets, cache_dir) -> Artifact:
+    if isinstance(model_or_artifact, Artifact):
+        model_or_artifact = model_or_artifact.path
+    if isinstance(model_or_artifact, onnx.ModelProto):
+        return compile_model(model_or_artifact, entry, targets=targets, cache_dir=cache_dir)
+    if isinstance(model_or_artifact, (str, os.PathLike)):
+        path = os.fspath(model_or_artifact)
+        if os.path.isdir(path):
+            try:
+                return load_artifact(path, expected={"target": entry.target_dict()})
+            except BackendError as error:
+                raise BackendError(f"{error} (asked for target {entry.name!r})") from None
+        if os.path.isfile(path):
+            return compile_model(onnx.load(path), entry, targets=targets, cache_dir=cache_dir)
+        raise ArgumentError(f"model_or_artifact={path!r} is neither a file nor a directory")
+    raise ArgumentError(f"model_or_artifact must be an onnx.ModelProto, a path to an .onnx "
+                        f"file or an artifact directory, got {type(model_or_artifact).__name__}")
