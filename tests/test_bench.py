@@ -1,0 +1,126 @@
+"""`conv1d-transpose bench`: the JSON document, the plot, the checks that gate ranking."""
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conv1d_transpose import bench as bench_module
+from conv1d_transpose.bench import parse_backends, run_bench
+from conv1d_transpose.peers import Unavailable, tensorflow_runner, torch_runner
+from conv1d_transpose.graph.reference import max_error
+from conv1d_transpose.workloads import Workload
+
+TINY = ["--width", "8", "--cin", "4", "--cout", "4", "--kernel", "4", "--stride", "2"]
+PEERS = [name for name, module in (("tensorflow", "tensorflow"), ("torch", "torch"))
+         if importlib.util.find_spec(module)]
+RECORD_TYPES = {"workload": str, "backend": str, "target": str, "dtype": str,
+                "median_ms": float, "p10_ms": float, "p90_ms": float, "gflops": float,
+                "speedup_vs_onnxruntime": float, "max_abs_err": float, "status": str,
+                "rank": int}
+
+
+def invoke(*args):
+    return CliRunner().invoke(bench_module.bench, [*args], catch_exceptions=False)
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    result = invoke(*TINY, "--quick", "--backends", ",".join(["onnxruntime:cpu", *PEERS]),
+                    "--json", str(out / "bench.json"), "--plot", str(out / "bench.png"))
+    return result, out
+
+
+def test_quick_run_writes_the_documented_json(quick_run):
+    result, out = quick_run
+    assert result.exit_code == 0, result.output
+    document = json.loads((out / "bench.json").read_text())
+    header = document["header"]
+    for key in ("machine", "cpu_model", "cores", "date", "versions", "blas", "threads",
+                "sgemm_gflops", "gemm"):
+        assert key in header
+    assert set(header["versions"]) >= {"numpy", "onnxruntime", "tvm", "tensorflow", "torch",
+                                       "conv1d-transpose"}
+    assert header["sgemm_gflops"]["custom"] > 0
+    records = document["records"]
+    assert [r["backend"] for r in records] == ["onnxruntime:cpu", *PEERS]
+    for record in records:
+        for key, kind in RECORD_TYPES.items():
+            assert isinstance(record[key], kind), (key, record)
+        assert record["status"] == "ok"
+        assert record["p10_ms"] <= record["median_ms"] <= record["p90_ms"]
+        assert record["max_abs_err"] < 1e-4
+    assert sorted(r["rank"] for r in records) == list(range(1, len(records) + 1))
+    assert records[0]["speedup_vs_onnxruntime"] == 1.0
+
+
+def test_quick_run_plots_a_png(quick_run):
+    from PIL import Image
+    _, out = quick_run
+    with Image.open(out / "bench.png") as image:
+        image.verify()
+        assert image.format == "PNG" and image.size[0] > 0 and image.size[1] > 0
+
+
+def test_unknown_backend_is_a_usage_error_naming_it():
+    result = invoke(*TINY, "--quick", "--backends", "onnxruntime,mxnet")
+    assert result.exit_code == 2
+    assert "'mxnet'" in result.output and "onnxruntime" in result.output
+    with pytest.raises(ValueError, match="tvm:nowhere"):
+        parse_backends(["tvm:nowhere"])
+
+
+def test_a_wrong_backend_is_marked_fail_and_not_ranked(monkeypatch):
+    def wrong(spec, filters, threads, target):
+        runner = bench_module.RUNNERS["onnxruntime"](spec, filters, threads, target)
+        runner.backend = "wrong"
+        right = runner.call
+        runner.call = lambda x: right(x) * 1.01
+        return runner
+
+    monkeypatch.setitem(bench_module.RUNNERS, "wrong", wrong)
+    workload = Workload("tiny", batch=1, width=8, cin=4, cout=4, kernel=4, stride=2)
+    document = run_bench([workload], ["onnxruntime:cpu", "wrong"], quick=True, progress=False)
+    right, bad = document["records"]
+    assert (right["status"], right["rank"]) == ("ok", 1)
+    assert bad["status"] == "FAIL" and bad["rank"] is None
+    assert bad["median_ms"] is None and bad["speedup_vs_onnxruntime"] is None
+    assert bad["max_abs_err"] > 1e-3
+
+
+def test_missing_or_unbuildable_backends_are_skipped_with_a_reason():
+    workload = Workload("tiny", batch=1, width=8, cin=4, cout=4, kernel=4, stride=2)
+    document = run_bench([workload], ["onnxruntime", "tvm:arm64"], dtype="float64",
+                         quick=True, progress=False)
+    for record in document["records"]:
+        assert record["status"].startswith("skipped: "), record
+        assert record["rank"] is None
+
+
+# The peers map TF's layout and padding onto their own; asymmetric SAME (odd crop at the
+# end), VALID, NCW and dilation are the cases that a naive mapping gets wrong.
+PEER_CASES = [
+    dict(width=5, cin=3, cout=2, kernel=3, stride=2),                  # SAME, crop 0 | 1
+    dict(width=5, cin=3, cout=2, kernel=4, stride=3, out_width=13),    # SAME, output_padding
+    dict(width=5, cin=3, cout=2, kernel=4, stride=2, padding="VALID"),
+    dict(width=6, cin=3, cout=2, kernel=3, stride=2, data_format="NCW"),
+    dict(width=6, cin=3, cout=2, kernel=3, stride=2, dilation=2),
+]
+
+
+@pytest.mark.parametrize("factory", [tensorflow_runner, torch_runner], ids=["tensorflow", "torch"])
+@pytest.mark.parametrize("case", PEER_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+def test_peers_agree_with_the_reference(factory, case):
+    workload = Workload("case", batch=2, **case)
+    spec = workload.spec()
+    x, f = workload.arrays()
+    try:
+        runner = factory(spec, f, 1)
+    except Unavailable as reason:
+        pytest.skip(str(reason))
+    y = runner.call(x)
+    assert y.shape == spec.output_shape and y.dtype == np.float32
+    error, ok = max_error(y, x, f, spec)
+    assert ok, error
