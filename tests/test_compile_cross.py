@@ -1,0 +1,182 @@
+"""Builds for targets other than this CPU: CUDA (device code in the library) and aarch64
+(cross-linked ELF). Runs are checked where this machine can run them and refused with
+the reason where it cannot."""
+import os
+import shutil
+import struct
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from conv1d_transpose.compile import targets as targets_module
+from conv1d_transpose.compile.artifact import compile_model
+from conv1d_transpose.compile.build import fatbin_entries, replace_cuda_code
+from conv1d_transpose.compile.targets import load_targets
+from conv1d_transpose.graph import build_model, make_spec, max_error
+from conv1d_transpose.graph.errors import BackendError
+from conv1d_transpose.runtime.tvm_backend import TVMSession
+
+EM_AARCH64, EM_X86_64 = 183, 62
+needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None,
+                                reason="nvcc not found: CUDA device code cannot be built here")
+needs_aarch64_gcc = pytest.mark.skipif(
+    shutil.which("aarch64-linux-gnu-gcc") is None,
+    reason="aarch64-linux-gnu-gcc not found (Debian: apt-get install gcc-aarch64-linux-gnu)")
+
+
+def small_model(dtype="float32"):
+    spec = make_spec(None, (3, 4, 2), (1, 9, 4), 2, "SAME", dtype=dtype)
+    filters = np.random.default_rng(0).standard_normal((3, 4, 2)).astype(dtype)
+    return spec, filters, build_model(spec, filters)
+
+
+def elf_machine(path) -> tuple[int, int]:
+    """(EI_CLASS, e_machine) of an ELF file: 2 = 64-bit; 183 = AArch64, 62 = x86-64."""
+    with open(path, "rb") as file:
+        header = file.read(20)
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return header[4], struct.unpack_from("<H", header, 18)[0]
+
+
+# -- CUDA -------------------------------------------------------------------------------------
+
+@needs_nvcc
+@pytest.mark.parametrize("target, arch", (("cuda-sm80", "80"), ("cuda-sm90", "90")))
+def test_cuda_artifact_carries_device_code_for_its_arch(target, arch):
+    artifact = compile_model(small_model()[2], target)
+    device = artifact.manifest["device_code"]
+    assert device["format"] == "fatbin"
+    assert device["archs"] == [f"compute_{arch}", f"sm_{arch}"]
+    assert f"arch=compute_{arch},code=[sm_{arch},compute_{arch}]" in artifact.manifest["options"]["nvcc"]
+    with open(artifact.library_path, "rb") as file:
+        library = file.read()
+    machines = {"x86_64": EM_X86_64, "aarch64": EM_AARCH64}
+    if artifact.manifest["machine"] in machines:
+        assert elf_machine(artifact.library_path) == (2, machines[artifact.manifest["machine"]])
+    entries = fatbin_entries(library)
+    assert ("elf", f"sm_{arch}") in entries and ("ptx", f"compute_{arch}") in entries
+    assert all(a.endswith(arch) for _, a in entries)  # nothing for other GPUs
+    assert b"__global__" not in library  # the CUDA C source is gone, replaced by the fatbin
+
+
+@needs_nvcc
+def test_tvm_reads_the_fatbin_back_from_the_library():
+    # TVM's own loader parses the library blob; a stand-in for the CUDA runtime's
+    # ffi.Module.load_from_bytes.cuda (not loadable without libcuda.so.1) receives the
+    # CUDA module's bytes, which must be [fmt "fatbin"][function map][the fatbin].
+    artifact = compile_model(small_model()[2], "cuda-sm90")
+    code = textwrap.dedent(f"""
+        import struct, tvm, tvm_ffi
+        from conv1d_transpose.compile.build import fatbin_entries
+        seen = []
+        @tvm_ffi.register_global_func("ffi.Module.load_from_bytes.cuda", override=True)
+        def load(data):
+            data = bytes(data)
+            size = struct.unpack_from("<Q", data)[0]
+            fmt = data[8:8 + size].decode()
+            seen.append((fmt, fatbin_entries(data)))
+            return tvm.get_global_func("runtime.SourceModuleCreate")("", "cuda")
+        module = tvm.runtime.load_module({artifact.library_path!r})
+        print(seen)
+        kinds, stack = [], [module]
+        while stack:
+            kinds.append(stack[-1].kind)
+            stack.extend(stack.pop().imports)
+        print(kinds)
+    """)
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    seen, kinds = result.stdout.strip().splitlines()
+    assert seen == "[('fatbin', [('elf', 'sm_90'), ('ptx', 'compute_90')])]"
+    assert kinds == "['relax.VMExecutable', 'library', 'source']"  # source: the stand-in
+
+
+def test_blob_rewrite_keeps_the_function_map():
+    function_map = b"\x01\x00\x00\x00\x00\x00\x00\x00" + b"opaque function table"
+    source = "extern \"C\" __global__ void k() {}"
+    code = source.encode()
+    module = (struct.pack("<Q", 4) + b"cuda" + function_map + struct.pack("<Q", len(code)) + code)
+    body = (struct.pack("<QQQQ", 3, 0, 1, 1) + struct.pack("<QQ", 1, 1)  # indptr, children
+            + struct.pack("<Q", 4) + b"_lib"
+            + struct.pack("<Q", 4) + b"cuda" + struct.pack("<Q", len(module)) + module)
+    blob = struct.pack("<Q", len(body)) + body
+    fatbin = b"\x50\xed\x55\xba" + b"F" * 12
+    new = replace_cuda_code(blob, {source: fatbin})
+    expected_module = (struct.pack("<Q", 6) + b"fatbin" + function_map
+                       + struct.pack("<Q", len(fatbin)) + fatbin)
+    assert new.endswith(struct.pack("<Q", len(expected_module)) + expected_module)
+    assert struct.unpack_from("<Q", new)[0] == len(new) - 8
+    with pytest.raises(BackendError, match="not the CUDA source"):
+        replace_cuda_code(blob, {"other source": fatbin})
+
+
+def test_cuda_without_nvcc_ships_the_source(monkeypatch):
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which",
+                        lambda name, *a, **k: None if name == "nvcc" else real_which(name, *a, **k))
+    artifact = compile_model(small_model()[2], "cuda-sm90")
+    assert artifact.manifest["device_code"]["format"] == "cuda-source"
+    assert artifact.manifest["options"]["cuda_device_code"] == "source"
+    with open(artifact.library_path, "rb") as file:
+        library = file.read()
+    assert b"__global__" in library and not fatbin_entries(library)
+
+
+def test_cuda_run_is_refused_without_a_gpu():
+    if targets_module.cuda_device() is not None:
+        pytest.skip("a GPU is present: see test_cuda_session_matches_reference")
+    with pytest.raises(BackendError, match=r"'cuda-sm90' cannot run on this machine: .*no GPU"):
+        TVMSession(small_model()[2], "cuda-sm90")
+
+
+@pytest.mark.parametrize("dtype", ("float32", "float16"))
+def test_cuda_session_matches_reference(dtype):
+    device = targets_module.cuda_device()
+    if device is None:
+        pytest.skip("no GPU")
+    target = next((name for name in ("cuda-sm90", "cuda-sm80")
+                   if load_targets()[name].capabilities().can_run), None)
+    if target is None:
+        pytest.skip(f"no shipped CUDA target runs on {device[0]} (sm_{device[1][0]}{device[1][1]})")
+    spec, filters, model = small_model(dtype)
+    session = TVMSession(model, target)
+    x = np.random.default_rng(1).standard_normal(spec.input_shape).astype(dtype)
+    got, = session.run(None, {"input": x})
+    assert max_error(got, x, filters, spec)[1]
+
+
+# -- aarch64 ----------------------------------------------------------------------------------
+
+@needs_aarch64_gcc
+@pytest.mark.parametrize("target", ("arm64", "rpi4"))
+def test_aarch64_build_is_an_aarch64_shared_library(target):
+    artifact = compile_model(small_model()[2], target)
+    assert elf_machine(artifact.library_path) == (2, EM_AARCH64)
+    assert artifact.manifest["machine"] == "aarch64"
+    assert artifact.manifest["linker"] == "aarch64-linux-gnu-gcc"
+    assert artifact.manifest["options"]["cross_compiler"] == "aarch64-linux-gnu-gcc"
+    if targets_module.local_machine() != "aarch64":
+        with pytest.raises(BackendError, match="cannot run"):
+            TVMSession(small_model()[2], target)
+
+
+@needs_aarch64_gcc
+@needs_nvcc
+def test_jetson_build_is_aarch64_with_sm87_device_code():
+    artifact = compile_model(small_model()[2], "jetson-orin")
+    assert elf_machine(artifact.library_path) == (2, EM_AARCH64)
+    with open(artifact.library_path, "rb") as file:
+        assert ("elf", "sm_87") in fatbin_entries(file.read())
+
+
+def test_cross_build_without_the_cross_compiler_is_refused(monkeypatch):
+    if targets_module.local_machine() == "aarch64":
+        pytest.skip("arm64 is native here")
+    real_which = shutil.which
+    monkeypatch.setattr(shutil, "which", lambda name, *a, **k:
+                        None if name == "aarch64-linux-gnu-gcc" else real_which(name, *a, **k))
+    with pytest.raises(BackendError, match=r"'arm64': cannot build \(aarch64-linux-gnu-gcc not found\)"):
+        compile_model(small_model()[2], "arm64")
