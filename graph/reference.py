@@ -68,6 +68,6 @@ def max_error(actual: np.ndarray, input: np.ndarray, filters: np.ndarray,
         np.array_equal(np.where(finite, 0, exact), np.where(finite, 0, actual), equal_nan=True)
     if not finite.any():
         return 0.0, same_specials
-    error = np.abs(actual - exact)[finite]
+    error = np.abs(actual[finite] - exact[finite])
     bound = rtol * magnitude(input, filters, spec)[finite] + atol
     return float(error.max()), bool(same_specials and (error <= bound).all())

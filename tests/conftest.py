@@ -32,3 +32,17 @@ def _private_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "artifact-cache"
     cache.mkdir(mode=0o700, exist_ok=True)
     monkeypatch.setenv("CONV1D_TRANSPOSE_CACHE_DIR", str(cache))
+
+
+# Hypothesis profiles for the property campaign (tests/property_campaign.py):
+# "ci" is derandomised so CI is reproducible; "long" is the documented big run.
+try:
+    from hypothesis import HealthCheck, settings
+except ImportError:  # pragma: no cover - hypothesis is in the test extra
+    pass
+else:
+    _common = dict(deadline=None, suppress_health_check=list(HealthCheck), print_blob=True)
+    settings.register_profile("ci", max_examples=2000, derandomize=True, **_common)
+    settings.register_profile("long", max_examples=50000, **_common)
+    settings.register_profile("dev", max_examples=200, **_common)
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
