@@ -364,3 +364,22 @@ def test_default_cache_dir(monkeypatch, tmp_path):
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert default_cache_dir() == str(tmp_path / "home" / ".cache" / "conv1d-transpose")
+
+
+def test_several_outputs_by_name(cache_dir):
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((2, 3, 3), np.float32), "W")
+    nodes = [helper.make_node("ConvTranspose", ["X", "W"], ["Y"], strides=[2],
+                              output_shape=[8], auto_pad="SAME_UPPER"),
+             helper.make_node("Relu", ["Y"], ["Z"])]
+    outputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [1, 3, 8]) for name in "YZ"]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "X", TensorProto.FLOAT, [1, 2, 4])], outputs, initializer=[weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    session = TVMSession(model, cache_dir=cache_dir)
+    x = np.random.default_rng(3).standard_normal((1, 2, 4)).astype(np.float32)
+    y, z = session.run(None, {"X": x})
+    np.testing.assert_array_equal(np.maximum(y, 0), z)
+    only_z, = session.run(["Z"], {"X": x})
+    np.testing.assert_array_equal(only_z, z)
