@@ -100,8 +100,15 @@ def export_library(result: BuildResult, directory: str) -> dict:
         linker = entry.cross_compiler
     info = {"library": LIBRARY_NAME, "linker": linker, "device_code": None, "options": {}}
     if entry.family == "cuda":
-        sources = [m.inspect_source("cuda") for m in _cuda_modules(result.executable)]
-        if shutil.which("nvcc"):
+        modules = _cuda_modules(result.executable)
+        formats = [_cuda_module_format(m) for m in modules]
+        sources = [m.inspect_source("cuda") for m, f in zip(modules, formats) if f == "cuda"]
+        if not sources:
+            # Built where TVM's CUDA runtime loads (a GPU machine): TVM compiled the kernels
+            # itself (NVRTC cubin by default) for the target's arch. Export them as they are.
+            info["device_code"] = {"format": "+".join(sorted(set(formats))),
+                                   "archs": [entry.cuda_arch], "kinds": ["tvm"], "bytes": None}
+        elif shutil.which("nvcc"):
             fatbins = [compile_fatbin(source, entry.cuda_arch) for source in sources]
             kwargs["fpack_imports"] = _packer(dict(zip(sources, fatbins)))
             entries = [e for fatbin in fatbins for e in fatbin_entries(fatbin)]
@@ -127,6 +134,18 @@ def export_library(result: BuildResult, directory: str) -> dict:
 
 def _cuda_modules(executable) -> list:
     return list(executable.mod._collect_from_import_tree(lambda m: m.kind == "cuda"))
+
+
+def _cuda_module_format(module) -> str:
+    """'cuda' for a module that still holds CUDA C source (TVM's fallback module, made
+    where the CUDA runtime cannot load), else the binary format TVM already produced."""
+    for binary in ("fatbin", "cubin", "ptx"):
+        try:
+            if module.inspect_source(binary):
+                return binary
+        except Exception:  # binary code that is not valid text: it is there
+            return binary
+    return "cuda"
 
 
 def _gencode(arch: str) -> list[str]:
@@ -219,7 +238,7 @@ def replace_cuda_code(blob: bytes, fatbins: dict[str, bytes]) -> bytes:
         if kind == b"_lib":
             continue
         module, offset = _read_bytes(blob, offset)
-        if kind == b"cuda":
+        if kind == b"cuda" and _read_bytes(module, 0)[0] == b"cuda":  # source, not binary
             module = _cuda_module_with_fatbin(module, fatbins)
             replaced += 1
         out += _string(module)
@@ -234,7 +253,7 @@ def _cuda_module_with_fatbin(module: bytes, fatbins: dict[str, bytes]) -> bytes:
     for source, fatbin in fatbins.items():
         code = source.encode()
         tail = _u64(len(code)) + code
-        if fmt == b"cuda" and module.endswith(tail):
+        if module.endswith(tail):
             function_map = module[offset:len(module) - len(tail)]
             return _string(b"fatbin") + function_map + _string(fatbin)
     raise BackendError(f"unexpected serialized CUDA module (format {fmt!r}): its code is not "

@@ -94,23 +94,32 @@ def test_tvm_reads_the_fatbin_back_from_the_library():
     assert kinds == "['relax.VMExecutable', 'library', 'source']"  # source: the stand-in
 
 
+def library_blob(cuda_module: bytes) -> bytes:
+    """A tvm-ffi library blob: module 0 the host library ("_lib"), importing a CUDA module."""
+    body = (struct.pack("<QQQQ", 3, 0, 1, 1) + struct.pack("<QQ", 1, 1)  # indptr, children
+            + struct.pack("<Q", 4) + b"_lib"
+            + struct.pack("<Q", 4) + b"cuda" + struct.pack("<Q", len(cuda_module)) + cuda_module)
+    return struct.pack("<Q", len(body)) + body
+
+
+def cuda_module(fmt: bytes, function_map: bytes, code: bytes) -> bytes:
+    return struct.pack("<Q", len(fmt)) + fmt + function_map + struct.pack("<Q", len(code)) + code
+
+
 def test_blob_rewrite_keeps_the_function_map():
     function_map = b"\x01\x00\x00\x00\x00\x00\x00\x00" + b"opaque function table"
     source = "extern \"C\" __global__ void k() {}"
-    code = source.encode()
-    module = (struct.pack("<Q", 4) + b"cuda" + function_map + struct.pack("<Q", len(code)) + code)
-    body = (struct.pack("<QQQQ", 3, 0, 1, 1) + struct.pack("<QQ", 1, 1)  # indptr, children
-            + struct.pack("<Q", 4) + b"_lib"
-            + struct.pack("<Q", 4) + b"cuda" + struct.pack("<Q", len(module)) + module)
-    blob = struct.pack("<Q", len(body)) + body
+    blob = library_blob(cuda_module(b"cuda", function_map, source.encode()))
     fatbin = b"\x50\xed\x55\xba" + b"F" * 12
-    new = replace_cuda_code(blob, {source: fatbin})
-    expected_module = (struct.pack("<Q", 6) + b"fatbin" + function_map
-                       + struct.pack("<Q", len(fatbin)) + fatbin)
-    assert new.endswith(struct.pack("<Q", len(expected_module)) + expected_module)
-    assert struct.unpack_from("<Q", new)[0] == len(new) - 8
+    assert replace_cuda_code(blob, {source: fatbin}) == \
+        library_blob(cuda_module(b"fatbin", function_map, fatbin))
     with pytest.raises(BackendError, match="not the CUDA source"):
         replace_cuda_code(blob, {"other source": fatbin})
+    # Built where TVM compiled the kernels itself: a binary module passes through untouched.
+    compiled = library_blob(cuda_module(b"cubin", function_map, b"\x7fELF..."))
+    assert replace_cuda_code(compiled, {}) == compiled
+    with pytest.raises(BackendError, match="header says"):
+        replace_cuda_code(blob[:-1], {source: fatbin})
 
 
 def test_cuda_without_nvcc_ships_the_source(monkeypatch):
