@@ -116,15 +116,23 @@ def _match(conv_var, call, values, users, uses):
     weights = _constant(weight)
     if weights is None or int(attrs.groups) != 1:
         return None
+    if not np.isfinite(weights).all():
+        # The kernel reads zero-padded input rows at the edges, where 0 * Inf = NaN would
+        # appear in outputs that no real input reaches (TF leaves them finite).
+        return None
     if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCW", "IOW", "NCW"):
         return None
     in_shape, in_dtype = _static(data)
     out_shape, out_dtype = _static(conv_var)
     if in_shape is None or out_shape is None or len(in_shape) != 3 or weights.ndim != 3:
         return None
+    if not (in_shape[0] == out_shape[0] if isinstance(in_shape[0], int)
+            else in_shape[0].same_as(out_shape[0])):
+        return None
     if in_dtype not in _DTYPES or out_dtype != in_dtype or str(weights.dtype) != in_dtype:
         return None
     batch, cin, width = in_shape
+    batch = batch if isinstance(batch, int) else None  # symbolic: any batch at run time
     _, cout, out_width = out_shape
     if weights.shape[:2] != (cin, cout):
         return None
@@ -133,8 +141,9 @@ def _match(conv_var, call, values, users, uses):
     output_padding = int(attrs.output_padding[0])
     kernel = weights.shape[2]
     if out_width != (width - 1) * stride + (kernel - 1) * dilation + 1 - pad_begin - pad_end \
-            + output_padding or min(batch, cin, width, cout, out_width, kernel) < 0 \
+            + output_padding or min(cin, width, cout, out_width, kernel) < 0 \
             or 0 in (cin, width, cout, out_width, kernel):
+        # (An empty input or kernel: the op returns zeros without compiling.)
         return None
 
     data_format, source, outputs = "NCW", data, (conv_var,)
@@ -171,16 +180,18 @@ def _constant(expr):
 
 
 def _static(expr):
-    """(static shape as ints, dtype) of a tensor-typed expression, or (None, None)."""
+    """(shape, dtype) of a tensor-typed expression: ints, except a batch dimension that
+    may be a symbolic variable (kept as is); (None, None) for anything else."""
     from tvm import relax, tirx
 
     ty = getattr(expr, "ty", None)
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None, None
     dims = getattr(ty.shape, "values", None)
-    if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims):
+    if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims[1:]) or \
+            not isinstance(dims[0], (tirx.IntImm, tirx.Var)):
         return None, None
-    return tuple(int(d) for d in dims), str(ty.dtype)
+    return tuple(d if isinstance(d, tirx.Var) else int(d) for d in dims), str(ty.dtype)
 
 
 def _make_rewriter():
@@ -203,14 +214,14 @@ def _make_rewriter():
             plan = self.outputs.get(binding.var)
             if plan is None:
                 return super().visit_var_binding_(binding)
-            call = self._kernel_call(plan)
+            call = self._kernel_call(plan, binding.var.ty)
             if isinstance(binding.var, relax.DataflowVar):
                 new_var = self.builder_.emit(call)
             else:
                 new_var = self.builder_.emit_output(call)
             self.set_var_remap(binding.var, new_var)
 
-        def _kernel_call(self, plan):
+        def _kernel_call(self, plan, out_ty):
             if id(plan) not in self.kernels:
                 func, layout = build_kernel(plan.geometry, self.target)
                 func = func.with_attrs({"tirx.is_scheduled": True, "op_pattern": _OPAQUE,
@@ -218,12 +229,12 @@ def _make_rewriter():
                 gv = self.builder_.add_func(func, "conv1d_transpose_polyphase")
                 filters = pack_filters(np.ascontiguousarray(plan.weights.transpose(2, 1, 0)),
                                        layout)
-                self.kernels[id(plan)] = (gv, relax.const(filters))
+                # relax.const would store a float64 array as float32 unless told the dtype.
+                self.kernels[id(plan)] = (gv, relax.const(filters, str(filters.dtype)))
                 self.replaced += 1
             gv, filters = self.kernels[id(plan)]
-            data = self.visit_expr(plan.data)
-            out_ty = relax.TensorType(list(plan.geometry.output_shape), plan.geometry.dtype)
-            return relax.call_tir(gv, [data, filters], out_ty)
+            # The replaced binding's type: the user's layout, and a symbolic batch if any.
+            return relax.call_tir(gv, [self.visit_expr(plan.data), filters], out_ty)
 
     return Rewriter
 

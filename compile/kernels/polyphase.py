@@ -35,7 +35,7 @@ class Geometry:
     rewrite reads explicit pads, which any exporter may choose.
     """
 
-    batch: int
+    batch: int | None  # None: symbolic (any batch size at run time)
     in_width: int
     in_channels: int
     out_width: int
@@ -233,12 +233,30 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
         return f"out[{n}, {o}, {co}]" if nwc else f"out[{n}, {co}, {o}]"
 
     x_read = f"x[vn, vp + {w0}, vci]" if nwc else f"x[vn, vci, vp + {w0}]"
-    lines = [
-        "@T.prim_func(private=True, s_tir=True)",
-        f"def {name}(x: T.Buffer({x_shape}, \"{dtype}\"), "
-        f"filters: T.Buffer({layout.filters_shape}, \"{acc}\"), "
-        f"out: T.Buffer({o_shape}, \"{dtype}\")):",
-        "    T.func_attr({\"tirx.noalias\": True})",
+    if N is None:
+        # Symbolic batch (an ONNX dim_param, or a batch of 0, which TVM's importer
+        # makes symbolic): one kernel serves every batch size.
+        N = "batch"
+        x_shape = tuple(N if i == 0 else d for i, d in enumerate(x_shape))
+        o_shape = tuple(N if i == 0 else d for i, d in enumerate(o_shape))
+        lines = [
+            "@T.prim_func(private=True, s_tir=True)",
+            f"def {name}(x_handle: T.handle, filters: T.Buffer({layout.filters_shape}, "
+            f"\"{acc}\"), out_handle: T.handle):",
+            "    T.func_attr({\"tirx.noalias\": True})",
+            "    batch = T.int64()",
+            f"    x = T.match_buffer(x_handle, ({', '.join(map(str, x_shape))}), \"{dtype}\")",
+            f"    out = T.match_buffer(out_handle, ({', '.join(map(str, o_shape))}), \"{dtype}\")",
+        ]
+    else:
+        lines = [
+            "@T.prim_func(private=True, s_tir=True)",
+            f"def {name}(x: T.Buffer({x_shape}, \"{dtype}\"), "
+            f"filters: T.Buffer({layout.filters_shape}, \"{acc}\"), "
+            f"out: T.Buffer({o_shape}, \"{dtype}\")):",
+            "    T.func_attr({\"tirx.noalias\": True})",
+        ]
+    lines += [
         f"    xp = T.sblock_alloc_buffer(({N}, {P}, {CI}), \"{acc}\")",
     ]
     for index, (_, _, phases) in enumerate(layout.groups):

@@ -54,6 +54,9 @@ class CpuPlan:
     phases_in_tile: bool  # the register tile spans every phase (merged group only)
     order: str  # "rows" or "filters"
     unroll_taps: bool = False
+    # "filters" order only: row tiles per chunk when the reduction is blocked by in_tile
+    # outside the rows (0: not blocked).
+    chunk_tiles: int = 0
 
 
 def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
@@ -66,30 +69,32 @@ def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
     # Accumulators: leave room for the filter vectors and one broadcast.
     budget = cpu.registers - 8 if cpu.registers >= 32 else cpu.registers - 4
     cout, cin = geometry.out_channels, geometry.in_channels
-    merged = dec.uniform_shift_step() is not None
+    beta = dec.uniform_shift_step()
     # Output-channel vectors per row: up to 4 (64 float32 channels with AVX-512).
-    vectors = max(1, min(4, -(-cout // lanes)))
-    phases_in_tile = False
-    if merged and dec.stride > 1 and vectors * dec.stride <= 4 and \
-            dec.uniform_shift_step() == 0:
-        # Few output channels: a row of the tile covers every phase of one q, which is
-        # one contiguous run of s*Cout outputs in NWC.
-        phases_in_tile = True
-        row_vectors = vectors * dec.stride
-    else:
-        row_vectors = vectors
-    rows = max(1, min(budget // row_vectors, 14))
-    rows = min(rows, max(dec.rows, 1))
+    vectors = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
+    # Few output channels: a row of the tile covers every phase of one q (one contiguous
+    # run of s*Cout outputs in NWC), sharing the broadcast input value.
+    phases_in_tile = beta == 0 and dec.stride > 1 and vectors * dec.stride <= 4
+    row_vectors = vectors * dec.stride if phases_in_tile else vectors
+    rows = max(1, min(budget // row_vectors, 14, max(dec.rows, 1)))
     out_tile = vectors * lanes
-    in_tile = cin if cin <= 256 else 128
-    taps = dec.max_taps
-    filter_bytes = -(-cout // out_tile) * out_tile * taps * in_tile * -(-cin // in_tile) \
-        * dec.stride * element
-    # Parallel work in the "filters" order: channel blocks x phases (per group).
-    panels = -(-cout // out_tile) * (1 if not merged else dec.stride)
-    order = "filters" if filter_bytes > cpu.l2_bytes // 4 and panels >= 2 * cpu.cores \
-        else "rows"
-    return CpuPlan(Tiling(rows, out_tile, in_tile), phases_in_tile, order)
+    out_blocks = -(-cout // out_tile)
+    taps = max(dec.max_taps, 1)
+    panel = taps * cin * out_tile * element  # filters of one (channel block, phase)
+    filters = panel * out_blocks * dec.stride
+    panels = out_blocks * (dec.stride if beta is not None and not phases_in_tile else 1)
+    if filters <= cpu.l2_bytes // 4 or panels < 2 * cpu.cores:
+        return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "rows")
+    if panel <= cpu.l2_bytes // 4:
+        return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "filters")
+    # The panel does not fit in L2: block the reduction; a chunk of rows keeps its
+    # accumulators in a local array (<= 64 KiB) across the blocks.
+    target = max(lanes, (128 << 10) // (taps * out_tile * element))
+    in_tile = next((t for t in range(target, target // 2, -1) if cin % t == 0), target)
+    tile_bytes = rows * out_tile * element * (dec.stride if phases_in_tile else 1)
+    chunk_tiles = max(1, min((64 << 10) // tile_bytes, -(-dec.rows // rows)))
+    return CpuPlan(Tiling(rows, out_tile, min(in_tile, cin)), phases_in_tile, "filters",
+                   chunk_tiles=chunk_tiles)
 
 
 def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
@@ -101,6 +106,7 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
     nwc = geometry.data_format == "NWC"
     pad = sch.get_sblock(layout.pad_block) if layout.groups else None
     pad_at_tile = (len(layout.groups) == 1 and cpu_plan.order == "rows")
+    symbolic_batch = geometry.batch is None
 
     for index, (accumulate, store, phases) in enumerate(layout.groups):
         # The store block is tiled and the accumulation computed at its tile: stores of
@@ -117,23 +123,37 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
             else:
                 sch.reorder(n, qo, coo, r, qi, coi)
                 outer = r
-            parallel = sch.fuse(n, qo)
+            # A symbolic (int64) batch fused with the int32 row loop gives bindings with
+            # casts, which are not quasi-affine: keep the batch loop serial then.
+            parallel = qo if symbolic_batch else sch.fuse(n, qo)
         else:
+            chunk = []
+            if cpu_plan.chunk_tiles:
+                # Blocked reduction: the accumulators of a chunk of rows live in a local
+                # array across the input-channel blocks, so one block of the filter
+                # panel stays in L2 while the chunk's rows stream past it.
+                qc, qo = sch.split(qo, [None, cpu_plan.chunk_tiles])
+                chunk = [qc]
             if in_tile:
-                sch.reorder(coo, n, qo, qi, r, coi)
+                sch.reorder(coo, n, *chunk, qo, qi, r, coi)
                 parallel = coo
             else:
-                sch.reorder(coo, r, n, qo, qi, coi)
+                sch.reorder(coo, r, n, *chunk, qo, qi, coi)
                 parallel = sch.fuse(coo, r)
-            outer = qo
+            outer = chunk[0] if chunk else qo
         sch.compute_at(block, outer)
         if pad is not None and pad_at_tile:
             sch.compute_at(pad, parallel)
         loop = loops_by_variable(sch, block)
         a_cio, a_cii = sch.split(loop["vci"], [None, tiling.in_tile])
         a_j, a_coi = loop.get("vj"), loop["vcoi"]
-        tile_loops = [loop.get("vq")] + ([loop.get("vr")] if in_tile else [])
-        order = [a_cio, a_j, a_cii] + tile_loops + [a_coi]
+        a_q = loop.get("vq")
+        row_loops = []
+        if cpu_plan.chunk_tiles and a_q is not None:
+            a_qo, a_q = sch.split(a_q, [None, tiling.rows])
+            row_loops = [a_qo]
+        tile_loops = [a_q] + ([loop.get("vr")] if in_tile else [])
+        order = [a_cio] + row_loops + [a_j, a_cii] + tile_loops + [a_coi]
         sch.reorder(*[item for item in order if item is not None])
         tile_loops = [item for item in tile_loops if item is not None]
         sch.set_scope(block, 0, "local")
@@ -156,13 +176,12 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
                 sch.vectorize(loops[-1])
         else:
             n, p, ci = loops
-            fused = sch.fuse(n, p)
-            sch.parallel(fused)
+            sch.parallel(p if symbolic_batch else sch.fuse(n, p))
             if nwc:
                 sch.vectorize(ci)
     for name in layout.zero_blocks:
         n, qq, co = sch.get_loops(sch.get_sblock(name))
-        sch.parallel(sch.fuse(n, qq))
+        sch.parallel(qq if symbolic_batch else sch.fuse(n, qq))
         if nwc:
             sch.vectorize(co)
     return sch.mod["main"]
