@@ -381,6 +381,7 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
         raise ArgumentError(f"threads={threads} must be at least 1")
 
     blas = _Blas()
+    load_before = _load_average()
     header = {
         "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
         "cpu_model": _cpu_model(), "cores": {"logical": os.cpu_count(), "physical": physical_cores()},
@@ -389,7 +390,7 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
         "gemm": f"{GEMM_FORM}, in {'float64' if dtype == 'float64' else 'float32'}",
         "blas": None,
         "threads": {"requested": threads, "backends": {}},
-        "sgemm_gflops": {}, "workloads": [],
+        "sgemm_gflops": {}, "workloads": [], "load_average": None,
     }
     records = []
     previous_tvm_threads = os.environ.get("TVM_NUM_THREADS")
@@ -445,11 +446,20 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
                 entrant.key.update(_summary(entrant.times, spec.flops), calls=len(entrant.times))
             _rank(workload_records, sgemm)
             records.extend(workload_records)
+    header["load_average"] = {"before": load_before, "after": _load_average()}
     if previous_tvm_threads is None:
         os.environ.pop("TVM_NUM_THREADS", None)
     else:
         os.environ["TVM_NUM_THREADS"] = previous_tvm_threads
     return {"header": header, "records": records}
+
+
+def _load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): a busy machine's numbers are noise."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
 
 
 def _rank(records, sgemm_gflops):
@@ -490,6 +500,10 @@ def render(document, console=None) -> None:
     unpinned = {n: t["note"] for n, t in h["threads"]["backends"].items() if not t["pinned"]}
     for name, note in unpinned.items():
         console.print(f"[yellow]threads not pinned for {name}:[/] {note}")
+    load = max((v for v in (h.get("load_average") or {}).values() if v is not None), default=None)
+    if load is not None and load > 0.5 * h["cores"]["logical"]:
+        console.print(f"[yellow]busy machine:[/] load average {load} on {h['cores']['logical']} "
+                      f"CPUs while timing; expect noisy numbers")
 
     for w in h["workloads"]:
         m, n, k = w["gemm_mnk"]
@@ -558,11 +572,13 @@ def plot(document, path) -> None:
         colours[backend] = palette[used.get(family, 0) % len(palette)]
         used[family] = used.get(family, 0) + 1
     by_key = {(r["workload"], r["backend"]): r for r in records}
+    spec_flops = {w["name"]: w["flops"] for w in h["workloads"]}
+    labelled = set()
     width = 0.8 / max(len(backends), 1)
     figure, axes = plt.subplots(figsize=(max(8.0, 1.25 * len(names) + 3), 5.5), dpi=120)
     rates = [r["gflops"] for r in records if r["gflops"]] + \
         [v for v in h["sgemm_gflops"].values() if v]
-    low = min(rates) / 3 if rates else 0.1
+    low = min(rates) / 2 if rates else 0.1
     for j, backend in enumerate(backends):
         offset = (j - (len(backends) - 1) / 2) * width
         for i, name in enumerate(names):
@@ -571,10 +587,14 @@ def plot(document, path) -> None:
                 continue
             x = i + offset
             if r["status"] == "ok" and r["gflops"]:
+                # Whiskers: the rates at the p90 and p10 times, i.e. the timing spread.
+                slow, fast = spec_flops[name] / (r["p90_ms"] * 1e6), spec_flops[name] / (r["p10_ms"] * 1e6)
                 axes.bar(x, r["gflops"], width * 0.92, color=colours[backend],
-                         label=backend if i == next(k for k, n in enumerate(names)
-                                                    if (n, backend) in by_key) else None)
-                axes.text(x, r["gflops"] * 1.04, f"{r['gflops']:.0f}" if r["gflops"] >= 10
+                         label=backend if backend not in labelled else None)
+                labelled.add(backend)
+                axes.errorbar(x, r["gflops"], yerr=[[r["gflops"] - slow], [fast - r["gflops"]]],
+                              fmt="none", ecolor="#333333", elinewidth=0.7, capsize=0)
+                axes.text(x, fast * 1.05, f"{r['gflops']:.0f}" if r["gflops"] >= 10
                           else f"{r['gflops']:.2g}", ha="center", va="bottom", fontsize=7,
                           rotation=90)
             else:
@@ -588,18 +608,20 @@ def plot(document, path) -> None:
                         label="numpy sgemm, same FLOPs" if i == 0 else None)
     axes.set_yscale("log")
     axes.set_ylim(bottom=low)
-    top = max(rates) if rates else 1
-    axes.set_ylim(top=top * 2.2)
+    fastest = [spec_flops[r["workload"]] / (r["p10_ms"] * 1e6) for r in records if r["p10_ms"]]
+    axes.set_ylim(top=max(fastest + rates + [1]) * 2.0)
     axes.set_xticks(range(len(names)))
-    flops = {w["name"]: w["flops"] for w in h["workloads"]}
-    axes.set_xticklabels([f"{n}\n{flops[n] / 1e6:.0f} MFLOP" for n in names], fontsize=8)
+    axes.set_xticklabels([f"{n}\n{spec_flops[n] / 1e6:.0f} MFLOP" for n in names], fontsize=8)
     axes.set_ylabel("GFLOP/s (log scale, higher is better)")
     axes.grid(axis="y", which="both", alpha=0.25)
     axes.set_axisbelow(True)
     date = h["date"][:16].replace("T", " ")
-    axes.set_title(f"conv1d_transpose {h['dtype']}: {h['cpu_model']}, "
-                   f"{h['threads']['requested']} threads, {date}", fontsize=10)
-    axes.legend(fontsize=8, ncol=min(len(backends) + 1, 4), loc="upper right", frameon=False)
+    axes.set_title(f"conv1d_transpose {h['dtype']} on {h['cpu_model']} "
+                   f"({h['cores']['physical']} cores, {h['threads']['requested']} threads), {date}\n"
+                   f"bars: median; whiskers: p10-p90; dashed: numpy GEMM with the same FLOPs",
+                   fontsize=10)
+    axes.legend(fontsize=8, ncol=len(backends) + 1, loc="upper center",
+                bbox_to_anchor=(0.5, -0.13), frameon=False)
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
