@@ -70,6 +70,8 @@ def test_unknown_backend_is_a_usage_error_naming_it():
     assert "'mxnet'" in result.output and "onnxruntime" in result.output
     with pytest.raises(ValueError, match="tvm:nowhere"):
         parse_backends(["tvm:nowhere"])
+    result = invoke("--quick", "--only", "hifigan-up1,nope")
+    assert result.exit_code == 2 and "'nope'" in result.output
 
 
 def test_a_wrong_backend_is_marked_fail_and_not_ranked(monkeypatch):
