@@ -1,0 +1,338 @@
+"""compile/kernels + compile/lowering: the polyphase conv1d_transpose kernel.
+
+The phase arithmetic is checked exhaustively as pure integers; the compiled kernel is
+checked against the numpy reference on a sweep chosen to cover every case of the phase
+decomposition (K < s, K not a multiple of s, dilation with stride, inactive phases,
+SAME/VALID, output_padding, NWC/NCW, batch 0..2, every dtype) and every schedule shape
+(register tiles, the "rows" and "filters" orders, the blocked reduction, AVX-512, AVX2,
+SSE, NEON, CUDA). SPEC.md section 6: a kernel that is fast and wrong is easy to make.
+"""
+import itertools
+import shutil
+
+import numpy as np
+import pytest
+
+from conv1d_transpose.compile import lowering
+from conv1d_transpose.compile.kernels import (KERNEL_VERSION, Geometry, Tiling, decompose,
+                                              pack_filters, plan_layout)
+from conv1d_transpose.compile.kernels import schedule_cpu
+from conv1d_transpose.graph import build_model, make_spec, max_error, shapes
+
+tvm = pytest.importorskip("tvm")
+from tvm import relax  # noqa: E402
+from tvm.relax.frontend.onnx import from_onnx  # noqa: E402
+
+HOST = {"kind": "llvm", "mcpu": "znver4", "num-cores": 2}
+AARCH64 = {"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}
+
+
+def host_target(**overrides):
+    from tvm.target import codegen
+
+    target = dict(HOST, mcpu=codegen.llvm_get_system_cpu(), **overrides)
+    return tvm.target.Target(target)
+
+
+# --- the phase decomposition, as integers --------------------------------------------
+
+
+@pytest.mark.parametrize("stride", range(1, 9))
+def test_every_tap_lands_in_exactly_one_phase_at_its_output(stride):
+    for K, d, pad_begin in itertools.product(range(1, 10), range(1, 5), range(0, 12)):
+        geometry = Geometry(1, 7, 1, 40, 1, K, stride, d, pad_begin, "NWC", "float32")
+        dec = decompose(geometry)
+        hits = []
+        for phase in dec.phases:
+            assert phase.taps == 0 or phase.shift >= 0
+            for j in range(phase.taps):
+                k = phase.first_tap + j * dec.tap_step
+                # Input row w = q - shift - j*row_step lands at u = q*s + r:
+                # u - w*s must be k*d for every q.
+                q = 11
+                w = q - phase.shift - j * dec.row_step
+                assert q * stride + phase.r - w * stride == k * d
+                hits.append(k)
+        assert sorted(hits) == list(range(K)), (K, stride, d)
+
+
+def test_phases_without_taps_exist_only_off_the_gcd_lattice():
+    dec = decompose(Geometry(1, 5, 1, 10, 1, 3, 4, 2, 0, "NWC", "float32"))
+    assert [p.taps > 0 for p in dec.phases] == [True, False, True, False]
+    assert decompose(Geometry(1, 5, 1, 10, 1, 2, 5, 1, 0, "NWC", "float32")).max_taps == 1
+
+
+# --- the compiled kernel against the reference ---------------------------------------
+
+
+def compile_and_run(spec, x, f, target=None):
+    target = target or host_target()
+    mod, scheduled = lowering.apply(from_onnx(build_model(spec, f, form="explicit")), target)
+    executable = tvm.compile(mod, target=target)
+    vm = relax.VirtualMachine(executable, tvm.cpu())
+    return scheduled, vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+
+
+def random_arrays(spec, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(spec.input_shape).astype(spec.dtype)
+    f = rng.standard_normal(spec.filters_shape).astype(spec.dtype)
+    return x, f
+
+
+def small_sweep():
+    """90 configurations: every (K 1..6, s 1..5, d 1..3) once, with a rotating choice of
+    SAME/VALID, input width, valid output width (smallest, largest = most
+    output_padding, middle), layout and batch 0..2 (0 imports as a symbolic batch)."""
+    cases = []
+    for index, (K, s, d) in enumerate(itertools.product(range(1, 7), range(1, 6), range(1, 4))):
+        padding = ("SAME", "VALID")[index % 2]
+        width = (1, 3, 5)[index % 3]
+        widths = list(shapes.valid_output_widths(width, K, s, d, padding))
+        out_width = widths[(0, -1, len(widths) // 2)[(index // 2) % 3]]
+        layout = ("NWC", "NCW")[(index // 3) % 2]
+        batch = (index // 5) % 3
+        cases.append((batch, width, 3, out_width, 5, K, s, d, padding, layout))
+    return cases
+
+
+def make(batch, width, cin, out_width, cout, K, s, d, padding, layout, dtype="float32"):
+    nwc = layout == "NWC"
+    return make_spec((batch, width, cin) if nwc else (batch, cin, width), (K, cout, cin),
+                     (batch, out_width, cout) if nwc else (batch, cout, out_width),
+                     s, padding, layout, d, dtype)
+
+
+def check(spec, target=None, x=None, f=None):
+    if x is None:
+        x, f = random_arrays(spec)
+    scheduled, y = compile_and_run(spec, x, f, target)
+    assert scheduled
+    error, ok = max_error(y, x, f, spec)
+    assert ok, (spec, error)
+
+
+@pytest.mark.parametrize("case", small_sweep(), ids=lambda c: "-".join(map(str, c)))
+def test_small_shapes_match_reference(case):
+    check(make(*case))
+
+
+# Shapes that reach every branch of the CPU schedule: (case, expected plan).
+SCHEDULES = {
+    # Register tile over two 64-channel blocks, padded output and input channels.
+    "rows-two-channel-blocks": ((2, 37, 20, 74, 70, 4, 2, 1, "SAME", "NWC"), "rows"),
+    # A row of the tile covers both phases of a 32-channel output (hifigan-up4-like).
+    "rows-phases-in-tile": ((1, 50, 64, 100, 32, 4, 2, 1, "SAME", "NWC"), "rows"),
+    # Stride 1 with dilation (the "dilated" workload's form), NCW.
+    "rows-dilated-ncw": ((1, 40, 128, 40, 128, 3, 1, 4, "SAME", "NCW"), "rows"),
+    # Phases with different tap counts (K=3, s=2): one block per phase, shared input copy.
+    "rows-uneven-phases": ((2, 30, 130, 59, 40, 3, 2, 1, "SAME", "NCW"), "rows"),
+    # Large filters: (channel block, phase) panels are the parallel loop (hifigan-up2).
+    "filters": ((2, 5, 256, 40, 128, 16, 8, 1, "SAME", "NWC"), "filters"),
+    "filters-ncw": ((1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NCW"), "filters"),
+    # A filter panel larger than L2: the reduction is blocked (demucs-dec1-like, VALID).
+    "filters-blocked": ((1, 9, 600, 40, 64, 8, 4, 1, "VALID", "NWC"), "filters-blocked"),
+    "filters-blocked-symbolic-batch": ((0, 9, 600, 40, 64, 8, 4, 1, "VALID", "NCW"),
+                                       "filters-blocked"),
+    # Stride 5, K = 2s, batch 3, output_padding 4.
+    "stride5-batch3": ((3, 7, 48, 35, 48, 10, 5, 1, "SAME", "NWC"), "rows"),
+    # Dilation with stride: inactive phases (gcd(2, 4) = 2) are zero-filled.
+    "dilation-and-stride": ((2, 11, 24, 46, 40, 3, 4, 2, "VALID", "NWC"), "rows"),
+}
+
+
+def plan_name(spec, target):
+    plan = schedule_cpu.plan(Geometry.from_spec(spec), schedule_cpu.describe_target(target))
+    return plan.order + ("-blocked" if plan.chunk_tiles else "")
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_every_schedule_branch_matches_reference(name):
+    case, expected = SCHEDULES[name]
+    spec = make(*case)
+    target = host_target()
+    if schedule_cpu.describe_target(target).vector_bits == 512:
+        assert plan_name(spec, target) == expected
+    check(spec, target)
+
+
+@pytest.mark.parametrize("mcpu", ["haswell", None])
+@pytest.mark.parametrize("name", ["rows-two-channel-blocks", "rows-uneven-phases", "filters"])
+def test_avx2_and_sse_schedules_match_reference(mcpu, name):
+    # AVX2 (16 registers, 8 lanes) and the plain x86-64 target (SSE, 4 lanes) get other
+    # register tiles; both run on this machine.
+    target = tvm.target.Target({"kind": "llvm", "mcpu": mcpu} if mcpu else {"kind": "llvm"})
+    check(make(*SCHEDULES[name][0]), target)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+@pytest.mark.parametrize("case", [
+    (2, 5, 3, 10, 5, 4, 2, 1, "SAME", "NWC"),
+    (1, 4, 6, 15, 7, 3, 3, 2, "VALID", "NCW"),
+    (0, 3, 3, 12, 5, 5, 3, 1, "VALID", "NWC"),
+    (1, 37, 20, 74, 70, 4, 2, 1, "SAME", "NWC"),
+    (1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NCW"),
+], ids=lambda c: "-".join(map(str, c)))
+def test_float16_and_float64_match_reference(dtype, case):
+    # float16 accumulates in float32 (its tolerance is one float16 rounding).
+    check(make(*case, dtype=dtype))
+
+
+@pytest.mark.parametrize("case", [
+    (2, 6, 4, 12, 5, 4, 2, 1, "SAME", "NWC"),  # two taps per phase
+    (1, 6, 4, 11, 5, 3, 2, 1, "SAME", "NCW"),  # phases with 2 and 1 taps
+    (1, 6, 4, 18, 5, 2, 3, 1, "VALID", "NWC"),  # K < s: a phase with no taps
+], ids=lambda c: "-".join(map(str, c)))
+def test_nan_and_inf_in_the_input_propagate_exactly_as_tensorflow(case):
+    # A padded tap (zero weight) on a real input would turn Inf into NaN where TF has a
+    # finite value or Inf: the kernel must have none.
+    spec = make(*case)
+    x, f = random_arrays(spec)
+    flat = x.reshape(-1)
+    flat[3], flat[10], flat[17] = np.inf, np.nan, -np.inf
+    check(spec, x=x, f=f)
+
+
+# --- the Relax rewrite ----------------------------------------------------------------
+
+
+def op_names(mod):
+    names = set()
+
+    def visit(expr):
+        op = getattr(expr, "op", None)
+        if isinstance(op, tvm.ir.Op):
+            names.add(op.name)
+
+    for _, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            relax.analysis.post_order_visit(func.body, visit)
+    return names
+
+
+@pytest.mark.parametrize("layout", ["NWC", "NCW"])
+def test_apply_replaces_the_op_and_its_transposes_with_one_kernel(layout):
+    spec = make(1, 8, 4, 16, 6, 4, 2, 1, "SAME", layout)
+    mod = from_onnx(build_model(spec, random_arrays(spec)[1], form="explicit"))
+    assert "relax.nn.conv1d_transpose" in op_names(mod)
+    lowered, scheduled = lowering.apply(mod, host_target())
+    assert scheduled
+    assert op_names(lowered) == {"relax.call_tir"}  # no conv, no permute_dims
+    kernels = [(gv.name_hint, f) for gv, f in lowered.functions_items()
+               if isinstance(f, tvm.tirx.PrimFunc)]
+    assert [name for name, _ in kernels] == ["conv1d_transpose_polyphase"]
+    attrs = kernels[0][1].attrs
+    assert attrs["tirx.is_scheduled"] and int(attrs["op_pattern"]) == 8
+    assert attrs["conv1d_transpose.kernel_version"] == KERNEL_VERSION
+    # After the whole default pipeline: nothing else was legalized or fused into it.
+    stats = tvm.compile(lowered, target=host_target()).stats()
+    functions = stats.split("Globals")[1]
+    assert "conv1d_transpose_polyphase" in functions
+    assert "transpose," not in functions and "conv1d_transpose]" not in functions
+
+
+def test_apply_refuses_what_it_cannot_lower_and_leaves_the_module_unchanged():
+    spec = make(1, 8, 4, 16, 6, 4, 2, 1, "SAME", "NWC")
+    x, f = random_arrays(spec)
+    target = host_target()
+    # Filters as a graph input: nothing to pack at compile time.
+    mod = from_onnx(build_model(spec, None, form="explicit"))
+    assert lowering.apply(mod, target) == (mod, False)
+    # Non-finite filters.
+    bad = f.copy()
+    bad[0, 0, 0] = np.inf
+    mod = from_onnx(build_model(spec, bad, form="explicit"))
+    assert lowering.apply(mod, target) == (mod, False)
+    # A target kind without a schedule.
+    mod = from_onnx(build_model(spec, f, form="explicit"))
+    assert lowering.apply(mod, tvm.target.Target({"kind": "c"})) == (mod, False)
+    # No conv1d_transpose at all: nothing was scheduled.
+    empty = tvm.IRModule()
+    assert lowering.apply(empty, target) == (empty, False)
+
+
+def test_apply_refuses_grouped_convolutions():
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType([1, 4, 8], "float32"))
+    weight = relax.const(np.ones((4, 3, 2), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv1d_transpose(x, weight, strides=2, groups=2))
+        bb.emit_func_output(y)
+    mod = bb.get()
+    assert lowering.apply(mod, host_target()) == (mod, False)
+
+
+# --- other targets: aarch64 NEON and CUDA, built here without their hardware ----------
+
+
+def lowered_for(target, layout="NWC"):
+    spec = make(1, 16, 32, 32, 32, 4, 2, 1, "SAME", layout)
+    mod = from_onnx(build_model(spec, random_arrays(spec)[1], form="explicit"))
+    lowered, scheduled = lowering.apply(mod, tvm.target.Target(target))
+    assert scheduled
+    return lowered
+
+
+def test_aarch64_build_uses_neon_fmla_on_four_float32_lanes(tmp_path):
+    import re
+
+    executable = tvm.compile(lowered_for(AARCH64), target=tvm.target.Target(AARCH64))
+    asm = executable.mod.imports[0].inspect_source("asm")
+    # The register tile: multiply-adds by one broadcast input element, 4 lanes each.
+    assert len(re.findall(r"fmla\s+v\d+\.4s, v\d+\.4s, v\d+\.s\[\d\]", asm)) >= 16
+    if shutil.which("aarch64-linux-gnu-gcc"):
+        from tvm.support import cc
+
+        path = tmp_path / "lib.so"
+        executable.export_library(str(path), fcompile=cc.cross_compiler("aarch64-linux-gnu-gcc"))
+        assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes()[18] == 183  # EM_AARCH64
+
+
+@pytest.mark.parametrize("layout", ["NWC", "NCW"])
+def test_cuda_build_binds_threads_and_carries_the_kernel(layout):
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_80"}, host={"kind": "llvm"})
+    executable = tvm.compile(lowered_for(target, layout), target=target)
+    modules = [executable.mod]
+    for module in modules:
+        modules.extend(module.imports)
+    (cuda,) = [m for m in modules if m.kind == "cuda"]
+    source = cuda.inspect_source("cuda")
+    assert "conv1d_transpose_polyphase_kernel" in source
+    assert "threadIdx.x" in source and "blockIdx.x" in source
+
+
+@pytest.mark.parametrize("case", [
+    (2, 5, 3, 10, 5, 4, 2, 1, "SAME", "NWC"),
+    (0, 4, 3, 14, 5, 3, 3, 2, "VALID", "NCW"),
+    (1, 6, 4, 18, 5, 2, 3, 1, "VALID", "NWC"),
+    (1, 5, 40, 40, 300, 16, 8, 1, "SAME", "NCW"),
+], ids=lambda c: "-".join(map(str, c)))
+def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case):
+    # No GPU here: the CUDA schedule's loop nest, with its thread loops left serial,
+    # compiled for the CPU. What is left untested is only the binding itself.
+    import dataclasses
+
+    from conv1d_transpose.compile.kernels import schedule_cuda
+
+    spec = make(*case)
+    geometry = Geometry.from_spec(spec)
+    if spec.batch == 0:
+        geometry = dataclasses.replace(geometry, batch=None)
+    func, layout = schedule_cuda.build(geometry, bind_threads=False)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      target=tvm.target.Target({"kind": "llvm"}))
+    x, f = random_arrays(spec)
+    out = tvm.runtime.empty(spec.output_shape, spec.dtype, tvm.cpu())
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_filters(f, layout)), out)
+    error, ok = max_error(out.numpy(), x, f, spec)
+    assert ok, error
+
+
+def test_packed_filters_hold_every_tap_once():
+    spec = make(1, 5, 3, 14, 5, 5, 3, 1, "SAME", "NWC")
+    _, f = random_arrays(spec)
+    layout = plan_layout(Geometry.from_spec(spec), Tiling(rows=2, out_tile=4, in_tile=2))
+    packed = pack_filters(f, layout)
+    assert packed.shape == layout.filters_shape
+    assert np.isclose(np.abs(packed).sum(), np.abs(f).sum(), rtol=1e-5)
