@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import statistics
 import sys
 import time
@@ -16,7 +17,8 @@ from .graph.errors import Conv1DTransposeError
 from .graph.reference import max_error
 from .workloads import DEFAULT_WORKLOAD, Workload, find_workload
 
-console = Console()
+# Piped output (CI logs, files) gets a wide console rather than rich's 80 columns.
+console = Console(width=None if sys.stdout.isatty() else 140)
 
 
 def _friendly_errors(command):
@@ -172,6 +174,95 @@ def export(dtype, form, opset, filters_input, filters_path, dynamic_batch, dynam
                   + (", dynamic width" if dynamic_width else "")
                   + (", as a function" if as_function else ""))
 
+
+targets_file_option = click.option(
+    "--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
+    envvar="CONV1D_TRANSPOSE_TARGETS",
+    help="A targets.yaml of your own (default: the packaged one; env CONV1D_TRANSPOSE_TARGETS).")
+
+
+@main.command("targets")
+@targets_file_option
+@_friendly_errors
+def list_targets(targets_file):
+    """List the targets and what this machine can do for each (build? run?)."""
+    from .compile.targets import default_targets_path, load_targets
+    entries = load_targets(targets_file)
+    table = Table(title=f"targets from {targets_file or default_targets_path()}")
+    for column in ("target", "TVM target", "build here", "run here", "description"):
+        table.add_column(column, overflow="fold")
+    for entry in entries.values():
+        can_build, build_reason, can_run, run_reason = entry.capabilities()
+        table.add_row(entry.name, _target_text(entry.target_dict()),
+                      ("[green]" if can_build else "[red]") + build_reason,
+                      ("[green]" if can_run else "[yellow]") + run_reason, entry.description)
+    console.print(table)
+
+
+def _target_text(target: dict) -> str:
+    return ", ".join(f"{key}={value}" for key, value in target.items())
+
+
+@main.command("compile")
+@click.argument("model_path", type=click.Path(exists=True, dir_okay=False))
+@click.option("--target", default="host", show_default=True, help="A name in targets.yaml.")
+@targets_file_option
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Artifact cache (default: ~/.cache/conv1d-transpose; env CONV1D_TRANSPOSE_CACHE_DIR).")
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory to write the artifact (library + manifest.json) to.")
+@_friendly_errors
+def compile_command(model_path, target, targets_file, cache_dir, out_dir):
+    """Compile an ONNX model with TVM for a target into a verified artifact."""
+    from .compile.artifact import compile_model
+    start = time.perf_counter()
+    artifact = compile_model(model_path, target, targets=targets_file, cache_dir=cache_dir,
+                             out_dir=out_dir)
+    seconds = time.perf_counter() - start
+    manifest = artifact.manifest
+    console.print(f"wrote {artifact.path} for target {target!r} in {seconds:.1f} s "
+                  f"({_target_text(manifest['target'])})")
+    console.print(f"  library {os.path.basename(artifact.library_path)} sha256 "
+                  f"{manifest['library_sha256'][:16]}..., TVM {manifest['tvm_version']}")
+    if artifact.scheduled:
+        console.print("  kernel: the scheduled polyphase conv1d_transpose kernel")
+    else:
+        console.print("  [yellow]kernel: no scheduled kernel for this model on this target: "
+                      "TVM's default lowering (correct, but far slower than onnxruntime)[/]")
+
+
+@main.command("run")
+@click.argument("artifact_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--input", "input_path", required=True, type=click.Path(exists=True, dir_okay=False),
+              help="A .npy with the model's input.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), help="Write the output .npy here.")
+@click.option("--target", default=None, help="Target to run on (default: the artifact's).")
+@targets_file_option
+@_friendly_errors
+def run_command(artifact_dir, input_path, output_path, target, targets_file):
+    """Run a compiled artifact (verified before loading) on an input .npy."""
+    from .compile.artifact import load_artifact
+    from .runtime.tvm_backend import TVMSession
+    artifact = load_artifact(artifact_dir)
+    session = TVMSession(artifact_dir, target or artifact.target_name, targets=targets_file)
+    x = np.load(input_path, allow_pickle=False)
+    name = session.get_inputs()[0].name
+    start = time.perf_counter()
+    (y,) = session.run(None, {name: x})
+    seconds = time.perf_counter() - start
+    console.print(f"{session.backend}: input {list(x.shape)} {x.dtype} -> output "
+                  f"{list(y.shape)} {y.dtype} in {seconds * 1e3:.2f} ms")
+    if output_path:
+        np.save(output_path, y)
+        console.print(f"wrote {output_path}")
+
+
+def _register_bench():
+    from .bench import bench
+    main.add_command(bench)
+
+
+_register_bench()
 
 if __name__ == "__main__":  # pragma: no cover
     main()
