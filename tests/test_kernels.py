@@ -143,7 +143,7 @@ SCHEDULES = {
 
 def plan_name(spec, target):
     plan = schedule_cpu.plan(Geometry.from_spec(spec), schedule_cpu.describe_target(target))
-    return plan.order + ("-blocked" if plan.chunk_tiles else "")
+    return plan.order + ("-blocked" if plan.blocked else "")
 
 
 @pytest.mark.parametrize("name", SCHEDULES)

@@ -54,9 +54,13 @@ class CpuPlan:
     phases_in_tile: bool  # the register tile spans every phase (merged group only)
     order: str  # "rows" or "filters"
     unroll_taps: bool = False
-    # "filters" order only: row tiles per chunk when the reduction is blocked by in_tile
-    # outside the rows (0: not blocked).
+    # "filters" order only. chunk_tiles: row tiles per chunk of rows (0: no chunks).
+    # blocked: the reduction is blocked by in_tile outside the rows of a chunk, whose
+    # accumulators stay in a local array. phases_inner: (NCW) the phases of a chunk run
+    # back to back.
     chunk_tiles: int = 0
+    blocked: bool = False
+    phases_inner: bool = False
 
 
 def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
@@ -85,16 +89,27 @@ def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
     panels = out_blocks * (dec.stride if beta is not None and not phases_in_tile else 1)
     if filters <= cpu.l2_bytes // 4 or panels < 2 * cpu.cores:
         return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "rows")
-    if panel <= cpu.l2_bytes // 4:
-        return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "filters")
-    # The panel does not fit in L2: block the reduction; a chunk of rows keeps its
-    # accumulators in a local array (<= 64 KiB) across the blocks.
-    target = max(lanes, (128 << 10) // (taps * out_tile * element))
-    in_tile = next((t for t in range(target, target // 2, -1) if cin % t == 0), target)
+    tiles = -(-dec.rows // rows)
     tile_bytes = rows * out_tile * element * (dec.stride if phases_in_tile else 1)
-    chunk_tiles = max(1, min((64 << 10) // tile_bytes, -(-dec.rows // rows)))
-    return CpuPlan(Tiling(rows, out_tile, min(in_tile, cin)), phases_in_tile, "filters",
-                   chunk_tiles=chunk_tiles)
+    blocked = panel > cpu.l2_bytes // 4
+    in_tile = cin
+    chunk_tiles = 0
+    if blocked:
+        # The panel does not fit in L2: block the reduction; a chunk of rows keeps its
+        # accumulators in a local array (<= 64 KiB) across the blocks.
+        target = max(lanes, (128 << 10) // (taps * out_tile * element))
+        in_tile = min(cin, next((t for t in range(target, target // 2, -1) if cin % t == 0),
+                                target))
+        chunk_tiles = max(1, min((64 << 10) // tile_bytes, tiles))
+    phases_inner = geometry.data_format == "NCW" and not phases_in_tile and dec.stride > 1
+    if phases_inner:
+        # Rows per chunk: enough to reuse each filter panel, few enough that the
+        # chunk's output lines stay in L2 and every core gets chunks.
+        chunk_tiles = min(chunk_tiles or tiles, max(1, 96 // rows))
+        while chunk_tiles > 1 and out_blocks * -(-tiles // chunk_tiles) < 2 * cpu.cores:
+            chunk_tiles //= 2
+    return CpuPlan(Tiling(rows, out_tile, in_tile), phases_in_tile, "filters",
+                   chunk_tiles=chunk_tiles, blocked=blocked, phases_inner=phases_inner)
 
 
 def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
@@ -129,18 +144,23 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         else:
             chunk = []
             if cpu_plan.chunk_tiles:
-                # Blocked reduction: the accumulators of a chunk of rows live in a local
-                # array across the input-channel blocks, so one block of the filter
-                # panel stays in L2 while the chunk's rows stream past it.
                 qc, qo = sch.split(qo, [None, cpu_plan.chunk_tiles])
                 chunk = [qc]
             if in_tile:
                 sch.reorder(coo, n, *chunk, qo, qi, r, coi)
                 parallel = coo
+                outer = chunk[0] if cpu_plan.blocked else qo
+            elif cpu_plan.phases_inner:
+                # NCW: a phase writes every s-th output of a channel row, so the phases
+                # of one chunk of rows run back to back while its output lines are in
+                # cache (phases as the outer parallel loop wrote each line s times).
+                sch.reorder(n, coo, qc, r, qo, qi, coi)
+                parallel = qc if symbolic_batch else sch.fuse(coo, qc)
+                outer = r if cpu_plan.blocked else qo
             else:
                 sch.reorder(coo, r, n, *chunk, qo, qi, coi)
                 parallel = sch.fuse(coo, r)
-            outer = chunk[0] if chunk else qo
+                outer = chunk[0] if cpu_plan.blocked else qo
         sch.compute_at(block, outer)
         if pad is not None and pad_at_tile:
             sch.compute_at(pad, parallel)
@@ -149,7 +169,7 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         a_j, a_coi = loop.get("vj"), loop["vcoi"]
         a_q = loop.get("vq")
         row_loops = []
-        if cpu_plan.chunk_tiles and a_q is not None:
+        if cpu_plan.blocked and a_q is not None:
             a_qo, a_q = sch.split(a_q, [None, tiling.rows])
             row_loops = [a_qo]
         tile_loops = [a_q] + ([loop.get("vr")] if in_tile else [])
