@@ -500,10 +500,8 @@ def render(document, console=None) -> None:
     unpinned = {n: t["note"] for n, t in h["threads"]["backends"].items() if not t["pinned"]}
     for name, note in unpinned.items():
         console.print(f"[yellow]threads not pinned for {name}:[/] {note}")
-    load = max((v for v in (h.get("load_average") or {}).values() if v is not None), default=None)
-    if load is not None and load > 0.5 * h["cores"]["logical"]:
-        console.print(f"[yellow]busy machine:[/] load average {load} on {h['cores']['logical']} "
-                      f"CPUs while timing; expect noisy numbers")
+    if _busy_note(h):
+        console.print(f"[yellow]{_busy_note(h).lstrip('; ')}[/]")
 
     for w in h["workloads"]:
         m, n, k = w["gemm_mnk"]
@@ -538,6 +536,14 @@ def render(document, console=None) -> None:
             table.caption = "\n".join(notes)
             table.caption_justify = "left"
         console.print(table)
+
+
+def _busy_note(header) -> str:
+    loads = [v for v in (header.get("load_average") or {}).values() if v is not None]
+    cpus = header["cores"]["logical"] or 1
+    if loads and max(loads) > 0.5 * cpus:
+        return f"; busy machine (load average {max(loads)} on {cpus} CPUs): noisy numbers"
+    return ""
 
 
 def _rate(gflops):
@@ -618,8 +624,8 @@ def plot(document, path) -> None:
     date = h["date"][:16].replace("T", " ")
     axes.set_title(f"conv1d_transpose {h['dtype']} on {h['cpu_model']} "
                    f"({h['cores']['physical']} cores, {h['threads']['requested']} threads), {date}\n"
-                   f"bars: median; whiskers: p10-p90; dashed: numpy GEMM with the same FLOPs",
-                   fontsize=10)
+                   f"bars: median; whiskers: p10-p90; dashed: numpy GEMM with the same FLOPs"
+                   f"{_busy_note(h)}", fontsize=10)
     axes.legend(fontsize=8, ncol=len(backends) + 1, loc="upper center",
                 bbox_to_anchor=(0.5, -0.13), frameon=False)
     figure.tight_layout()
