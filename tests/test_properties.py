@@ -24,4 +24,4 @@ def run_campaign(profile, timeout):
 def test_property_campaign_ci_profile():
     """2,000 derandomised examples over the whole argument space (CI)."""
     output = run_campaign("ci", timeout=1200)
-    assert "2000 passing examples" in output, output[-3000:]
+    assert "2000 passing" in output, output[-3000:]
