@@ -66,20 +66,11 @@ def _tvm_runner(spec, filters, threads, target="host") -> Runner:
 
 
 def _pin_tvm_threads(threads: int) -> tuple[int | None, bool, str]:
-    # TVM sizes its worker pool from TVM_NUM_THREADS when the pool first starts (without
-    # it, half the logical CPUs on x86, assuming hyper-threading); config_threadpool can
-    # only shrink a started pool.
-    os.environ["TVM_NUM_THREADS"] = str(threads)
     try:
-        import tvm
-        tvm.get_global_func("runtime.config_threadpool")(1, threads)  # 1: kBig, TVM's default
-        actual = int(tvm.get_global_func("runtime.NumThreads")())
-    except Exception as error:  # no TVM, or an API change: the build will say more
+        from .runtime.tvm_backend import configure_threads
+    except ImportError as error:  # no TVM: the build will say more
         return None, False, f"TVM threads not pinned: {error}"
-    if actual != threads:
-        return actual, False, (f"TVM's thread pool had started with {actual} workers before "
-                               f"the bench; set TVM_NUM_THREADS={threads} before starting")
-    return actual, True, ""
+    return configure_threads(threads)
 
 
 # Backend family -> factory(spec, filters, threads, target) -> Runner (raises Unavailable).

@@ -71,7 +71,7 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
     target = normalize_target(target)
     if backend == "onnxruntime":
         return OnnxRuntimeSession(model_or_path, threads=threads)
-    tvm_options = {"cache_dir": cache_dir, "targets": targets}
+    tvm_options = {"cache_dir": cache_dir, "targets": targets, "threads": threads}
     if backend == "tvm":
         return _tvm_session(load_model(model_or_path), target, **tvm_options)
 
@@ -107,7 +107,8 @@ class InferenceSession:
         (or, for backend='tvm', an artifact directory made by `conv1d-transpose compile`).
       backend: 'auto' (default), 'onnxruntime' or 'tvm'.
       target: a target name from targets.yaml ('host' by default).
-      threads: intra-op threads for onnxruntime (None: one per core).
+      threads: worker threads (None: one per physical core, onnxruntime's default);
+        TVM's pool is process-wide, so the last TVM session made decides its size.
       cache_dir: artifact cache for TVM builds (default: the user cache dir).
       targets: path to a targets.yaml of your own.
     """

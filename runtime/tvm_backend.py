@@ -42,7 +42,8 @@ class TVMSession:
       directory fails verification (hash, TVM version, target).
     """
 
-    def __init__(self, model_or_artifact, target="host", *, targets=None, cache_dir=None):
+    def __init__(self, model_or_artifact, target="host", *, targets=None, cache_dir=None,
+                 threads=None):
         entry = get_target(target, targets)
         _, _, can_run, run_reason = entry.capabilities()
         if not can_run:
@@ -55,6 +56,7 @@ class TVMSession:
         import tvm
         from tvm import relax
 
+        self.threads = configure_threads(threads)[0] if entry.family == "cpu" else None
         self._device = tvm.cuda(0) if entry.family == "cuda" else tvm.cpu(0)
         self._on_cpu = entry.family == "cpu"
         self._tensor = tvm.runtime.tensor
@@ -114,6 +116,36 @@ class TVMSession:
         if self._on_cpu and array.flags.c_contiguous and array.ctypes.data % _ALIGNMENT == 0:
             return self._from_dlpack(array)  # zero copy
         return self._tensor(np.ascontiguousarray(array), self._device)
+
+
+def default_threads() -> int:
+    """One worker per physical core: onnxruntime's default, so the backends compare fairly."""
+    import psutil
+    return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+
+
+def configure_threads(threads: int | None = None) -> tuple[int | None, bool, str]:
+    """Size TVM's CPU worker pool; returns (workers, whether it took, a note if not).
+
+    `threads`, else TVM_NUM_THREADS when the user set it, else `default_threads()`.
+    Without this TVM starts half the logical CPUs on x86 (it assumes hyper-threading):
+    one worker on a 2-vCPU machine. The pool is process-wide, so the last session to
+    ask decides, and a started pool can only shrink (`runtime.config_threadpool`).
+    """
+    if threads is None and os.environ.get("TVM_NUM_THREADS"):
+        threads = int(os.environ["TVM_NUM_THREADS"])
+    threads = threads or default_threads()
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # read when the pool first starts
+    try:
+        import tvm
+        tvm.get_global_func("runtime.config_threadpool")(1, threads)  # 1: kBig, TVM's default
+        actual = int(tvm.get_global_func("runtime.NumThreads")())
+    except Exception as error:  # an API change: say so, never fail a session over it
+        return None, False, f"TVM threads not pinned: {error}"
+    if actual != threads:
+        return actual, False, (f"TVM's thread pool had started with {actual} workers; set "
+                               f"TVM_NUM_THREADS={threads} before the first TVM call")
+    return actual, True, ""
 
 
 def _type_name(dtype: str | None) -> str:
