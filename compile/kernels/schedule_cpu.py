@@ -196,9 +196,15 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
                 sch.vectorize(loops[-1])
         else:
             n, p, ci = loops
-            sch.parallel(p if symbolic_batch else sch.fuse(n, p))
             if nwc:
+                sch.parallel(p if symbolic_batch else sch.fuse(n, p))
                 sch.vectorize(ci)
+            else:
+                # A transpose: 16 x 16 tiles, read along the input rows.
+                po, pi = sch.split(p, [None, 16])
+                cio, cii = sch.split(ci, [None, 16])
+                sch.reorder(po, cio, cii, pi)
+                sch.parallel(po if symbolic_batch else sch.fuse(n, po))
     for name in layout.zero_blocks:
         n, qq, co = sch.get_loops(sch.get_sblock(name))
         sch.parallel(qq if symbolic_batch else sch.fuse(n, qq))
