@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 import time
 import warnings
 
@@ -81,13 +82,28 @@ class Artifact:
         return Conv1DTransposeSpec(**data) if data else None
 
     def load_module(self):
-        """`tvm.runtime.load_module` of the library, after checking its sha256 again."""
+        """`tvm.runtime.load_module` of the library, after checking its sha256 again.
+
+        The bytes hashed are the bytes loaded: they are read once, checked, and loaded
+        from a private copy, so a library swapped or rewritten after the check (in a
+        directory others can write to) is never the one that runs.
+        """
         import tvm
 
         reason = _library_problem(self.path, self.manifest)
         if reason:
             raise BackendError(f"artifact {self.path}: {reason}; refusing to load it")
-        return tvm.runtime.load_module(self.library_path)
+        with open(self.library_path, "rb") as file:
+            data = file.read()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != self.manifest["library_sha256"]:
+            raise BackendError(f"artifact {self.path}: library {self.manifest['library']} "
+                               f"changed while being loaded; refusing to load it")
+        with tempfile.TemporaryDirectory(prefix="conv1d-transpose-load-") as private:
+            copy = os.path.join(private, os.path.basename(self.library_path))
+            with open(copy, "wb") as file:
+                file.write(data)
+            return tvm.runtime.load_module(copy)  # dlopen maps it; the file can go
 
 
 def sha256_file(path: str) -> str:
@@ -147,12 +163,18 @@ def _expected(entry: TargetEntry, model_sha256: str | None, key: str | None) -> 
     return expected
 
 
+# Manifest keys the runtime reads, and their JSON types.
+_REQUIRED = {"library": str, "library_sha256": str, "inputs": list, "outputs": list,
+             "target": dict, "target_name": str, "family": str, "scheduled": bool}
+
+
 def artifact_problem(path: str, expected: dict | None = None) -> str | None:
     """Why the artifact at `path` cannot be used, or None when it can.
 
-    Checks: a readable manifest of our format, the library's sha256, the TVM version
-    against the installed one, and every key of `expected` (e.g. target, model_sha256,
-    cache_key) against the manifest.
+    Checks: a readable manifest of our format with the keys the runtime reads, the TVM
+    version against the installed one, every key of `expected` (e.g. target,
+    model_sha256, cache_key) against the manifest, and the library: a plain file (no
+    path, no symbolic link) inside `path` whose sha256 is the manifest's.
     """
     manifest_path = os.path.join(path, MANIFEST_NAME)
     try:
@@ -165,6 +187,9 @@ def artifact_problem(path: str, expected: dict | None = None) -> str | None:
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else None
         return f"manifest format is {got!r}, expected {ARTIFACT_FORMAT!r}"
+    for key, kind in _REQUIRED.items():
+        if not isinstance(manifest.get(key), kind):
+            return f"manifest {key} is {manifest.get(key)!r}, expected a {kind.__name__}"
     installed = _cache.versions()["tvm"]
     if manifest.get("tvm_version") != installed:
         return (f"built by TVM {manifest.get('tvm_version')!r}, but TVM {installed!r} is "
@@ -176,9 +201,15 @@ def artifact_problem(path: str, expected: dict | None = None) -> str | None:
 
 
 def _library_problem(path: str, manifest: dict) -> str | None:
-    library = os.path.join(path, str(manifest.get("library", "")))
-    if not manifest.get("library") or not os.path.isfile(library):
-        return f"library {manifest.get('library')!r} is missing"
+    name = manifest.get("library")
+    if not isinstance(name, str) or not name or name in (".", "..") or \
+            os.path.basename(name) != name or "\0" in name:
+        return f"library {name!r} is not a file name inside the artifact directory"
+    library = os.path.join(path, name)
+    if os.path.islink(library):
+        return f"library {name!r} is a symbolic link"
+    if not os.path.isfile(library):
+        return f"library {name!r} is missing"
     digest = sha256_file(library)
     if digest != manifest.get("library_sha256"):
         return (f"library {manifest['library']} has sha256 {digest[:16]}..., the manifest "
@@ -274,10 +305,14 @@ def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
       be built here, a private-cache violation, or a failed build.
     """
     model = _as_model(model)
+    _require_tvm()
     entry = get_target(target_name, targets)
     can_build, reason, _, _ = entry.capabilities()
     if not can_build:
-        raise BackendError(f"target {entry.name!r}: {reason}")
+        hint = ""
+        if entry.is_cross and entry.cross_compiler and not shutil.which(entry.cross_compiler):
+            hint = _build.install_hint(entry.cross_compiler)
+        raise BackendError(f"target {entry.name!r}: {reason}{hint}")
     data = model_bytes(model)
     model_sha256 = hashlib.sha256(data).hexdigest()
     options = build_options(entry)
@@ -288,23 +323,52 @@ def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
 
     artifact = _cached(final, expected, warn=True)
     if artifact is None:
-        with _cache.key_lock(root, key):
-            # Another process may have built it while we waited for the lock.
-            artifact = _cached(final, expected, warn=False)
-            if artifact is None:
-                _cache.discard(final)
-                temp = _cache.make_temp_dir(root)
-                try:
-                    write_artifact(temp, model, entry, model_sha256=model_sha256,
-                                   cache_key=key, options=options)
-                except BaseException:
-                    shutil.rmtree(temp, ignore_errors=True)
-                    raise
-                _cache.publish(temp, final)  # False: another builder won; use theirs
-                artifact = load_artifact(final, expected)
+        try:
+            artifact = _build_into_cache(root, key, final, expected, model, entry,
+                                         model_sha256, options)
+        except OSError as error:  # a full disk, a read-only or vanished cache directory
+            raise BackendError(f"cannot build into cache_dir={root!r}: {_os_reason(error)}; "
+                               f"free space or fix its permissions, or point "
+                               f"{_cache.ENV_CACHE_DIR} at another directory") from None
     if out_dir is not None:
-        artifact = _copy_artifact(artifact, os.fspath(out_dir), expected)
+        try:
+            artifact = _copy_artifact(artifact, os.fspath(out_dir), expected)
+        except OSError as error:
+            raise BackendError(f"cannot write out_dir={os.fspath(out_dir)!r}: "
+                               f"{_os_reason(error)}") from None
     return artifact
+
+
+def _require_tvm() -> None:
+    try:
+        import tvm  # noqa: F401
+    except (ImportError, OSError) as error:  # OSError: libtvm.so present but unloadable
+        raise BackendError(f"TVM is not importable: {error}") from None
+
+
+def _os_reason(error: OSError) -> str:
+    where = f" ({error.filename})" if error.filename else ""
+    return f"{error.strerror or error}{where}"
+
+
+def _build_into_cache(root, key, final, expected, model, entry, model_sha256,
+                      options) -> Artifact:
+    with _cache.key_lock(root, key):
+        # Another process may have built it while we waited for the lock.
+        artifact = _cached(final, expected, warn=False)
+        if artifact is not None:
+            return artifact
+        _cache.clean_stale(root, key)  # what a crashed builder of this key left behind
+        _cache.discard(final)
+        temp = _cache.make_temp_dir(root, key)
+        try:
+            write_artifact(temp, model, entry, model_sha256=model_sha256,
+                           cache_key=key, options=options)
+            _cache.publish(temp, final)  # False: another builder won; use theirs
+        except BaseException:
+            shutil.rmtree(temp, ignore_errors=True)
+            raise
+        return load_artifact(final, expected)
 
 
 def _cached(final: str, expected: dict, warn: bool) -> Artifact | None:
@@ -332,10 +396,20 @@ def _copy_artifact(artifact: Artifact, out_dir: str, expected: dict) -> Artifact
         for name in (artifact.manifest["library"], MANIFEST_NAME):
             shutil.copy2(os.path.join(artifact.path, name), os.path.join(temp, name))
         os.chmod(temp, 0o755)
-        _cache.discard(out_dir)
-        os.rename(temp, out_dir)
+        # The old artifact is deleted only once the new one is in place: a crash in between
+        # leaves it whole in a .trash-* directory beside out_dir.
+        old = _cache.move_aside(out_dir)
+        try:
+            os.rename(temp, out_dir)
+        except BaseException:
+            if old is not None:
+                os.rename(os.path.join(old, "old"), out_dir)
+                os.rmdir(old)
+            raise
     except BaseException:
         shutil.rmtree(temp, ignore_errors=True)
         raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
     return load_artifact(out_dir, expected)
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -95,7 +96,8 @@ def export_library(result: BuildResult, directory: str) -> dict:
     if entry.is_cross:
         if not entry.cross_compiler or not shutil.which(entry.cross_compiler):
             raise BackendError(f"target {entry.name!r}: cannot link {entry.machine} code: "
-                               f"{entry.cross_compiler or 'no cross_compiler'} not found")
+                               f"{entry.cross_compiler or 'no cross_compiler'} not found"
+                               f"{install_hint(entry.cross_compiler)}")
         kwargs["fcompile"] = cc.cross_compiler(entry.cross_compiler)
         linker = entry.cross_compiler
     info = {"library": LIBRARY_NAME, "linker": linker, "device_code": None, "options": {}}
@@ -130,6 +132,16 @@ def export_library(result: BuildResult, directory: str) -> dict:
             raise BackendError(f"target {entry.name!r}: linking {LIBRARY_NAME} with {linker} "
                                f"failed: {error}") from None
     return info
+
+
+def install_hint(compiler: str | None) -> str:
+    """Where a GNU cross compiler comes from, e.g. for 'aarch64-linux-gnu-gcc':
+    ' (Debian/Ubuntu: apt-get install gcc-aarch64-linux-gnu)'; '' for other names."""
+    match = re.fullmatch(r"([a-z0-9_]+(?:-[a-z0-9_]+)*-linux-gnu[a-z0-9]*)-(gcc|g\+\+)",
+                         compiler or "")
+    if not match:
+        return ""
+    return f" (Debian/Ubuntu: apt-get install {match.group(2)}-{match.group(1)})"
 
 
 def _cuda_modules(executable) -> list:

@@ -121,9 +121,29 @@ def key_lock(cache_dir: str, key: str):
         os.close(fd)
 
 
-def make_temp_dir(parent: str) -> str:
-    """An empty 0700 directory inside `parent` to build into (same filesystem: rename works)."""
-    return tempfile.mkdtemp(dir=parent, prefix=".tmp-")
+def make_temp_dir(parent: str, key: str | None = None) -> str:
+    """An empty 0700 directory inside `parent` to build into (same filesystem: rename works).
+
+    With `key`, its name starts with `.tmp-<key>-`, so that a later builder of the same
+    key, holding `key_lock`, can remove what a crashed builder left (`clean_stale`).
+    """
+    return tempfile.mkdtemp(dir=parent, prefix=f".tmp-{key}-" if key else ".tmp-")
+
+
+def clean_stale(cache_dir: str, key: str) -> list[str]:
+    """Remove the temporary and trash directories a crashed builder of `key` left behind.
+
+    Call only while holding `key_lock(cache_dir, key)`: nobody else can be using them then.
+    Returns the names removed.
+    """
+    removed = []
+    for prefix in (f".tmp-{key}-", f".trash-{key}-"):
+        for name in os.listdir(cache_dir):
+            path = os.path.join(cache_dir, name)
+            if name.startswith(prefix) and os.path.isdir(path) and not os.path.islink(path):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(name)
+    return removed
 
 
 def publish(temp_dir: str, final_dir: str) -> bool:
@@ -139,10 +159,25 @@ def publish(temp_dir: str, final_dir: str) -> bool:
         return False
 
 
+def move_aside(path: str) -> str | None:
+    """Rename `path` into a new `.trash-<name>-*` directory beside it (one rename: no reader
+    sees it half-deleted, and a crash leaves it whole); returns that directory, or None when
+    there was nothing at `path`. Remove it with `shutil.rmtree` once its replacement is in
+    place."""
+    if not os.path.lexists(path):
+        return None
+    trash = tempfile.mkdtemp(dir=os.path.dirname(path),
+                             prefix=f".trash-{os.path.basename(path)}-")
+    try:
+        os.rename(path, os.path.join(trash, "old"))
+    except BaseException:
+        os.rmdir(trash)
+        raise
+    return trash
+
+
 def discard(path: str) -> None:
     """Remove a directory by renaming it aside first, so no reader sees it half-deleted."""
-    if not os.path.lexists(path):
-        return
-    trash = tempfile.mkdtemp(dir=os.path.dirname(path), prefix=".trash-")
-    os.rename(path, os.path.join(trash, "old"))
-    shutil.rmtree(trash, ignore_errors=True)
+    trash = move_aside(path)
+    if trash is not None:
+        shutil.rmtree(trash, ignore_errors=True)
