@@ -16,11 +16,13 @@ unchanged, for the caller to fall back (or to let TVM's slow legalization run).
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .kernels import KERNEL_VERSION, Geometry, build_kernel, pack_filters, target_family
 
-__all__ = ["KERNEL_VERSION", "apply", "find_conv1d_transposes"]
+__all__ = ["KERNEL_VERSION", "Conv1DTransposeMatch", "apply", "find_conv1d_transposes"]
 
 CONV = "relax.nn.conv1d_transpose"
 PERMUTE = "relax.permute_dims"
@@ -31,9 +33,19 @@ _OPAQUE = 8
 
 
 def apply(mod, target):
-    """(module with every conv1d_transpose replaced by the polyphase kernel, True), or
-    (the module unchanged, False) when one of them cannot be (non-constant weights,
-    groups != 1, dynamic shapes, other layouts or dtypes, a target without a schedule)."""
+    """Replace every conv1d_transpose of `mod` by the polyphase kernel for `target`.
+
+    Args:
+      mod: a Relax IRModule (from `relax.frontend.onnx.from_onnx` with the weights kept
+        as constants).
+      target: a `tvm.target.Target` (or what `Target()` accepts) of kind llvm or cuda.
+    Returns:
+      `(new module, True)`, or `(mod unchanged, False)` when the module has no
+      conv1d_transpose or one of them cannot be lowered: weights that are not constants
+      or not finite, groups != 1, shapes other than a static width/channels with a
+      static or symbolic batch, layouts other than NCW/IOW, dtypes other than
+      float16/32/64, or a target kind without a schedule.
+    """
     import tvm
     from tvm import relax
 
@@ -52,7 +64,7 @@ def apply(mod, target):
             plans[conv_var] = plan
     if not total:
         return mod, False
-    rewriter = _Rewriter(mod, target, plans)
+    rewriter = _rewriter_class()(mod, target, plans)
     for gv, func in functions:
         rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
     new_mod = rewriter.builder_.finalize()
@@ -63,7 +75,7 @@ def apply(mod, target):
     return new_mod, True
 
 
-class _Plan:
+class Conv1DTransposeMatch:
     """One matched conv1d_transpose: what the kernel reads and what it replaces."""
 
     def __init__(self, geometry, data, weights, outputs):
@@ -74,7 +86,7 @@ class _Plan:
 
 
 def find_conv1d_transposes(func) -> dict:
-    """{conv var: _Plan or None (cannot be lowered)} for the conv1d_transpose bindings of a
+    """{conv var: Conv1DTransposeMatch or None (cannot be lowered)} for the conv1d_transpose bindings of a
     Relax function."""
     from tvm import relax
 
@@ -154,7 +166,7 @@ def _match(conv_var, call, values, users, uses):
         data_format, source, outputs = "NWC", producer.args[0], tuple(consumers)
     geometry = Geometry(batch, width, cin, out_width, cout, kernel, stride, dilation,
                         pad_begin, data_format, in_dtype)
-    return _Plan(geometry, source, weights, outputs)
+    return Conv1DTransposeMatch(geometry, source, weights, outputs)
 
 
 def _op_name(expr):
@@ -194,28 +206,29 @@ def _static(expr):
     return tuple(d if isinstance(d, tirx.Var) else int(d) for d in dims), str(ty.dtype)
 
 
-def _make_rewriter():
+@functools.lru_cache(maxsize=None)
+def _rewriter_class():
+    # Defined on first use: importing this module must not import TVM.
     from tvm import relax
 
     @relax.expr_functor.mutator
     class Rewriter(relax.PyExprMutator):
+        """Re-emits each matched output binding as one call_tir of its kernel."""
+
         def __init__(self, mod, target, plans):
             super().__init__(mod)
             self.target = target
-            self.outputs = {}
-            for conv_var, plan in plans.items():
-                for output in plan.outputs:
-                    self.outputs[output] = plan
-            self.kernels = {}  # output var -> call_tir expression (one kernel per conv)
-            self.done = set()
+            self.plan_of = {output: plan for plan in plans.values() for output in plan.outputs}
+            self.kernels = {}  # id(plan) -> (kernel GlobalVar, packed filters constant)
             self.replaced = 0
 
         def visit_var_binding_(self, binding):
-            plan = self.outputs.get(binding.var)
+            plan = self.plan_of.get(binding.var)
             if plan is None:
                 return super().visit_var_binding_(binding)
             call = self._kernel_call(plan, binding.var.ty)
-            if isinstance(binding.var, relax.DataflowVar):
+            if isinstance(binding.var, relax.DataflowVar) or \
+                    not self.builder_.current_block_is_dataflow():
                 new_var = self.builder_.emit(call)
             else:
                 new_var = self.builder_.emit_output(call)
@@ -226,6 +239,7 @@ def _make_rewriter():
                 func, layout = build_kernel(plan.geometry, self.target)
                 func = func.with_attrs({"tirx.is_scheduled": True, "op_pattern": _OPAQUE,
                                         "conv1d_transpose.kernel_version": KERNEL_VERSION})
+                # add_func reuses a structurally equal kernel (same shapes, same schedule).
                 gv = self.builder_.add_func(func, "conv1d_transpose_polyphase")
                 filters = pack_filters(np.ascontiguousarray(plan.weights.transpose(2, 1, 0)),
                                        layout)
@@ -237,13 +251,3 @@ def _make_rewriter():
             return relax.call_tir(gv, [self.visit_expr(plan.data), filters], out_ty)
 
     return Rewriter
-
-
-_REWRITER = None
-
-
-def _Rewriter(mod, target, plans):
-    global _REWRITER
-    if _REWRITER is None:
-        _REWRITER = _make_rewriter()
-    return _REWRITER(mod, target, plans)
