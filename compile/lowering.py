@@ -86,8 +86,8 @@ class Conv1DTransposeMatch:
 
 
 def find_conv1d_transposes(func) -> dict:
-    """{conv var: Conv1DTransposeMatch or None (cannot be lowered)} for the conv1d_transpose bindings of a
-    Relax function."""
+    """{conv var: Conv1DTransposeMatch, or None where it cannot be lowered} for the
+    conv1d_transpose bindings of a Relax function."""
     from tvm import relax
 
     values, uses = {}, {}
