@@ -42,23 +42,45 @@ def legalize_conv_transpose(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of `model` whose ConvTranspose nodes use explicit `pads` and `output_padding`.
 
     Nodes with `output_shape`, or `auto_pad` SAME_UPPER / SAME_LOWER / VALID, are
-    rewritten; others are left as they are. Model-local functions are inlined first so
-    that nodes inside them are rewritten too.
+    rewritten; others are left as they are. Model-local functions are inlined first
+    (`inline_functions`), so that nodes inside them are rewritten too and TVM's importer,
+    which knows no local functions, sees only ordinary nodes.
 
     Raises:
       ShapeError (a ValueError): a node has `output_shape` but its input's spatial sizes
       are not static, or an attribute has the wrong length.
     """
-    result = onnx.ModelProto()
-    result.CopyFrom(model)
-    if any(_is_conv_transpose(node) for function in result.functions for node in function.node):
-        from onnx import inliner
-
-        result = inliner.inline_local_functions(result)
+    result = inline_functions(model)
     if not any(_needs_rewrite(node) for node in _all_nodes(result.graph)):
+        # Explicit pads (e.g. every dynamic-width export): nothing to compute, and no need
+        # for static shapes.
         return result
     shapes = _static_shapes(result)
     _rewrite_graph(result.graph, shapes)
+    return result
+
+
+def inline_functions(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of `model` with its model-local functions inlined (none left).
+
+    TVM 0.27's importer knows no local functions: a node calling one (e.g. our
+    `ai.conv1d_transpose` `Conv1DTranspose`) is `OpNotImplemented`. Inlined, the body's
+    nodes (Transpose of the TF-layout filters, ConvTranspose, Transpose) are ordinary
+    graph nodes; the importer folds the Transpose of a constant, so the lowering still
+    sees constant weights and picks its fast kernel.
+    """
+    result = onnx.ModelProto()
+    result.CopyFrom(model)
+    if not result.functions:
+        return result
+    from onnx import inliner
+
+    result = inliner.inline_local_functions(result)
+    del result.functions[:]  # unused now (the inliner keeps them)
+    used = {node.domain for node in _all_nodes(result.graph)}
+    kept = [o for o in result.opset_import if o.domain in _DOMAINS or o.domain in used]
+    del result.opset_import[:]
+    result.opset_import.extend(kept)
     return result
 
 
