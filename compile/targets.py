@@ -29,7 +29,9 @@ ENV_TARGETS = "CONV1D_TRANSPOSE_TARGETS"
 NATIVE_CPU = "native"
 
 ENTRY_KEYS = ("target", "host", "cross_compiler", "description", "rpc")
-RPC_KEYS = ("host", "port")
+RPC_KEYS = ("host", "port", "tracker", "key", "emulated", "timeout")
+# Seconds to connect to an RPC server (or to get a free device from a tracker).
+DEFAULT_RPC_TIMEOUT = 10.0
 KIND_FAMILIES = {"llvm": "cpu", "cuda": "cuda"}
 
 # Option names TVM 0.27 accepts per kind (its "Unknown config option" lists), checked here
@@ -165,26 +167,25 @@ class TargetEntry:
         return True, f"builds ({linker})"
 
     def _run_capability(self) -> tuple[bool, str]:
-        remote = ""
         if self.rpc:
-            remote = f"; rpc server configured at {self.rpc['host']}:{self.rpc['port']}"
+            return _rpc_capability(self.rpc)
         if self.is_cross:
             return False, (f"cannot run here ({self.machine} code on a {local_machine()} "
-                           f"machine{remote})")
+                           f"machine)")
         if self.family == "cuda":
             device = cuda_device()
             if device is None:
-                return False, f"cannot run (no GPU){remote}"
+                return False, f"cannot run (no GPU)"
             name, (major, minor) = device
             want = _CUDA_ARCH.match(self.cuda_arch or "")
             if want and (major, minor) < (int(want.group(1)), int(want.group(2))):
                 return False, (f"cannot run ({name} is sm_{major}{minor}, older than "
-                               f"{self.cuda_arch}){remote}")
+                               f"{self.cuda_arch})")
             return True, f"runs ({name}, sm_{major}{minor})"
         missing = self._missing_cpu_features()
         if missing:
             return False, (f"cannot run (this CPU lacks {', '.join(missing[:6])}"
-                           f"{' ...' if len(missing) > 6 else ''}){remote}")
+                           f"{' ...' if len(missing) > 6 else ''})")
         return True, "runs (this CPU)"
 
     def _missing_cpu_features(self) -> list[str]:
@@ -396,17 +397,98 @@ def _is_option_value(value) -> bool:
 
 
 def _check_rpc(rpc, where: str) -> dict:
+    """One of {host, port} (a TVM RPC server), {tracker: "host:port", key} (TVM's RPC
+    tracker) or {emulated: NAME} (a device started by `conv1d-transpose device start`,
+    resolved when connecting); `timeout` (seconds to connect) with any of them."""
+    forms = "{host, port}, {tracker: 'host:port', key} or {emulated: name}, plus timeout"
     if not isinstance(rpc, Mapping):
-        raise ArgumentError(f"{where}: must be a mapping {{host, port}}, got {type(rpc).__name__}")
+        raise ArgumentError(f"{where}: must be a mapping {forms}, got {type(rpc).__name__}")
     for key in rpc:
         if key not in RPC_KEYS:
             raise ArgumentError(f"{where}: unknown key {key!r}; allowed: {', '.join(RPC_KEYS)}")
-    host, port = rpc.get("host"), rpc.get("port")
+    given = [form for form, keys in (("server", ("host", "port")), ("tracker", ("tracker", "key")),
+                                     ("emulated", ("emulated",)))
+             if any(k in rpc for k in keys)]
+    if len(given) != 1:
+        raise ArgumentError(f"{where}: give exactly one of {forms}; got keys {sorted(rpc)}")
+    result = {}
+    if given == ["server"]:
+        result.update(host=rpc.get("host"), port=rpc.get("port"))
+        _check_address(result["host"], result["port"], where, "host", "port")
+    elif given == ["tracker"]:
+        tracker, key = rpc.get("tracker"), rpc.get("key")
+        host, _, port = str(tracker).rpartition(":")
+        if not isinstance(tracker, str) or not port.isdigit():
+            raise ArgumentError(f"{where}: 'tracker' must be 'host:port' of TVM's RPC tracker, "
+                                f"got {tracker!r}")
+        _check_address(host, int(port), where, "tracker", "tracker")
+        if not isinstance(key, str) or not key:
+            raise ArgumentError(f"{where}: 'key' must be the device key the RPC servers "
+                                f"registered with the tracker, got {key!r}")
+        result.update(tracker=tracker, key=key)
+    else:
+        name = rpc.get("emulated")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ArgumentError(f"{where}: 'emulated' must be the name of a device started by "
+                                f"`conv1d-transpose device start`, got {name!r}")
+        result["emulated"] = name
+    timeout = rpc.get("timeout", DEFAULT_RPC_TIMEOUT)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+        raise ArgumentError(f"{where}: 'timeout' must be a positive number of seconds, "
+                            f"got {timeout!r}")
+    result["timeout"] = float(timeout)
+    return result
+
+
+def _check_address(host, port, where: str, host_key: str, port_key: str) -> None:
     if not isinstance(host, str) or not host:
-        raise ArgumentError(f"{where}: 'host' must be a host name or address, got {host!r}")
+        raise ArgumentError(f"{where}: '{host_key}' must be a host name or address, got {host!r}")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
-        raise ArgumentError(f"{where}: 'port' must be an integer 1..65535, got {port!r}")
-    return {"host": host, "port": port}
+        raise ArgumentError(f"{where}: '{port_key}' port must be an integer 1..65535, "
+                            f"got {port!r}")
+
+
+def rpc_endpoint(rpc: Mapping) -> dict:
+    """The rpc block with `emulated: NAME` resolved from the running device's state:
+    {host, port, timeout[, emulated]} or {tracker, key, timeout[, emulated]}.
+
+    Raises:
+      BackendError naming the command that starts an emulated device that is not running.
+    """
+    if "emulated" not in rpc:
+        return dict(rpc)
+    from ..device import resolve
+
+    return {**resolve(rpc["emulated"]), "timeout": rpc.get("timeout", DEFAULT_RPC_TIMEOUT)}
+
+
+def rpc_address(endpoint: Mapping) -> str:
+    """'tracker host:port, key K' or 'host:port', for messages."""
+    if "tracker" in endpoint:
+        return f"tracker {endpoint['tracker']}, key {endpoint['key']!r}"
+    return f"{endpoint['host']}:{endpoint['port']}"
+
+
+def _rpc_capability(rpc: Mapping) -> tuple[bool, str]:
+    """Whether the RPC server (or tracker) answers: a TCP connect, at most 2 s."""
+    import socket
+
+    try:
+        endpoint = rpc_endpoint(rpc)
+    except ValueError as error:
+        return False, f"cannot run ({error})"
+    if "tracker" in endpoint:
+        host, _, port = endpoint["tracker"].rpartition(":")
+    else:
+        host, port = endpoint["host"], endpoint["port"]
+    where = rpc_address(endpoint)
+    emulated = " (emulated: correctness only)" if "emulated" in endpoint else ""
+    try:
+        with socket.create_connection((host, int(port)), timeout=min(endpoint["timeout"], 2.0)):
+            pass
+    except OSError as error:
+        return False, f"cannot run (nothing answers at {where}: {error.strerror or error})"
+    return True, f"runs over RPC at {where}{emulated}"
 
 
 def get_target(name, targets=None) -> TargetEntry:
