@@ -62,6 +62,19 @@ def _tvm_runner(spec, filters, threads, target="host") -> Runner:
                          threads=threads)
     if op.backend != f"tvm:{target}":
         note = f"asked for tvm:{target}, got {op.backend}. {note}".strip()
+    device = getattr(op._session, "device", None)  # an RPCSession: the remote device
+    if device is not None:
+        endpoint = op._session.endpoint
+        via = f" via tracker {endpoint['tracker']}" if "tracker" in endpoint else ""
+        if "emulated" in endpoint:
+            # Emulation says nothing about speed: checked, never timed.
+            runner = Runner(op.backend, target, op, None, True,
+                            f"ran on emulated device {device}{via}: checked, not timed "
+                            f"(emulation is for correctness only)")
+            runner.timed = False
+            return runner
+        note = f"ran on {device}{via}; times include RPC transfers. {note}".strip()
+        return Runner(op.backend, target, op, None, True, note)
     return Runner(op.backend, target, op, actual, pinned, note)
 
 
@@ -89,8 +102,9 @@ def runnable_tvm_targets() -> list[str]:
         entries = load_targets()
     except Exception:  # the compile stage missing or broken: the host is still a target
         return ["host"]
+    # Remote (rpc) targets only when asked for: a default run never waits on a device.
     names = [name for name, entry in entries.items()
-             if name == "host" or entry.capabilities().can_run]
+             if name == "host" or (not entry.rpc and entry.capabilities().can_run)]
     return names if "host" in names else ["host", *names]
 
 
@@ -415,7 +429,7 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
                     record.update(max_abs_err=_finite(error), status="ok" if ok else "FAIL")
                     header["threads"]["backends"][record["backend"]] = {
                         "threads": runner.threads, "pinned": runner.pinned, "note": runner.note}
-                    if ok:
+                    if ok and getattr(runner, "timed", True):
                         runners.append((record, runner))
                 workload_records.append(record)
                 bar.advance(task)
@@ -517,6 +531,8 @@ def render(document, console=None) -> None:
                     notes.append(f"{r['backend']}: {r['note']}")
                 status = "[red]FAIL[/]"
             else:
+                if r["note"] and r["median_ms"] is None:  # checked, not timed (emulated)
+                    notes.append(f"{r['backend']}: {r['note']}")
                 status = "[green]ok[/]"
             table.add_row(r["backend"], _num(r["threads"], "{}"), status,
                           _num(r["max_abs_err"], "{:.1e}"), _num(r["median_ms"], "{:.3f}"),

@@ -42,6 +42,15 @@ class TVMSession:
       directory fails verification (hash, TVM version, target).
     """
 
+    def __new__(cls, model_or_artifact=None, target="host", *, targets=None, **options):
+        # A target with an `rpc:` block runs on its remote device: the same surface, from
+        # runtime/rpc_backend.py (not a subclass, so __init__ below is not run for it).
+        entry = get_target(target, targets)
+        if entry.rpc and cls is TVMSession:
+            from .rpc_backend import RPCSession
+            return RPCSession(model_or_artifact, entry, targets=targets, **options)
+        return super().__new__(cls)
+
     def __init__(self, model_or_artifact, target="host", *, targets=None, cache_dir=None,
                  threads=None):
         entry = get_target(target, targets)
