@@ -39,7 +39,10 @@ class RPCSession:
         the session takes TVMSession's arguments.
     Attributes:
       backend ('tvm:<target>'), target, scheduled, artifact, device (the server's
-      'host:port' that runs it), endpoint (the resolved rpc block).
+      'host:port' that runs it), endpoint (the resolved rpc block), emulated (True on an
+      emulated device: never report its timings).
+    Sessions of one process share one connection per device (a TVM RPC server serves one
+    connection at a time); through a tracker, new sessions take another free device.
     Raises:
       BackendError (a ValueError): the target cannot be built here, the device does not
       answer within the timeout, or the library does not load there.
@@ -58,6 +61,8 @@ class RPCSession:
         self.backend = f"tvm:{entry.name}"
         self.threads = None
         self.endpoint = rpc_endpoint(entry.rpc)  # BackendError if an emulated one is not up
+        # True on an emulated device: its timings mean nothing (correctness only).
+        self.emulated = "emulated" in self.endpoint
         self.artifact: Artifact = _artifact(model_or_artifact, entry, targets, cache_dir)
         self.scheduled = self.artifact.scheduled
         problem = artifact_problem(self.artifact.path)
@@ -68,7 +73,9 @@ class RPCSession:
         import tvm
         from tvm import relax
 
-        self._remote, self.device = connect(self.endpoint, what=f"target {entry.name!r}")
+        self._connection = _POOL.get(self.endpoint, what=f"target {entry.name!r}")
+        self._remote, self.device = self._connection.remote, self._connection.device
+        self._lock = self._connection.lock
         name = f"conv1d-transpose-{self.artifact.manifest['library_sha256'][:16]}.so"
         try:
             self._remote.upload(self.artifact.library_path, name)
@@ -108,13 +115,14 @@ class RPCSession:
                 if name not in self._output_index:
                     raise ArgumentError(f"output {name!r} is not an output of the model; "
                                         f"outputs: {list(self._output_index)}")
-        arguments = [self._argument(feeds[arg.name], arg, dtype)
-                     for arg, dtype in zip(self._inputs, self._input_dtypes)]
-        result = self._main(*arguments)
-        values = list(result) if len(self._outputs) > 1 else [result]
-        if output_names is None:
-            return [value.numpy() for value in values]
-        return [values[self._output_index[name]].numpy() for name in output_names]
+        with self._lock:  # one RPC connection carries one call at a time
+            arguments = [self._argument(feeds[arg.name], arg, dtype)
+                         for arg, dtype in zip(self._inputs, self._input_dtypes)]
+            result = self._main(*arguments)
+            values = list(result) if len(self._outputs) > 1 else [result]
+            if output_names is None:
+                return [value.numpy() for value in values]
+            return [values[self._output_index[name]].numpy() for name in output_names]
 
     def _argument(self, value, arg: NodeArg, dtype: np.dtype):
         array = np.asarray(value)
@@ -129,8 +137,60 @@ class RPCSession:
 
     def close(self) -> None:
         """Drop the remote session now (the device is freed, for a tracker's next request)."""
-        for attribute in ("_main", "_vm", "_device", "_remote"):
+        for attribute in ("_main", "_vm", "_device", "_remote", "_connection"):
             self.__dict__.pop(attribute, None)
+
+
+class _Connection:
+    """One RPC session to one device, shared by the RPCSessions of this process that run
+    there (TVM's RPC server serves one connection at a time); closed when the last of
+    them is gone, which frees the device for a tracker's next request."""
+
+    def __init__(self, remote, device: str):
+        self.remote, self.device = remote, device
+        self.lock = threading.RLock()
+
+
+class _Pool:
+    """Connections by endpoint: a direct server gets one; a tracker key gets a new device
+    while the tracker has a free one (spreading sessions over the fleet) and otherwise
+    shares the held connection with the fewest sessions."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: dict[tuple, list] = {}  # endpoint key -> [weakref to _Connection]
+
+    def get(self, endpoint: dict, what: str) -> _Connection:
+        import weakref
+
+        key = tuple(sorted((k, str(v)) for k, v in endpoint.items() if k != "timeout"))
+        with self._lock:
+            held = [ref() for ref in self._held.get(key, [])]
+            held = [c for c in held if c is not None]
+            if held and ("tracker" not in endpoint or _tracker_free(endpoint) == 0):
+                import sys
+                return min(held, key=sys.getrefcount)
+            connection = _Connection(*connect(endpoint, what))
+            self._held[key] = [weakref.ref(c) for c in held + [connection]]
+            return connection
+
+
+def _tracker_free(endpoint: dict) -> int:
+    from tvm import rpc
+
+    host, _, port = endpoint["tracker"].rpartition(":")
+    try:
+        tracker = rpc.connect_tracker(host, int(port))
+        try:
+            return int(tracker.summary().get("queue_info", {}).get(endpoint["key"], {})
+                       .get("free", 0))
+        finally:
+            tracker.close()
+    except (OSError, RuntimeError):
+        return 0
+
+
+_POOL = _Pool()
 
 
 def connect(endpoint: dict, what: str = "the device"):
