@@ -289,6 +289,120 @@ def test_aarch64_build_uses_neon_fmla_on_four_float32_lanes(tmp_path):
         assert path.read_bytes()[:4] == b"\x7fELF" and path.read_bytes()[18] == 183  # EM_AARCH64
 
 
+# A C harness that runs one compiled PrimFunc `kernel(x, filters, out)` with no TVM
+# runtime: it provides the three backend hooks the object file calls through (parallel
+# launch, run serially; workspace alloc/free) and the error setter.
+AARCH64_HARNESS = r"""
+/* Runs one TVM-compiled PrimFunc `kernel(x, filters, out)` without the TVM runtime. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct { int32_t type_index; uint32_t zero_padding; union { int64_t v_int64; void* v_ptr; }; } Any;
+typedef struct { int32_t device_type, device_id; } Device;
+typedef struct { uint8_t code, bits; uint16_t lanes; } DataType;
+typedef struct { void* data; Device device; int32_t ndim; DataType dtype; int64_t* shape; int64_t* strides; uint64_t byte_offset; } Tensor;
+typedef struct { void* sync_handle; int32_t num_task; } Env;
+typedef int (*Lambda)(int, Env*, void*);
+
+static int launch(Lambda f, void* cdata, int num_task) { Env env = {0, 1}; return f(0, &env, cdata); }
+static void* alloc_ws(int t, int i, uint64_t n, int c, int b) { return aligned_alloc(64, (n + 63) / 64 * 64); }
+static int free_ws(int t, int i, void* p) { free(p); return 0; }
+void TVMFFIErrorSetRaisedFromCStrParts(const char* kind, const char** parts, int32_t n) {
+  fprintf(stderr, "%s: ", kind);
+  for (int i = 0; i < n; ++i) fputs(parts[i], stderr);
+  fputc('\n', stderr);
+}
+extern void* __TVMBackendParallelLaunch;
+extern void* __TVMBackendAllocWorkspace;
+extern void* __TVMBackendFreeWorkspace;
+extern int __tvm_ffi_kernel(void*, const Any*, int32_t, Any*);
+
+/* usage: harness dir code bits  nx x0 x1 x2  nw w0..w4  no o0 o1 o2 ; reads dir/x.bin dir/w.bin, writes dir/out.bin */
+int main(int argc, char** argv) {
+  __TVMBackendParallelLaunch = (void*)launch;
+  __TVMBackendAllocWorkspace = (void*)alloc_ws;
+  __TVMBackendFreeWorkspace = (void*)free_ws;
+  int a = 1;
+  const char* dir = argv[a++];
+  DataType io = {(uint8_t)atoi(argv[a]), (uint8_t)atoi(argv[a + 1]), 1}; a += 2;
+  DataType acc = {(uint8_t)atoi(argv[a]), (uint8_t)atoi(argv[a + 1]), 1}; a += 2;
+  Tensor t[3]; int64_t shapes[3][8]; Any args[3]; const char* names[3] = {"x.bin", "w.bin", "out.bin"};
+  for (int k = 0; k < 3; ++k) {
+    int nd = atoi(argv[a++]); size_t count = 1;
+    for (int d = 0; d < nd; ++d) { shapes[k][d] = atoll(argv[a++]); count *= shapes[k][d]; }
+    DataType dt = k == 1 ? acc : io;
+    size_t bytes = count * dt.bits / 8;
+    void* data = aligned_alloc(64, (bytes + 63) / 64 * 64 + 64);
+    memset(data, 0, bytes);
+    if (k < 2) {
+      char path[4096]; snprintf(path, sizeof path, "%s/%s", dir, names[k]);
+      FILE* f = fopen(path, "rb"); if (!f || fread(data, 1, bytes, f) != bytes) { perror(path); return 2; } fclose(f);
+    }
+    t[k] = (Tensor){data, {1, 0}, nd, dt, shapes[k], NULL, 0};
+    args[k] = (Any){7, 0, {.v_ptr = &t[k]}};
+  }
+  Any result = {0};
+  int rc = __tvm_ffi_kernel(NULL, args, 3, &result);
+  if (rc) { fprintf(stderr, "kernel failed: %d\n", rc); return 1; }
+  char path[4096]; snprintf(path, sizeof path, "%s/%s", dir, names[2]);
+  size_t count = 1; for (int d = 0; d < t[2].ndim; ++d) count *= shapes[2][d];
+  FILE* f = fopen(path, "wb"); fwrite(t[2].data, 1, count * io.bits / 8, f); fclose(f);
+  return 0;
+}
+"""
+DTYPE_CODES = {"float16": (2, 16), "float32": (2, 32), "float64": (2, 64)}
+
+
+@pytest.fixture(scope="module")
+def aarch64_tools():
+    missing = [tool for tool in ("aarch64-linux-gnu-gcc", "qemu-aarch64-static")
+               if shutil.which(tool) is None]
+    if missing:
+        pytest.skip(f"{', '.join(missing)} not found (Debian: gcc-aarch64-linux-gnu, "
+                    f"qemu-user-static)")
+
+
+@pytest.mark.parametrize("case, dtype", [
+    ((2, 37, 20, 74, 70, 4, 2, 1, "SAME", "NWC"), "float32"),  # rows, two channel blocks
+    ((2, 30, 13, 59, 40, 3, 2, 1, "SAME", "NCW"), "float32"),  # uneven phases, NCW
+    ((1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NWC"), "float32"),  # filters order
+    ((1, 9, 600, 40, 64, 8, 4, 1, "VALID", "NCW"), "float32"),  # blocked, phases inner
+    ((1, 11, 24, 46, 40, 3, 4, 2, "VALID", "NWC"), "float16"),  # inactive phases
+    ((1, 12, 8, 24, 12, 4, 2, 1, "SAME", "NCW"), "float64"),
+], ids=lambda c: "-".join(map(str, c)) if isinstance(c, tuple) else c)
+def test_aarch64_neon_kernel_matches_reference_under_qemu(aarch64_tools, tmp_path, case, dtype):
+    import subprocess
+    import tarfile
+
+    spec = make(*case, dtype=dtype)
+    target = tvm.target.Target(AARCH64)
+    func, layout = schedule_cpu.build(Geometry.from_spec(spec), target)
+    library = tvm.compile(tvm.IRModule({"kernel": func.with_attr("global_symbol", "kernel")}),
+                          target=target)
+    library.export_library(str(tmp_path / "kernel.tar"))
+    with tarfile.open(tmp_path / "kernel.tar") as archive:
+        (member,) = archive.getnames()
+        archive.extractall(tmp_path)
+    (tmp_path / "harness.c").write_text(AARCH64_HARNESS)
+    subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", str(tmp_path / "run"),
+                    str(tmp_path / "harness.c"), str(tmp_path / member), "-lm"], check=True)
+    x, f = random_arrays(spec)
+    packed = pack_filters(f, layout)
+    x.tofile(tmp_path / "x.bin")
+    packed.tofile(tmp_path / "w.bin")
+    arguments = [str(tmp_path), *map(str, DTYPE_CODES[spec.dtype]),
+                 *map(str, DTYPE_CODES[str(packed.dtype)])]
+    for shape in (x.shape, packed.shape, spec.output_shape):
+        arguments += [str(len(shape)), *map(str, shape)]
+    subprocess.run(["qemu-aarch64-static", str(tmp_path / "run"), *arguments], check=True,
+                   timeout=120)
+    y = np.fromfile(tmp_path / "out.bin", dtype=spec.dtype).reshape(spec.output_shape)
+    error, ok = max_error(y, x, f, spec)
+    assert ok, error
+
+
 @pytest.mark.parametrize("layout", ["NWC", "NCW"])
 def test_cuda_build_binds_threads_and_carries_the_kernel(layout):
     target = tvm.target.Target({"kind": "cuda", "arch": "sm_80"}, host={"kind": "llvm"})
