@@ -175,6 +175,10 @@ class KernelLayout:
 
 
 def plan_layout(geometry: Geometry, tiling: Tiling) -> KernelLayout:
+    """The kernel's sizes for a tiling: padded rows/channels, the padded input window, and
+    its blocks: one accumulate/store pair for all phases when they share tap count and an
+    affine input shift (d = 1 with K a multiple of s, or s = 1), else one pair per active
+    phase, plus a zero-filling block per phase that no tap reaches."""
     dec = decompose(geometry)
     s, e = dec.stride, dec.row_step
     padded_rows = _round_up(dec.rows, tiling.rows)
