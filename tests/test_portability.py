@@ -1,0 +1,123 @@
+"""The portability matrix (conv1d_transpose/portability.py) on a deterministic subset.
+
+Our two exports are right everywhere they claim to be:
+- the default (`output_shape` + SAME_UPPER) on onnxruntime and on our TVM path;
+- `portable=True` (explicit pads + output_padding) on every measured consumer.
+The whole matrix is `conv1d-transpose portability --full` (README, "Portability matrix").
+"""
+from __future__ import annotations
+
+import itertools
+import sys
+
+import pytest
+
+from conv1d_transpose import portability as pm
+
+EVERY = 97  # 23 of the sweep's 2160 non-empty cases; every parameter value represented
+
+
+@pytest.fixture(scope="module")
+def cases():
+    return pm.sweep_cases(every=EVERY)
+
+
+def test_subset_covers_the_sweep_parameters(cases):
+    specs = [case.spec for case in cases]
+    assert len(cases) == 23
+    assert {s.kernel_width for s in specs} == set(range(1, 7))
+    assert {s.stride for s in specs} == set(range(1, 6))
+    assert {s.dilation for s in specs} == {1, 2, 3}
+    assert {s.padding for s in specs} == {"SAME", "VALID"}
+    assert {s.data_format for s in specs} == {"NWC", "NCW"}
+    # Odd total padding (the pixel whose side the forms disagree on) is in the subset.
+    assert any((s.pad_begin + s.pad_end) % 2 for s in specs)
+    assert any(s.output_padding for s in specs)
+
+
+def test_sweep_cases_are_the_foundation_sweep_without_empty_tensors():
+    sys.path.insert(0, __file__.rsplit("/", 1)[0])
+    from sweep import configurations
+
+    def geometry(name):  # N{batch}-W..-O..-...: everything but the batch
+        return name.split("-", 1)[1]
+
+    expected = [geometry(c[0]) for c in configurations()
+                if 0 not in (c[1][1] if c[6] == "NWC" else c[1][2], c[2][0])]
+    assert [geometry(case.name) for case in pm.sweep_cases()] == expected
+    assert {case.spec.batch for case in pm.sweep_cases(every=7)} == {1, 2}
+
+
+def test_our_exports_are_right_where_they_claim(cases):
+    default = pm.measure(cases, forms=["same_upper"], consumers=["onnxruntime", "tvm"],
+                         jobs=2)
+    portable = pm.measure(cases, forms=["explicit"], jobs=2)
+    for matrix in (default, portable):
+        for (form, consumer), cell in matrix.cells.items():
+            assert cell.total == len(cases)
+            assert cell.agree == cell.total, (form, consumer, cell.summary(), cell.examples)
+    assert portable.counts() == {("explicit", c): "23/23" for c in pm.CONSUMER_KEYS}
+
+
+def test_forms_that_differ_from_tf_are_measured_as_wrong():
+    # A SAME case with an odd total padding: ONNX's NOTSET/SAME_LOWER put the odd pixel
+    # first, TF at the end; TVM's raw importer ignores output_shape (wrong width).
+    case = next(c for c in pm.sweep_cases()
+                if c.spec.padding == "SAME" and (c.spec.pad_begin + c.spec.pad_end) % 2
+                and c.spec.out_width != c.spec.in_width * c.spec.stride)
+    matrix = pm.measure([case], forms=["notset", "same_lower", "same_upper"],
+                        consumers=["onnxruntime", "tvm_raw"])
+    assert matrix.all_agree("same_upper", "onnxruntime")
+    assert not matrix.all_agree("notset", "onnxruntime")
+    assert not matrix.all_agree("same_lower", "onnxruntime")
+    assert matrix.cells["same_upper", "tvm_raw"].failures == {"wrong shape": 1}
+
+
+def test_a_consumer_that_raises_counts_as_wrong(monkeypatch):
+    def broken(model, feeds, context):
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(pm, "CONSUMERS", pm.CONSUMERS[:1] + (
+        pm.Consumer("reference", "broken", broken),) + pm.CONSUMERS[2:])
+    cases = pm.sweep_cases(every=400)
+    matrix = pm.measure(cases, forms=["explicit"], consumers=["reference"], chunk=3)
+    cell = matrix.cells["explicit", "reference"]
+    assert (cell.agree, cell.total) == (0, len(cases))
+    assert cell.failures == {"raises RuntimeError": len(cases)}
+
+
+def test_command_prints_the_table_and_writes_markdown(tmp_path):
+    from click.testing import CliRunner
+
+    markdown, data = tmp_path / "matrix.md", tmp_path / "matrix.json"
+    result = CliRunner().invoke(pm.portability, [
+        "--every", "300", "--form", "explicit", "--form", "same_upper",
+        "--consumer", "onnxruntime", "--consumer", "reference", "--jobs", "1",
+        "--markdown", str(markdown), "--json", str(data)])
+    assert result.exit_code == 0, result.output
+    assert "our TVM path" not in result.output and "onnxruntime" in result.output
+    text = markdown.read_text()
+    assert text.startswith("| ConvTranspose form | onnxruntime | onnx ReferenceEvaluator |")
+    assert "| `pads` + `output_padding` (`portable=True`) | 8/8 | 8/8 |" in text
+    assert "every 300th case of the foundation sweep" in text
+    import json
+    cells = json.loads(data.read_text())["cells"]
+    assert len(cells) == 4 and all(c["total"] == 8 for c in cells)
+
+
+def test_unknown_form_is_an_error():
+    with pytest.raises(ValueError, match="unknown forms"):
+        pm.measure(pm.sweep_cases(every=1000), forms=["nope"])
+
+
+def test_forms_build_the_attributes_they_name():
+    spec = pm.sweep_cases(every=50)[3].spec
+    attributes = {form.key: form.attributes(spec) for form in pm.FORMS}
+    assert "auto_pad" not in attributes["notset"]
+    assert attributes["same_upper"]["auto_pad"] == "SAME_UPPER"
+    assert attributes["same_lower"]["auto_pad"] == "SAME_LOWER"
+    for key in ("notset", "same_upper", "same_lower"):
+        assert attributes[key]["output_shape"] == [spec.out_width]
+    assert attributes["explicit"]["pads"] == [spec.pad_begin, spec.pad_end]
+    assert not set(itertools.chain(*[a for k, a in attributes.items() if k != "explicit"])) \
+        & {"pads", "output_padding"}
