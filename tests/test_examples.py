@@ -1,0 +1,23 @@
+"""The examples run from a clean process and say that every backend agrees."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
+
+
+def test_vocoder_example_runs_on_onnxruntime_and_tvm(tmp_path):
+    result = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "vocoder.py"), "--out-dir", str(tmp_path),
+         "--frames", "24"],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "vocoder example: all backends agree" in out
+    assert out.count(" OK") == 2 and "MISMATCH" not in out
+    assert "Conv1DTransposeNCW" in out  # the function form shows one node per layer
+    assert "audio (1, 8, 192)" in out  # 24 frames x 4 x 2
+    for kind in ("nodes", "function"):
+        assert (tmp_path / f"vocoder_{kind}.onnx").is_file()
