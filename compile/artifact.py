@@ -81,6 +81,20 @@ class Artifact:
         data = self.manifest.get("spec")
         return Conv1DTransposeSpec(**data) if data else None
 
+    def verified_library_bytes(self) -> bytes:
+        """The library's bytes, read once and checked against the manifest's sha256: pass
+        these on (load, upload), never the path, so a file swapped after the check cannot
+        be the one that runs."""
+        reason = _library_problem(self.path, self.manifest)
+        if reason:
+            raise BackendError(f"artifact {self.path}: {reason}; refusing to load it")
+        with open(self.library_path, "rb") as file:
+            data = file.read()
+        if hashlib.sha256(data).hexdigest() != self.manifest["library_sha256"]:
+            raise BackendError(f"artifact {self.path}: library {self.manifest['library']} "
+                               f"changed while being loaded; refusing to load it")
+        return data
+
     def load_module(self):
         """`tvm.runtime.load_module` of the library, after checking its sha256 again.
 
@@ -90,15 +104,7 @@ class Artifact:
         """
         import tvm
 
-        reason = _library_problem(self.path, self.manifest)
-        if reason:
-            raise BackendError(f"artifact {self.path}: {reason}; refusing to load it")
-        with open(self.library_path, "rb") as file:
-            data = file.read()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != self.manifest["library_sha256"]:
-            raise BackendError(f"artifact {self.path}: library {self.manifest['library']} "
-                               f"changed while being loaded; refusing to load it")
+        data = self.verified_library_bytes()
         with tempfile.TemporaryDirectory(prefix="conv1d-transpose-load-") as private:
             copy = os.path.join(private, os.path.basename(self.library_path))
             with open(copy, "wb") as file:
