@@ -316,7 +316,8 @@ def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
     can_build, reason, _, _ = entry.capabilities()
     if not can_build:
         hint = ""
-        if entry.is_cross and entry.cross_compiler and not shutil.which(entry.cross_compiler):
+        if entry.is_cross and entry.cross_compiler and "apt-get" not in reason and \
+                not shutil.which(entry.cross_compiler):
             hint = _build.install_hint(entry.cross_compiler)
         raise BackendError(f"target {entry.name!r}: {reason}{hint}")
     data = model_bytes(model)
