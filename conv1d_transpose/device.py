@@ -263,7 +263,7 @@ def _spawn(command: list[str], env: dict, log_path: str) -> dict:
         except OSError as error:
             raise DeviceError(f"cannot start `{' '.join(command[:4])} ...`: {error}") from None
     return {"pid": process.pid, "create_time": psutil.Process(process.pid).create_time(),
-            "command": command[:6] + (["..."] if len(command) > 6 else [])}
+            "command": list(command)}
 
 
 def _alive(record: dict):
@@ -343,8 +343,26 @@ def _processes(state: dict) -> list[dict]:
 
 
 def _state_healthy(state: dict) -> bool:
-    return all(_alive(record) for record in _processes(state)) and all(
-        port_answers(LOOPBACK, record["port"]) for record in _processes(state))
+    return all(_listening(record) for record in _processes(state))
+
+
+def _listening(record: dict) -> bool:
+    """The recorded process is alive and listens on its port. Asked of the kernel, not by
+    connecting: a TVM RPC server accepts one connection at a time with a backlog of one, so
+    probes would queue behind a running session (and slow the emulated server down)."""
+    import psutil
+
+    process = _alive(record)
+    if process is None:
+        return False
+    # TVM's server listens in the worker process it starts (tvm.exec.popen_worker).
+    for member in [process, *_children(process)]:
+        with contextlib.suppress(psutil.Error):
+            for connection in member.net_connections(kind="inet"):
+                if connection.status == psutil.CONN_LISTEN and \
+                        connection.laddr.port == record["port"]:
+                    return True
+    return False
 
 
 def _device_command(root: str, module: str, port: int) -> list[str]:
@@ -372,7 +390,7 @@ def _wait_port(record: dict, log_path: str, deadline: float, what: str) -> None:
         if _alive(record) is None:
             raise DeviceError(f"{what} exited while starting; its log ({log_path}) ends:\n"
                               f"{_log_tail(log_path)}")
-        if port_answers(LOOPBACK, record["port"], timeout=0.5):
+        if _listening(record):
             return
         time.sleep(0.2)
     raise DeviceError(f"{what} did not listen on {LOOPBACK}:{record['port']} within "
@@ -581,6 +599,12 @@ def describe(state: dict) -> str:
         return (f"TVM tracker at {state['host']}:{state['port']}, {len(state['servers'])} "
                 f"emulated {state['emulate']} devices under key {state['key']!r}")
     return f"TVM RPC server at {state['host']}:{state['port']} (emulated {state['emulate']})"
+
+
+def running(name: str) -> bool:
+    """Whether the device or fleet `name` is started and all its processes listen."""
+    state = _read_json(_state_path(name))
+    return state is not None and _state_healthy(state)
 
 
 def resolve(name: str) -> dict:

@@ -1,0 +1,267 @@
+"""Edge devices: arm64 artifacts run over TVM RPC on an emulated aarch64 device.
+
+One emulated device (and, for the tracker test, a fleet of two) is started for the
+module in a private device directory (image ~30 s once, each server ~5-10 s) and stopped
+at the end; the last test checks that nothing it started is left running. Results are
+checked against the numpy reference; emulation is never timed.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import warnings
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+sys.path.insert(0, os.path.dirname(__file__))
+from sweep import arrays, configurations, spec_of  # noqa: E402
+
+import conv1d_transpose as ct  # noqa: E402
+from conv1d_transpose import device as devices  # noqa: E402
+from conv1d_transpose.graph import max_error  # noqa: E402
+from conv1d_transpose.graph.errors import BackendError  # noqa: E402
+from conv1d_transpose.workloads import find_workload  # noqa: E402
+
+pytestmark = pytest.mark.device
+
+TARGET, FLEET_TARGET = "arm64-emulated", "arm64-emulated-fleet"
+STARTED_PIDS: set[int] = set()
+
+
+def _session_pids(state):
+    import psutil
+
+    pids = set()
+    for record in devices._processes(state):
+        process = devices._alive(record)
+        if process is not None:
+            pids.add(process.pid)
+            pids.update(child.pid for child in process.children(recursive=True))
+    return pids
+
+
+@pytest.fixture(scope="module")
+def device_dir(tmp_path_factory):
+    reason = devices.missing_requirements("arm64")
+    if reason:
+        pytest.skip(f"no emulated arm64 device here: {reason}")
+    if not shutil.which("aarch64-linux-gnu-gcc"):
+        pytest.skip("aarch64-linux-gnu-gcc not found (apt-get install gcc-aarch64-linux-gnu)")
+    path = tmp_path_factory.mktemp("devices")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(devices.ENV_DEVICE_DIR, str(path))
+        try:
+            yield path
+        finally:
+            devices.stop()
+
+
+@pytest.fixture(scope="module")
+def emulated(device_dir):
+    state = devices.start("arm64")
+    STARTED_PIDS.update(_session_pids(state))
+    return state
+
+
+@pytest.fixture(scope="module")
+def fleet(device_dir):
+    state = devices.start("arm64", fleet=2)
+    STARTED_PIDS.update(_session_pids(state))
+    return state
+
+
+def test_start_is_idempotent_on_loopback_and_status_reports_it(emulated):
+    again = devices.start("arm64")
+    assert again["servers"][0]["pid"] == emulated["servers"][0]["pid"]
+    assert again["port"] == emulated["port"] and emulated["host"] == "127.0.0.1"
+    command = " ".join(emulated["servers"][0]["command"])
+    assert "--host 127.0.0.1" in command or "127.0.0.1" in emulated["servers"][0]["command"]
+    (row,) = [r for r in devices.status() if r["name"] == "arm64"]
+    assert row["running"] and row["address"] == f"127.0.0.1:{emulated['port']}"
+    result = CliRunner().invoke(devices.device, ["status"])
+    assert result.exit_code == 0 and "running" in result.output, result.output
+    result = CliRunner().invoke(devices.device, ["start", "--emulate", "arm64"])
+    assert result.exit_code == 0 and str(emulated["port"]) in result.output, result.output
+    from conv1d_transpose.compile.targets import get_target
+    capabilities = get_target(TARGET).capabilities()
+    assert capabilities.can_run and f"runs over RPC at 127.0.0.1:{emulated['port']}" in \
+        capabilities.run_reason
+
+
+def _sample(count=24):
+    cases = [c for c in configurations() if 0 not in c[1] and c[2][0] > 0]
+    step = max(1, len(cases) // count)
+    return cases[::step][:count]
+
+
+def test_foundation_sweep_sample_over_rpc(emulated):
+    failures = []
+    sample = _sample()
+    assert {c[6] for c in sample} == {"NWC", "NCW"} and {c[5] for c in sample} == {"SAME", "VALID"}
+    for case in sample:
+        name, x_shape, f_shape, y_shape, stride, padding, layout, dilation = case
+        x, f = arrays(x_shape, f_shape, "float32")
+        y = ct.conv1d_transpose(x, f, y_shape, stride, padding, layout, dilation,
+                                backend="tvm", target=TARGET)
+        error, ok = max_error(y, x, f, spec_of(case, "float32"))
+        if not ok:
+            failures.append((name, error))
+    assert not failures, failures
+
+
+@pytest.mark.parametrize("workload", ["stream-chunk", "demucs-dec1"])
+def test_workloads_over_rpc(emulated, workload):
+    w = find_workload(workload)
+    spec = w.spec("float32")
+    x, f = w.arrays("float32")
+    op = ct.Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
+                            spec.dilation, backend="auto", target=TARGET)
+    assert op.backend == f"tvm:{TARGET}"  # auto: reachable and scheduled, so used
+    assert op._session.emulated and op._session.device == f"127.0.0.1:{emulated['port']}"
+    error, ok = max_error(op(x), x, f, spec)
+    assert ok, error
+    session = ct.InferenceSession(op.to_onnx(), backend="tvm", target=TARGET)
+    assert session.backend == f"tvm:{TARGET}"
+    assert [i.name for i in session.get_inputs()] == ["input"]
+    (y,) = session.run(None, {"input": x})
+    assert max_error(y, x, f, spec)[1]
+
+
+def test_cli_run_on_the_device(emulated, tmp_path):
+    from conv1d_transpose.cli import main
+
+    runner = CliRunner()
+    model, artifact = tmp_path / "m.onnx", tmp_path / "art"
+    assert runner.invoke(main, ["export", "--workload", "stream-chunk", "-o", str(model)]).exit_code == 0
+    result = runner.invoke(main, ["compile", str(model), "--target", "arm64", "-o", str(artifact)])
+    assert result.exit_code == 0, result.output
+    w = find_workload("stream-chunk")
+    x, f = w.arrays("float32")
+    np.save(tmp_path / "x.npy", x)
+    result = runner.invoke(main, ["run", str(artifact), "--input", str(tmp_path / "x.npy"),
+                                  "--target", TARGET, "--output", str(tmp_path / "y.npy")])
+    assert result.exit_code == 0, result.output
+    assert f"tvm:{TARGET}" in result.output
+    assert max_error(np.load(tmp_path / "y.npy"), x, f, w.spec("float32"))[1]
+
+
+def _targets_file(tmp_path, rpc):
+    path = tmp_path / "targets.yaml"
+    path.write_text("dead:\n  target: {kind: llvm, mtriple: aarch64-linux-gnu, mattr: ['+neon']}\n"
+                    f"  cross_compiler: aarch64-linux-gnu-gcc\n  rpc: {rpc}\n")
+    return str(path)
+
+
+def test_unreachable_device_is_a_clear_error_within_the_timeout(device_dir, tmp_path):
+    model = ct.Conv1DTranspose(np.ones((3, 2, 2), np.float32), [1, 8, 2], 2,
+                               backend="onnxruntime").to_onnx()
+    port = devices.free_port()  # nothing listens there
+    targets = _targets_file(tmp_path, f"{{host: 127.0.0.1, port: {port}, timeout: 2}}")
+    started = time.monotonic()
+    with pytest.raises(BackendError, match=rf"cannot reach 127\.0\.0\.1:{port} within 2 s"):
+        ct.InferenceSession(model, backend="tvm", target="dead", targets=targets)
+    assert time.monotonic() - started < 10
+
+    # A port that accepts but never answers TVM's handshake: the timeout, not a hang.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        port = silent.getsockname()[1]
+        targets = _targets_file(tmp_path, f"{{host: 127.0.0.1, port: {port}, timeout: 2}}")
+        started = time.monotonic()
+        with pytest.raises(BackendError, match="did not give an RPC session within 2 s"):
+            ct.InferenceSession(model, backend="tvm", target="dead", targets=targets)
+        assert time.monotonic() - started < 10
+
+    # backend='auto' falls back to onnxruntime and says why.
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session = ct.InferenceSession(model, backend="auto", target="dead", targets=targets)
+    assert session.backend == "onnxruntime:cpu"
+    assert any("dead" in str(w.message) for w in caught)
+
+    # An emulated device that is not started names the command that starts it.
+    targets = _targets_file(tmp_path, "{emulated: nosuch}")
+    with pytest.raises(BackendError, match="device start --emulate arm64 --name nosuch"):
+        ct.InferenceSession(model, backend="tvm", target="dead", targets=targets)
+
+
+def test_fleet_through_tvm_tracker_spreads_sessions(fleet, tmp_path):
+    from conv1d_transpose.bench import run_bench
+
+    summary = devices.tracker_summary(f"127.0.0.1:{fleet['port']}")
+    assert summary["queue_info"]["arm64-emulated"]["free"] >= 1
+    w = find_workload("stream-chunk")
+    spec = w.spec("float32")
+    x, f = w.arrays("float32")
+    ops = [ct.Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding,
+                              backend="tvm", target=FLEET_TARGET, name=f"op{i}") for i in range(3)]
+    used = {op._session.device for op in ops}
+    servers = {f"127.0.0.1:{s['port']}" for s in fleet["servers"]}
+    assert used == servers  # two devices, the third op shares one
+    results = [None] * 3
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, ops[i](x)))
+               for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert all(max_error(y, x, f, spec)[1] for y in results)
+    del ops, threads
+    document = run_bench([w], [f"tvm:{FLEET_TARGET}", "onnxruntime"], quick=True, progress=False)
+    (record,) = [r for r in document["records"] if r["target"] == FLEET_TARGET]
+    assert record["status"] == "ok" and record["median_ms"] is None  # checked, never timed
+    assert "via tracker" in record["note"] and "not timed" in record["note"]
+
+
+def test_arm64_library_has_neon_vector_fma(device_dir):
+    objdump = shutil.which("aarch64-linux-gnu-objdump")
+    if not objdump:
+        pytest.skip("aarch64-linux-gnu-objdump not found (binutils-aarch64-linux-gnu)")
+    from conv1d_transpose.compile.artifact import compile_model
+
+    w = find_workload("stream-chunk")
+    _, f = w.arrays("float32")
+    spec = w.spec("float32")
+    model = ct.Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding,
+                               backend="onnxruntime").to_onnx()
+    artifact = compile_model(model, "arm64")
+    assert artifact.scheduled
+    text = subprocess.run([objdump, "-d", artifact.library_path], capture_output=True,
+                          text=True, check=True).stdout
+    fma = re.findall(r"\bfmla\s+v\d+\.4s", text)
+    assert len(fma) >= 8, "no NEON vector FMA (fmla .4s) in the arm64 kernel"
+
+
+def test_device_cli_errors_name_what_to_install(monkeypatch, tmp_path):
+    monkeypatch.setenv(devices.ENV_DEVICE_DIR, str(tmp_path))
+    monkeypatch.setattr(devices.shutil, "which", lambda name: None)
+    result = CliRunner().invoke(devices.device, ["start", "--emulate", "arm64", "--name", "x"])
+    assert result.exit_code != 0
+    assert "qemu-user-static binfmt-support mmdebstrap" in result.output, result.output
+
+
+def test_stop_leaves_no_process_behind(device_dir, emulated, fleet):
+    import psutil
+
+    pids = STARTED_PIDS | _session_pids(emulated) | _session_pids(fleet)
+    assert len(pids) >= 5  # server + worker, tracker, two fleet servers (+ workers)
+    result = CliRunner().invoke(devices.device, ["stop"])
+    assert result.exit_code == 0 and "arm64" in result.output and "fleet" in result.output
+    time.sleep(0.5)
+    alive = [p for p in pids if psutil.pid_exists(p)
+             and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, [psutil.Process(p).cmdline() for p in alive]
+    leftovers = [p.info for p in psutil.process_iter(["pid", "cmdline"])
+                 if any(str(device_dir) in part for part in (p.info["cmdline"] or []))]
+    assert not leftovers
+    assert devices.status() == []
+    assert CliRunner().invoke(devices.device, ["stop"]).output.strip() == "nothing running"
