@@ -15,13 +15,20 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
-# Debian packages for cross builds: the aarch64 cross linker. Installed when missing and
-# when we may (root with apt-get); otherwise the arm64 tests skip and say why.
+# Debian packages: the aarch64 cross linker, and qemu-user + mmdebstrap for the emulated
+# arm64 device. Installed when missing and when we may (root with apt-get); otherwise the
+# tests that need them skip and say why.
+SYSTEM_PACKAGES := gcc-aarch64-linux-gnu qemu-user-static binfmt-support mmdebstrap
 system-deps:
-	@if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then \
+	@if ! command -v aarch64-linux-gnu-gcc >/dev/null 2>&1 || ! command -v qemu-aarch64-static >/dev/null 2>&1 \
+	    || ! command -v mmdebstrap >/dev/null 2>&1; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gcc-aarch64-linux-gnu >/dev/null; \
-	  else echo "note: aarch64-linux-gnu-gcc missing and cannot apt-get install it; arm64 builds will be skipped"; fi; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(SYSTEM_PACKAGES) >/dev/null; \
+	  else echo "note: cannot apt-get install $(SYSTEM_PACKAGES); arm64 and device tests will be skipped"; fi; \
+	fi
+	@if [ "$$(id -u)" = 0 ] && command -v update-binfmts >/dev/null 2>&1; then \
+	  [ -e /proc/sys/fs/binfmt_misc/register ] || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null || true; \
+	  update-binfmts --enable qemu-aarch64 2>/dev/null || true; \
 	fi
 
 demo: $(STAMP)

@@ -158,7 +158,7 @@ def export(dtype, form, opset, filters_input, filters_path, dynamic_batch, dynam
     from .graph.onnx_export import DEFAULT_OPSET, build_model
     workload = resolve_workload(**layer)
     spec = workload.spec(dtype)
-    f = np.load(filters_path) if filters_path else workload.arrays(dtype)[1]
+    f = np.load(filters_path, allow_pickle=False) if filters_path else workload.arrays(dtype)[1]
     if filters_path and tuple(f.shape) != spec.filters_shape:
         raise click.UsageError(f"--filters {filters_path} has shape {f.shape}; the layer "
                                f"needs {list(spec.filters_shape)}")
@@ -257,12 +257,14 @@ def run_command(artifact_dir, input_path, output_path, target, targets_file):
         console.print(f"wrote {output_path}")
 
 
-def _register_bench():
+def _register_commands():
     from .bench import bench
+    from .device import device
     main.add_command(bench)
+    main.add_command(device)
 
 
-_register_bench()
+_register_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     main()

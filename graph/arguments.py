@@ -121,6 +121,26 @@ def _check_rank(shape, argument: str, layout: str) -> None:
                          f"it must be rank 3: {layout}")
 
 
+# Tensors needing more than this fraction of the available memory are refused up front
+# (the call would swap or be killed); requests under the floor skip reading /proc/meminfo.
+MAX_MEMORY_FRACTION = 0.5
+_MEMORY_CHECK_FLOOR = 64 * 2**20
+
+
+def _check_memory(input_shape, filters_shape, out, dtype) -> None:
+    need = np.dtype(dtype).itemsize * sum(int(np.prod(s, dtype=object))
+                                          for s in (input_shape, filters_shape, out))
+    if need <= _MEMORY_CHECK_FLOOR:
+        return
+    import psutil
+    available = psutil.virtual_memory().available
+    if need > MAX_MEMORY_FRACTION * available:
+        raise ShapeError(f"output_shape={list(out)} with input {tuple(input_shape)} needs "
+                         f"{need / 2**30:.2f} GiB for its tensors; only "
+                         f"{available / 2**30:.2f} GiB of memory is available and at most "
+                         f"{MAX_MEMORY_FRACTION:.0%} of it may be used")
+
+
 def _check_size(shape, argument: str) -> None:
     count = int(np.prod(shape, dtype=object))
     if count > MAX_ELEMENTS:
@@ -189,6 +209,7 @@ def make_spec(input_shape, filters_shape, output_shape, strides, padding="SAME",
             f"{kernel_width}, dilations={dilation}; allowed widths: {allowed}")
     for shape, name in ((input_shape, "input"), (filters_shape, "filters"), (out, "output_shape")):
         _check_size(shape, name)
+    _check_memory(input_shape, filters_shape, out, dtype)
 
     pad_begin, pad_end, output_padding = shapes.transpose_padding(
         in_width, out_width, kernel_width, stride, dilation, padding)

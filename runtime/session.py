@@ -58,10 +58,19 @@ def load_model(model_or_path) -> onnx.ModelProto:
 
 def _tvm_session(model, target, **options):
     try:
+        import tvm  # noqa: F401  (a broken TVM install fails here, not halfway through)
         from .tvm_backend import TVMSession
-    except ImportError as error:
+    except (ImportError, OSError) as error:
         raise BackendError(f"TVM is not importable: {error}") from None
     return TVMSession(model, target, **options)
+
+
+def _onnxruntime_importable() -> bool:
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def open_session(model_or_path, backend="auto", target="host", *, threads=None,
@@ -72,6 +81,9 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
     if backend == "onnxruntime":
         return OnnxRuntimeSession(model_or_path, threads=threads)
     tvm_options = {"cache_dir": cache_dir, "targets": targets, "threads": threads}
+    if isinstance(model_or_path, (str, os.PathLike)) and os.path.isdir(model_or_path):
+        # A compiled artifact: only TVM can run it, and there is no model to fall back on.
+        return _tvm_session(os.fspath(model_or_path), target, **tvm_options)
     if backend == "tvm":
         return _tvm_session(load_model(model_or_path), target, **tvm_options)
 
@@ -88,10 +100,13 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
     else:
         if getattr(session, "scheduled", False):
             return session
-        if not onnxruntime_has_dtype:
-            warnings.warn(f"backend='auto' runs {spec.dtype} on {session.backend} with TVM's "
-                          f"unscheduled default kernel (slow): onnxruntime:cpu lacks "
-                          f"{spec.dtype}", BackendFallbackWarning, stacklevel=3)
+        lacking = None if onnxruntime_has_dtype else f"onnxruntime:cpu lacks {spec.dtype}"
+        if lacking is None and not _onnxruntime_importable():
+            lacking = "onnxruntime is not importable"
+        if lacking:
+            warnings.warn(f"backend='auto' runs {session.backend} with TVM's unscheduled "
+                          f"default kernel (slow): {lacking}", BackendFallbackWarning,
+                          stacklevel=3)
             return session
         reason = f"no scheduled TVM kernel for this model on target {target!r} yet"
     warnings.warn(f"backend='auto' uses onnxruntime:cpu instead of tvm:{target}: {reason}",

@@ -615,9 +615,6 @@ def test_tvm_not_importable():
     assert out["imported"] == ["onnxruntime"]
 
 
-@pytest.mark.xfail(reason="runtime/: TVMSession(artifact_dir) calls entry.target_dict(), "
-                          "which imports TVM, outside the ImportError guard of "
-                          "session._tvm_session (see the issue-8 fault report)", strict=False)
 def test_tvm_not_importable_artifact_directory(cache_dir, tmp_path):
     out = tmp_path / "artifact"
     compile_model(small_model()[2], "host", cache_dir=cache_dir, out_dir=out)
@@ -913,8 +910,6 @@ def test_more_than_max_elements_is_refused_before_anything(nothing_built):
     assert peak < 4 * 2**20, f"{peak} bytes allocated while refusing"
 
 
-@pytest.mark.xfail(reason="graph/arguments.py has no free-memory check yet (only "
-                          "MAX_ELEMENTS); see the issue-8 fault report", strict=False)
 def test_more_than_a_fraction_of_free_memory_is_refused(monkeypatch, nothing_built):
     import psutil
 
