@@ -250,8 +250,10 @@ def run_command(artifact_dir, input_path, output_path, target, targets_file):
     start = time.perf_counter()
     (y,) = session.run(None, {name: x})
     seconds = time.perf_counter() - start
+    timing = ("on an emulated device (timings mean nothing there)"
+              if getattr(session, "emulated", False) else f"in {seconds * 1e3:.2f} ms")
     console.print(f"{session.backend}: input {list(x.shape)} {x.dtype} -> output "
-                  f"{list(y.shape)} {y.dtype} in {seconds * 1e3:.2f} ms")
+                  f"{list(y.shape)} {y.dtype} {timing}")
     if output_path:
         np.save(output_path, y)
         console.print(f"wrote {output_path}")
