@@ -262,8 +262,9 @@ def run_command(artifact_dir, input_path, output_path, target, targets_file):
 def _register_commands():
     from .bench import bench
     from .device import device
-    main.add_command(bench)
-    main.add_command(device)
+    from .portability import portability
+    for command in (bench, device, portability):
+        main.add_command(command)
 
 
 _register_commands()

@@ -122,7 +122,9 @@ class TVMSession:
                                                     for d, n in zip(arg.shape, array.shape))):
             raise ArgumentError(f"input {arg.name!r} has shape {tuple(array.shape)}; the model "
                                 f"takes {arg.shape}")
-        if self._on_cpu and array.flags.c_contiguous and array.ctypes.data % _ALIGNMENT == 0:
+        # An empty array may carry zero strides, which TVM refuses as "not compact".
+        if self._on_cpu and array.size and array.flags.c_contiguous and \
+                array.ctypes.data % _ALIGNMENT == 0:
             return self._from_dlpack(array)  # zero copy
         return self._tensor(np.ascontiguousarray(array), self._device)
 
