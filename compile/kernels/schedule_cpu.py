@@ -1,15 +1,19 @@
-"""Hand schedule of the polyphase kernel for CPUs (x86 AVX-512/AVX2, aarch64 NEON).
+"""Hand schedule of the polyphase kernel for CPUs (x86 AVX-512/AVX2/SSE, aarch64 NEON).
 
 The kernel is a GEMM per phase group: rows q x (phase, output channel) x (tap, input
-channel). The schedule keeps a register tile of `rows` q-rows by `out_tile` output
-channels (and, when the output has few channels, every phase) in vector registers,
-broadcasts one input value per row and loads one packed filter vector per column
-vector. Two loop orders, chosen from the filter size:
+channel). The register tile holds `rows` q-rows by `out_tile` output channels (as
+machine-width vectors; with few output channels, every phase of a row too): per input
+channel it broadcasts one input value per row and loads one packed filter vector per
+column vector (AVX-512: 6 rows x 4 vectors = 24 zmm accumulators; NEON: 6 x 4 q-registers,
+`fmla v.4s, v.4s, v.s[i]`). `plan` picks the loop order from the sizes alone:
 
-- "rows": the filters fit in L2; row tiles are the parallel outer loop and the padded
-  input tile is copied next to them (one copy serves every phase and channel block);
-- "filters": large filters; (channel block, phase) pairs are the parallel outer loop,
-  so one filter panel stays in L2 while every row streams past it.
+- "rows": the filters fit in L2 (hifigan-up3/up4, dilated); row tiles are the parallel
+  loop and the zero-padded input tile is copied next to them;
+- "filters": (channel block, phase) panels are the parallel loop so one filter panel
+  stays in L2 while every row streams past it (hifigan-up1/up2, batch8-up2). A panel
+  larger than L2 (demucs-dec1) is also blocked along the input channels, with the
+  accumulators of a chunk of rows kept in a local array. In NCW the phases of a row
+  chunk run back to back, so each output line is finished while it is in cache.
 
 SPEC.md section 6: every loop transform comes before decompose_reduction.
 """
