@@ -73,21 +73,22 @@ class RPCSession:
         import tvm
         from tvm import relax
 
+        # The bytes checked against the manifest are the bytes uploaded (no re-read).
+        library = self.artifact.verified_library_bytes()
         self._connection = _POOL.get(self.endpoint, what=f"target {entry.name!r}")
         self._remote, self.device = self._connection.remote, self._connection.device
         self._lock = self._connection.lock
-        name = f"conv1d-transpose-{self.artifact.manifest['library_sha256'][:16]}.so"
         try:
-            self._remote.upload(self.artifact.library_path, name)
-            module = self._remote.load_module(name)
-            self._device = self._remote.cpu(0)
-            self._vm = relax.VirtualMachine(module, self._device)
-            self._main = self._vm["main"]
+            module = self._connection.load(library, self.artifact.manifest["library_sha256"])
+            with self._lock:
+                self._device = self._remote.cpu(0)
+                self._vm = relax.VirtualMachine(module, self._device)
+                self._main = self._vm["main"]
         except Exception as error:  # TVM raises its own errors from the device
+            self._connection.failed(error)
             raise BackendError(f"target {entry.name!r}: the device at {self.device} could not "
-                               f"load {self.artifact.library_path}: "
-                               f"{str(error).strip().splitlines()[-1] if str(error) else error!r}"
-                               ) from None
+                               f"load {self.artifact.library_path}: {_last_line(error)}"
+                               f"{self._connection.crash_note()}") from None
         self._tensor = tvm.runtime.tensor
         self._inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
                         for i in self.artifact.inputs]
@@ -118,11 +119,19 @@ class RPCSession:
         with self._lock:  # one RPC connection carries one call at a time
             arguments = [self._argument(feeds[arg.name], arg, dtype)
                          for arg, dtype in zip(self._inputs, self._input_dtypes)]
-            result = self._main(*arguments)
-            values = list(result) if len(self._outputs) > 1 else [result]
-            if output_names is None:
-                return [value.numpy() for value in values]
-            return [values[self._output_index[name]].numpy() for name in output_names]
+            try:
+                result = self._main(*arguments)
+                values = list(result) if len(self._outputs) > 1 else [result]
+                if output_names is None:
+                    return [value.numpy() for value in values]
+                return [values[self._output_index[name]].numpy() for name in output_names]
+            except Exception as error:  # TVM raises its own errors from the device
+                self._connection.failed(error)
+                if not self._connection.broken:
+                    raise
+                raise BackendError(f"target {self.target!r}: the device at {self.device} "
+                                   f"failed running {self.artifact.path}: {_last_line(error)}"
+                                   f"{self._connection.crash_note()}") from None
 
     def _argument(self, value, arg: NodeArg, dtype: np.dtype):
         array = np.asarray(value)
@@ -144,11 +153,61 @@ class RPCSession:
 class _Connection:
     """One RPC session to one device, shared by the RPCSessions of this process that run
     there (TVM's RPC server serves one connection at a time); closed when the last of
-    them is gone, which frees the device for a tracker's next request."""
+    them is gone, which frees the device for a tracker's next request.
+
+    A library is uploaded and loaded once per connection (by sha256) and its module is
+    shared. A file the server has dlopen'ed is never written again: TVM's server writes
+    an upload over the same path (truncate + write), and truncating a mapped library
+    makes the kernel drop the process's private, already relocated pages of it (the
+    relocated .dynamic/GOT), so the next dlsym in it reads unrelocated pointers and the
+    server process segfaults -- even when the bytes written are identical. Every upload
+    therefore also gets a name never used before in the connection.
+    """
 
     def __init__(self, remote, device: str):
         self.remote, self.device = remote, device
         self.lock = threading.RLock()
+        self.modules: dict[str, object] = {}  # library sha256 -> module loaded there
+        self.uploads = 0
+        self.broken: str | None = None  # why the connection is unusable (device crashed)
+
+    def load(self, library: bytes, sha256: str):
+        """The remote module of `library` (uploaded and loaded at most once here)."""
+        with self.lock:
+            if self.broken:
+                raise BackendError(f"the RPC session to {self.device} is gone: {self.broken}")
+            module = self.modules.get(sha256)
+            if module is None:
+                self.uploads += 1
+                name = f"conv1d-transpose-{sha256[:16]}-{self.uploads}.so"
+                self.remote.upload(bytearray(library), name)
+                module = self.remote.load_module(name)
+                self.modules[sha256] = module
+            return module
+
+    def failed(self, error: BaseException) -> None:
+        """Note an error from the device; a lost session marks the connection broken so
+        that the pool opens a fresh one for the next session."""
+        text = str(error)
+        if any(sign in text for sign in _LOST_SESSION):
+            self.broken = _last_line(error)
+            self.modules.clear()
+
+    def crash_note(self) -> str:
+        if not self.broken:
+            return ""
+        return (f" (the device's RPC session ended: its server process crashed or was "
+                f"stopped; see the device's log, `conv1d-transpose device status`)")
+
+
+# What TVM says when the remote side of a session went away mid-call.
+_LOST_SESSION = ("kShutdown", "Socket closed", "connection reset", "Broken pipe",
+                 "RPCSessionTimeoutError", "SocketError")
+
+
+def _last_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[-1] if text else repr(error)
 
 
 class _Pool:
@@ -166,7 +225,7 @@ class _Pool:
         key = tuple(sorted((k, str(v)) for k, v in endpoint.items() if k != "timeout"))
         with self._lock:
             held = [ref() for ref in self._held.get(key, [])]
-            held = [c for c in held if c is not None]
+            held = [c for c in held if c is not None and not c.broken]
             if held and ("tracker" not in endpoint or _tracker_free(endpoint) == 0):
                 import sys
                 return min(held, key=sys.getrefcount)
