@@ -8,7 +8,9 @@
 A device is TVM's own RPC server (`python -m tvm.exec.rpc_server`) running inside an
 arm64 Debian root filesystem, executed by qemu-user through binfmt_misc (SPEC.md section 7):
 the same server a Raspberry Pi or a Jetson runs, so the host side (`runtime/rpc_backend.py`)
-is the code path of a real board. A fleet is N such servers registered under one key with
+is the code path of a real board. (It is started through a small launcher, LAUNCHER below,
+that changes one thing: a session whose process crashes ends that session, not the
+server's listen loop.) A fleet is N such servers registered under one key with
 TVM's RPC tracker (`python -m tvm.exec.rpc_tracker`, run from the device image,
 which has the tornado it needs).
 
@@ -371,10 +373,93 @@ def _device_command(root: str, module: str, port: int) -> list[str]:
 
 
 def _server_command(root: str, port: int, tracker: str | None, key: str | None) -> list[str]:
-    command = _device_command(root, "tvm.exec.rpc_server", port)
+    launcher = _install_launcher(root)
+    command = [shutil.which("chroot") or "/usr/sbin/chroot", root, "/usr/bin/python3",
+               launcher, "--host", LOOPBACK, "--port", str(port), "--port-end", str(port + 1)]
     if tracker:
         command += ["--tracker", tracker, "--key", key]
     return command
+
+
+# TVM's rpc_server, with one change: a session whose process dies (a signal, e.g. a
+# library that segfaults) ends that session only. TVM's own `_serving` raises
+# RuntimeError on a non-zero exit of the session's process, which ends its listen loop:
+# the server then keeps its socket but never accepts again (a dead device that still
+# looks listening). Everything else is `python -m tvm.exec.rpc_server`.
+LAUNCHER_PATH = "/opt/conv1d-transpose/rpc_server.py"
+LAUNCHER = '''"""TVM's RPC server that survives a crashed session (written by conv1d-transpose)."""
+import argparse
+import logging
+
+
+def _survive_crashed_sessions():
+    import os
+    import shutil
+    import tempfile
+
+    from tvm.rpc import server
+
+    serving = server._serving
+
+    def _serving_that_survives(sock, addr, opts, load_library):
+        old_cwd = os.getcwd()
+        try:
+            serving(sock, addr, opts, load_library)
+        except RuntimeError as error:  # the session's process exited with a signal/error
+            server.logger.error("session from %s ended abnormally (%s); still serving",
+                                addr, error)
+            work = os.getcwd()
+            os.chdir(old_cwd)
+            if work != old_cwd and work.startswith(tempfile.gettempdir()):
+                shutil.rmtree(work, ignore_errors=True)
+            sock.close()
+
+    server._serving = _serving_that_survives
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=9090)
+    parser.add_argument("--port-end", type=int, default=9199)
+    parser.add_argument("--tracker")
+    parser.add_argument("--key", default="")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO)
+    from tvm import rpc
+
+    tracker = None
+    if args.tracker:
+        url, port = args.tracker.rsplit(":", 1)
+        tracker = (url, int(port))
+    server = rpc.Server(args.host, args.port, args.port_end, key=args.key,
+                        tracker_addr=tracker, server_init_callback=_survive_crashed_sessions)
+    server.proc.join()
+
+
+if __name__ == "__main__":
+    main()
+'''
+
+
+def _install_launcher(root: str) -> str:
+    """Write LAUNCHER into the image (atomically, only when it differs); its path there."""
+    path = os.path.join(root, LAUNCHER_PATH.lstrip("/"))
+    if _read_text(path) != LAUNCHER:
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        temp = f"{path}.{os.getpid()}.tmp"
+        with open(temp, "w", encoding="utf-8") as file:
+            file.write(LAUNCHER)
+        os.replace(temp, path)
+    return LAUNCHER_PATH
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return file.read()
+    except OSError:
+        return None
 
 
 def _server_env() -> dict:
