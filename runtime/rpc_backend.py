@@ -16,7 +16,9 @@ raise a BackendError that names the address and the timeout.
 """
 from __future__ import annotations
 
+import re
 import threading
+import warnings
 
 import numpy as np
 
@@ -40,7 +42,8 @@ class RPCSession:
     Attributes:
       backend ('tvm:<target>'), target, scheduled, artifact, device (the server's
       'host:port' that runs it), endpoint (the resolved rpc block), emulated (True on an
-      emulated device: never report its timings).
+      emulated device: its per-call times are qemu's, ~10-15x off and noisy; never
+      present them as a performance number).
     Sessions of one process share one connection per device (a TVM RPC server serves one
     connection at a time); through a tracker, new sessions take another free device.
     Raises:
@@ -75,20 +78,32 @@ class RPCSession:
 
         # The bytes checked against the manifest are the bytes uploaded (no re-read).
         library = self.artifact.verified_library_bytes()
-        self._connection = _POOL.get(self.endpoint, what=f"target {entry.name!r}")
-        self._remote, self.device = self._connection.remote, self._connection.device
-        self._lock = self._connection.lock
-        try:
-            module = self._connection.load(library, self.artifact.manifest["library_sha256"])
-            with self._lock:
-                self._device = self._remote.cpu(0)
-                self._vm = relax.VirtualMachine(module, self._device)
-                self._main = self._vm["main"]
-        except Exception as error:  # TVM raises its own errors from the device
-            self._connection.failed(error)
-            raise BackendError(f"target {entry.name!r}: the device at {self.device} could not "
-                               f"load {self.artifact.library_path}: {_last_line(error)}"
-                               f"{self._connection.crash_note()}") from None
+        for attempt in (1, 2):
+            self._connection = _POOL.get(self.endpoint, what=f"target {entry.name!r}")
+            self._remote, self.device = self._connection.remote, self._connection.device
+            self._lock = self._connection.lock
+            reused = self._connection.used
+            try:
+                module = self._connection.load(library,
+                                               self.artifact.manifest["library_sha256"])
+                with self._lock:
+                    self._device = self._remote.cpu(0)
+                    self._vm = relax.VirtualMachine(module, self._device)
+                    self._main = self._vm["main"]
+                break
+            except Exception as error:  # TVM raises its own errors from the device
+                self._connection.failed(error)
+                if attempt == 1 and reused and self._connection.broken:
+                    # A held connection whose device session had ended (the device was
+                    # restarted, or an earlier session crashed it): once more, afresh.
+                    warnings.warn(f"target {entry.name!r}: the RPC session to {self.device} "
+                                  f"had ended ({self._connection.broken}); retrying once on "
+                                  f"a new connection", RuntimeWarning, stacklevel=2)
+                    continue
+                raise BackendError(f"target {entry.name!r}: the device at {self.device} "
+                                   f"could not load {self.artifact.library_path}: "
+                                   f"{_last_line(error)}{self._connection.crash_note()}"
+                                   ) from None
         self._tensor = tvm.runtime.tensor
         self._inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
                         for i in self.artifact.inputs]
@@ -116,10 +131,15 @@ class RPCSession:
                 if name not in self._output_index:
                     raise ArgumentError(f"output {name!r} is not an output of the model; "
                                         f"outputs: {list(self._output_index)}")
+        arrays = [self._checked(feeds[arg.name], arg, dtype)
+                  for arg, dtype in zip(self._inputs, self._input_dtypes)]
         with self._lock:  # one RPC connection carries one call at a time
-            arguments = [self._argument(feeds[arg.name], arg, dtype)
-                         for arg, dtype in zip(self._inputs, self._input_dtypes)]
+            if self._connection.broken:
+                raise BackendError(f"target {self.target!r}: the RPC session to {self.device} "
+                                   f"is gone ({self._connection.broken})"
+                                   f"{self._connection.crash_note()}; open a new session")
             try:
+                arguments = [self._tensor(array, self._device) for array in arrays]
                 result = self._main(*arguments)
                 values = list(result) if len(self._outputs) > 1 else [result]
                 if output_names is None:
@@ -133,7 +153,7 @@ class RPCSession:
                                    f"failed running {self.artifact.path}: {_last_line(error)}"
                                    f"{self._connection.crash_note()}") from None
 
-    def _argument(self, value, arg: NodeArg, dtype: np.dtype):
+    def _checked(self, value, arg: NodeArg, dtype: np.dtype) -> np.ndarray:
         array = np.asarray(value)
         if array.dtype != dtype:
             raise ArgumentError(f"input {arg.name!r} has dtype {array.dtype}; the model takes "
@@ -142,7 +162,7 @@ class RPCSession:
                                                for d, n in zip(arg.shape, array.shape)):
             raise ArgumentError(f"input {arg.name!r} has shape {tuple(array.shape)}; the model "
                                 f"takes {arg.shape}")
-        return self._tensor(np.ascontiguousarray(array), self._device)
+        return np.ascontiguousarray(array)
 
     def close(self) -> None:
         """Drop the remote session now (the device is freed, for a tracker's next request)."""
@@ -170,6 +190,7 @@ class _Connection:
         self.modules: dict[str, object] = {}  # library sha256 -> module loaded there
         self.uploads = 0
         self.broken: str | None = None  # why the connection is unusable (device crashed)
+        self.used = False  # a session has loaded a library through it
 
     def load(self, library: bytes, sha256: str):
         """The remote module of `library` (uploaded and loaded at most once here)."""
@@ -183,13 +204,13 @@ class _Connection:
                 self.remote.upload(bytearray(library), name)
                 module = self.remote.load_module(name)
                 self.modules[sha256] = module
+            self.used = True
             return module
 
     def failed(self, error: BaseException) -> None:
         """Note an error from the device; a lost session marks the connection broken so
         that the pool opens a fresh one for the next session."""
-        text = str(error)
-        if any(sign in text for sign in _LOST_SESSION):
+        if _LOST_SESSION.search(str(error)):
             self.broken = _last_line(error)
             self.modules.clear()
 
@@ -201,8 +222,9 @@ class _Connection:
 
 
 # What TVM says when the remote side of a session went away mid-call.
-_LOST_SESSION = ("kShutdown", "Socket closed", "connection reset", "Broken pipe",
-                 "RPCSessionTimeoutError", "SocketError")
+# (RPCCode 1 is kShutdown: the remote process ended; later calls on the session say so.)
+_LOST_SESSION = re.compile(r"code=(kShutdown|1)\b|Socket closed|[Cc]onnection reset|"
+                           r"Broken pipe|RPCSessionTimeoutError|SocketError")
 
 
 def _last_line(error: BaseException) -> str:

@@ -153,6 +153,53 @@ def test_cli_run_on_the_device(emulated, tmp_path):
     assert max_error(np.load(tmp_path / "y.npy"), x, f, w.spec("float32"))[1]
 
 
+def test_one_library_is_uploaded_once_per_connection_under_a_fresh_name(emulated):
+    # Regression: two sessions of one model in one process share the device connection;
+    # the second used to upload the same bytes over the file the server had dlopen'ed,
+    # which drops its relocated pages and segfaulted the server in dlsym.
+    model = ct.Conv1DTranspose(np.ones((3, 2, 2), np.float32), [1, 8, 2], 2,
+                               backend="onnxruntime").to_onnx()
+    first = ct.InferenceSession(model, backend="tvm", target=TARGET)._session
+    second = ct.InferenceSession(model, backend="tvm", target=TARGET)._session
+    assert first._connection is second._connection
+    sha = first.artifact.manifest["library_sha256"]
+    assert list(first._connection.modules).count(sha) == 1
+    x = np.ones(first.get_inputs()[0].shape, np.float32)
+    assert np.array_equal(first.run(None, {"input": x})[0], second.run(None, {"input": x})[0])
+    log = open(emulated["servers"][0]["log"], encoding="utf-8").read()
+    assert log.count(f"conv1d-transpose-{sha[:16]}") == 1, "uploaded (loaded) twice"
+
+
+def test_a_crashed_session_leaves_the_device_serving(emulated, tmp_path):
+    # A library whose constructor segfaults kills the session's process on the device;
+    # the device goes on serving, and the pool replaces the dead connection.
+    source = tmp_path / "crash.c"
+    source.write_text("__attribute__((constructor)) static void crash(void) "
+                      "{ *(volatile int *)0 = 0; }\n")
+    library = tmp_path / "crash.so"
+    subprocess.run(["aarch64-linux-gnu-gcc", "-shared", "-fPIC", "-o", str(library),
+                    str(source)], check=True)
+    model = ct.Conv1DTranspose(np.ones((3, 2, 2), np.float32), [1, 8, 2], 2,
+                               backend="onnxruntime").to_onnx()
+    session = ct.InferenceSession(model, backend="tvm", target=TARGET)._session
+    x = np.ones(session.get_inputs()[0].shape, np.float32)
+    expected = session.run(None, {"input": x})[0]
+    remote = session._connection.remote
+    remote.upload(bytearray(library.read_bytes()), "crash.so")
+    with pytest.raises(Exception, match="kShutdown|closed|reset"):
+        remote.load_module("crash.so")
+    assert devices.running("arm64")
+    # The pool still holds that connection (nothing told it): a new session finds it
+    # dead, warns and retries once on a new connection.
+    with pytest.warns(RuntimeWarning, match="retrying once on a new connection"):
+        fresh = ct.InferenceSession(model, backend="tvm", target=TARGET)._session
+    assert fresh._connection is not session._connection and session._connection.broken
+    with pytest.raises(BackendError, match="session ended"):
+        session.run(None, {"input": x})
+    assert np.array_equal(fresh.run(None, {"input": x})[0], expected)
+    assert "ended abnormally" in open(emulated["servers"][0]["log"], encoding="utf-8").read()
+
+
 def _targets_file(tmp_path, rpc):
     path = tmp_path / "targets.yaml"
     path.write_text("dead:\n  target: {kind: llvm, mtriple: aarch64-linux-gnu, mattr: ['+neon']}\n"
