@@ -138,6 +138,11 @@ class InferenceSession:
         """Which backend runs this session, e.g. 'onnxruntime:cpu' or 'tvm:host'."""
         return self._session.backend
 
+    @property
+    def emulated(self) -> bool:
+        """True on an emulated device: its timings say nothing about real hardware."""
+        return getattr(self._session, "emulated", False)
+
     def run(self, output_names, feeds):
         """Run the model: `output_names` (None for all) and a dict of input name -> array."""
         return self._session.run(output_names, feeds)
