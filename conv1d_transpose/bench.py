@@ -34,7 +34,10 @@ from .workloads import Workload, load_workloads
 # How much timing: calls per timed batch (`repeat`), interleaved rounds, untimed warm-up
 # calls, the pause before each batch, and the most seconds one batch may take (a slow
 # backend gets fewer calls per batch, never fewer rounds).
-FULL = {"repeat": 10, "rounds": 5, "warmup": 2, "pause_s": 0.05, "batch_s": 1.0}
+# The pause outlasts the worker threads that keep spinning after a call: onnxruntime's,
+# OpenBLAS's, and torch's OpenMP threads (KMP_BLOCKTIME defaults to 200 ms), which
+# otherwise slow whichever backend runs next.
+FULL = {"repeat": 10, "rounds": 8, "warmup": 2, "pause_s": 0.25, "batch_s": 1.0}
 QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.01, "batch_s": 0.2}
 
 REFERENCE_BACKEND = "onnxruntime:cpu"
