@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 EXTRAS ?= test,bench,reference,tune
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast system-deps clean
+.PHONY: demo test test-slow system-deps clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,14 +31,20 @@ system-deps:
 	  update-binfmts --enable qemu-aarch64 2>/dev/null || true; \
 	fi
 
+DEMO_WORKLOAD ?= hifigan-up1
 demo: $(STAMP)
-	$(VENV)/bin/conv1d-transpose demo
+	$(VENV)/bin/conv1d-transpose demo --workload $(DEMO_WORKLOAD)
+	mkdir -p out
+	$(VENV)/bin/conv1d-transpose bench --quick --workload $(DEMO_WORKLOAD) --targets host \
+	    --json out/demo-bench.json --plot out/demo-bench.png
 
+# The default run (well under 20 minutes on 2 cores); `test-slow` runs the long
+# campaigns (the whole sweep on TVM, the wheel in a clean venv, 10,000-call memory runs).
 test: $(STAMP) system-deps
-	$(PY) -m pytest $(PYTEST_ARGS)
-
-test-fast: $(STAMP)
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+test-slow: $(STAMP) system-deps
+	$(PY) -m pytest -m slow $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info
