@@ -8,6 +8,29 @@ from conv1d_transpose.runtime import BackendFallbackWarning
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
+@pytest.fixture
+def cache_dir(tmp_path):
+    """A fresh private artifact cache for one test."""
+    path = tmp_path / "cache"
+    path.mkdir(mode=0o700)
+    return str(path)
+
+
+@pytest.fixture
+def count_builds(monkeypatch):
+    """The target names of every TVM build made during the test (cache hits make none)."""
+    import conv1d_transpose.compile.build as build_module
+    calls = []
+    real = build_module.build
+
+    def counting(mod, entry):
+        calls.append(entry.name)
+        return real(mod, entry)
+
+    monkeypatch.setattr(build_module, "build", counting)
+    return calls
+
+
 def tensorflow_or_skip():
     """TensorFlow (extra `reference`), or a skip that says how to get it."""
     try:

@@ -6,7 +6,7 @@ ValueError whose message names the offending argument. The oracle below decides 
 from SPEC.md's rules, independently of graph/arguments.py.
 """
 import numpy as np
-from hypothesis import assume, event, given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
 import conv1d_transpose as ct

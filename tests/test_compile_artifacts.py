@@ -10,8 +10,8 @@ import stat
 import numpy as np
 import onnx
 import pytest
+from models import small_model
 
-import conv1d_transpose.compile.build as build_module
 from conv1d_transpose.compile import cache as cache_module
 from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
                                                load_artifact)
@@ -21,33 +21,6 @@ from conv1d_transpose.compile.targets import load_targets
 from conv1d_transpose.graph import build_model, make_spec, max_error, spec_from_model
 from conv1d_transpose.graph.errors import ArgumentError, BackendError
 from conv1d_transpose.runtime.tvm_backend import TVMSession
-
-
-def small_model(dtype="float32", form="output_shape", data_format="NWC", out_width=9, seed=0):
-    shape = (1, out_width, 4) if data_format == "NWC" else (1, 4, out_width)
-    spec = make_spec(None, (3, 4, 2), shape, 2, "SAME", data_format=data_format, dtype=dtype)
-    filters = np.random.default_rng(seed).standard_normal((3, 4, 2)).astype(dtype)
-    return spec, filters, build_model(spec, filters, form=form)
-
-
-@pytest.fixture
-def cache_dir(tmp_path):
-    path = tmp_path / "cache"
-    path.mkdir(mode=0o700)
-    return str(path)
-
-
-@pytest.fixture
-def count_builds(monkeypatch):
-    calls = []
-    real = build_module.build
-
-    def counting(mod, entry):
-        calls.append(entry.name)
-        return real(mod, entry)
-
-    monkeypatch.setattr(build_module, "build", counting)
-    return calls
 
 
 # -- numerics: TVMSession == the numpy reference -------------------------------------------

@@ -1,7 +1,6 @@
 """Builds for targets other than this CPU: CUDA (device code in the library) and aarch64
 (cross-linked ELF). Runs are checked where this machine can run them and refused with
 the reason where it cannot."""
-import os
 import shutil
 import struct
 import subprocess
@@ -10,12 +9,13 @@ import textwrap
 
 import numpy as np
 import pytest
+from models import small_model
 
 from conv1d_transpose.compile import targets as targets_module
 from conv1d_transpose.compile.artifact import compile_model
 from conv1d_transpose.compile.build import fatbin_entries, replace_cuda_code
 from conv1d_transpose.compile.targets import load_targets
-from conv1d_transpose.graph import build_model, make_spec, max_error
+from conv1d_transpose.graph import max_error
 from conv1d_transpose.graph.errors import BackendError
 from conv1d_transpose.runtime.tvm_backend import TVMSession
 
@@ -25,12 +25,6 @@ needs_nvcc = pytest.mark.skipif(shutil.which("nvcc") is None,
 needs_aarch64_gcc = pytest.mark.skipif(
     shutil.which("aarch64-linux-gnu-gcc") is None,
     reason="aarch64-linux-gnu-gcc not found (Debian: apt-get install gcc-aarch64-linux-gnu)")
-
-
-def small_model(dtype="float32"):
-    spec = make_spec(None, (3, 4, 2), (1, 9, 4), 2, "SAME", dtype=dtype)
-    filters = np.random.default_rng(0).standard_normal((3, 4, 2)).astype(dtype)
-    return spec, filters, build_model(spec, filters)
 
 
 def elf_machine(path) -> tuple[int, int]:

@@ -25,11 +25,11 @@ import subprocess
 import sys
 import textwrap
 import tracemalloc
-import warnings
 
 import numpy as np
 import onnx
 import pytest
+from models import small_model
 
 import conv1d_transpose as ct
 import conv1d_transpose.compile.artifact as artifact_module
@@ -39,7 +39,7 @@ from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, c
                                                load_artifact)
 from conv1d_transpose.compile.cache import open_cache_dir
 from conv1d_transpose.compile.targets import load_targets
-from conv1d_transpose.graph import build_model, make_spec, max_error
+from conv1d_transpose.graph import max_error
 from conv1d_transpose.graph.errors import ArgumentError, BackendError, ShapeError
 from conv1d_transpose.runtime import BackendFallbackWarning
 from conv1d_transpose.runtime.tvm_backend import TVMSession
@@ -47,12 +47,6 @@ from conv1d_transpose.runtime.tvm_backend import TVMSession
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 OTHER_UID = 65534  # nobody
-
-
-def small_model(out_width=9, seed=0):
-    spec = make_spec(None, (3, 4, 2), (1, out_width, 4), 2, "SAME")
-    filters = np.random.default_rng(seed).standard_normal((3, 4, 2)).astype(np.float32)
-    return spec, filters, build_model(spec, filters)
 
 
 def sha256(path):
@@ -70,26 +64,6 @@ def check_session(model, spec, filters, cache_dir):
     x = np.random.default_rng(5).standard_normal(spec.input_shape).astype(np.float32)
     got, = TVMSession(model, "host", cache_dir=cache_dir).run(None, {"input": x})
     assert max_error(got, x, filters, spec)[1]
-
-
-@pytest.fixture
-def cache_dir(tmp_path):
-    path = tmp_path / "cache"
-    path.mkdir(mode=0o700)
-    return str(path)
-
-
-@pytest.fixture
-def count_builds(monkeypatch):
-    calls = []
-    real = build_module.build
-
-    def counting(mod, entry):
-        calls.append(entry.name)
-        return real(mod, entry)
-
-    monkeypatch.setattr(build_module, "build", counting)
-    return calls
 
 
 @pytest.fixture

@@ -1,0 +1,12 @@
+"""A tiny conv1d_transpose model for tests of the compile path (compiles in ~0.2 s)."""
+import numpy as np
+
+from conv1d_transpose.graph import build_model, make_spec
+
+
+def small_model(dtype="float32", form="output_shape", data_format="NWC", out_width=9, seed=0):
+    """(spec, filters, ModelProto) of a 2->4 channel, K=3, stride-2 SAME layer."""
+    shape = (1, out_width, 4) if data_format == "NWC" else (1, 4, out_width)
+    spec = make_spec(None, (3, 4, 2), shape, 2, "SAME", data_format=data_format, dtype=dtype)
+    filters = np.random.default_rng(seed).standard_normal((3, 4, 2)).astype(dtype)
+    return spec, filters, build_model(spec, filters, form=form)
