@@ -25,7 +25,7 @@ import numpy as np
 from ..compile.artifact import Artifact, artifact_problem
 from ..compile.targets import get_target, rpc_address, rpc_endpoint
 from ..graph.errors import ArgumentError, BackendError
-from .tvm_backend import NodeArg, _artifact, _type_name
+from .tvm_backend import NodeArg, _artifact, check_feeds, io_signature
 
 
 class RPCSession:
@@ -105,12 +105,8 @@ class RPCSession:
                                    f"{_last_line(error)}{self._connection.crash_note()}"
                                    ) from None
         self._tensor = tvm.runtime.tensor
-        self._inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
-                        for i in self.artifact.inputs]
-        self._outputs = [NodeArg(o["name"], list(o["shape"]), _type_name(o["dtype"]))
-                         for o in self.artifact.outputs]
-        self._input_dtypes = [np.dtype(i["dtype"]) for i in self.artifact.inputs]
-        self._output_index = {o.name: n for n, o in enumerate(self._outputs)}
+        self._inputs, self._outputs, self._input_dtypes, self._output_index = \
+            io_signature(self.artifact)
 
     def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
@@ -120,12 +116,7 @@ class RPCSession:
 
     def run(self, output_names, feeds) -> list[np.ndarray]:
         """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
-        if not isinstance(feeds, dict):
-            raise ArgumentError(f"feeds must be a dict of input name -> array, "
-                                f"got {type(feeds).__name__}")
-        if len(feeds) != len(self._inputs) or any(i.name not in feeds for i in self._inputs):
-            raise ArgumentError(f"feeds have keys {sorted(feeds)}; the model's inputs are "
-                                f"{[i.name for i in self._inputs]}")
+        check_feeds(feeds, self._inputs)
         if output_names is not None:
             for name in output_names:
                 if name not in self._output_index:

@@ -75,15 +75,11 @@ class TVMSession:
         self._vm = relax.VirtualMachine(self.artifact.load_module(), self._device,
                                         memory_cfg="pooled")
         self._main = self._vm["main"]
-        self._inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
-                        for i in self.artifact.inputs]
-        self._outputs = [NodeArg(o["name"], list(o["shape"]), _type_name(o["dtype"]))
-                         for o in self.artifact.outputs]
-        self._input_dtypes = [np.dtype(i["dtype"]) for i in self.artifact.inputs]
+        self._inputs, self._outputs, self._input_dtypes, self._output_index = \
+            io_signature(self.artifact)
         # A fully static shape is checked with one tuple comparison on the hot path.
         self._input_shapes = [tuple(i.shape) if all(isinstance(d, int) for d in i.shape)
                               else None for i in self._inputs]
-        self._output_index = {o.name: n for n, o in enumerate(self._outputs)}
         # CPU results leave through DLPack without a copy: the VM allocates every output
         # afresh (a function's result never shares storage with a later call), and the
         # numpy array keeps the TVM tensor alive until the caller drops it.
@@ -97,12 +93,7 @@ class TVMSession:
 
     def run(self, output_names, feeds) -> list[np.ndarray]:
         """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
-        if not isinstance(feeds, dict):
-            raise ArgumentError(f"feeds must be a dict of input name -> array, "
-                                f"got {type(feeds).__name__}")
-        if len(feeds) != len(self._inputs) or any(i.name not in feeds for i in self._inputs):
-            raise ArgumentError(f"feeds have keys {sorted(feeds)}; the model's inputs are "
-                                f"{[i.name for i in self._inputs]}")
+        check_feeds(feeds, self._inputs)
         arguments = [self._argument(feeds[arg.name], arg, dtype, shape) for arg, dtype, shape
                      in zip(self._inputs, self._input_dtypes, self._input_shapes)]
         result = self._main(*arguments)
@@ -161,6 +152,26 @@ def configure_threads(threads: int | None = None) -> tuple[int | None, bool, str
         return actual, False, (f"TVM's thread pool had started with {actual} workers; set "
                                f"TVM_NUM_THREADS={threads} before the first TVM call")
     return actual, True, ""
+
+
+def io_signature(artifact: Artifact):
+    """(inputs, outputs as NodeArgs, input dtypes, output name -> index) of an artifact."""
+    inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
+              for i in artifact.inputs]
+    outputs = [NodeArg(o["name"], list(o["shape"]), _type_name(o["dtype"]))
+               for o in artifact.outputs]
+    dtypes = [np.dtype(i["dtype"]) for i in artifact.inputs]
+    return inputs, outputs, dtypes, {o.name: n for n, o in enumerate(outputs)}
+
+
+def check_feeds(feeds, inputs) -> None:
+    """Feeds must be a dict naming exactly the model's inputs (onnxruntime's contract)."""
+    if not isinstance(feeds, dict):
+        raise ArgumentError(f"feeds must be a dict of input name -> array, "
+                            f"got {type(feeds).__name__}")
+    if len(feeds) != len(inputs) or any(i.name not in feeds for i in inputs):
+        raise ArgumentError(f"feeds have keys {sorted(feeds)}; the model's inputs are "
+                            f"{[i.name for i in inputs]}")
 
 
 def _type_name(dtype: str | None) -> str:
