@@ -58,11 +58,25 @@ def _onnxruntime_runner(spec, filters, threads, target="cpu") -> Runner:
 
 
 def _tvm_runner(spec, filters, threads, target="host") -> Runner:
+    import tempfile
+
     from .op import Conv1DTranspose
     actual, pinned, note = _pin_tvm_threads(threads)
-    op = Conv1DTranspose(filters, spec.output_shape, spec.stride, spec.padding,
-                         spec.data_format, spec.dilation, backend="tvm", target=target,
-                         threads=threads)
+
+    def make(cache_dir):
+        start = time.perf_counter()
+        op = Conv1DTranspose(filters, spec.output_shape, spec.stride, spec.padding,
+                             spec.data_format, spec.dilation, backend="tvm", target=target,
+                             threads=threads, cache_dir=cache_dir)
+        return op, time.perf_counter() - start
+
+    # Both costs a user sees: a build into an empty cache, then a cache hit (load only).
+    with tempfile.TemporaryDirectory(prefix="conv1d-transpose-bench-") as cache_dir:
+        os.chmod(cache_dir, 0o700)
+        _, compile_s = make(cache_dir)
+        op, load_s = make(cache_dir)
+    timing = {"compile_s": round(compile_s, 3), "load_ms": round(load_s * 1e3, 2)}
+    note = (f"compile {compile_s:.1f} s, cache hit {load_s * 1e3:.0f} ms. {note}").strip()
     if op.backend != f"tvm:{target}":
         note = f"asked for tvm:{target}, got {op.backend}. {note}".strip()
     device = getattr(op._session, "device", None)  # an RPCSession: the remote device
@@ -77,8 +91,11 @@ def _tvm_runner(spec, filters, threads, target="host") -> Runner:
             runner.timed = False
             return runner
         note = f"ran on {device}{via}; times include RPC transfers. {note}".strip()
-        return Runner(op.backend, target, op, None, True, note)
-    return Runner(op.backend, target, op, actual, pinned, note)
+        runner = Runner(op.backend, target, op, None, True, note)
+    else:
+        runner = Runner(op.backend, target, op, actual, pinned, note)
+    runner.build_timing = timing
+    return runner
 
 
 def _pin_tvm_threads(threads: int) -> tuple[int | None, bool, str]:
@@ -416,11 +433,13 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
                           "dtype": dtype, "median_ms": None, "p10_ms": None, "p90_ms": None,
                           "gflops": None, "speedup_vs_onnxruntime": None, "pct_of_sgemm": None,
                           "max_abs_err": None, "status": None, "rank": None,
-                          "threads": None, "calls": 0, "note": ""}
+                          "threads": None, "calls": 0, "note": "",
+                          "compile_s": None, "load_ms": None}
                 runner = None
                 try:
                     runner = RUNNERS[family](spec, f, threads, target)
-                    record.update(backend=runner.backend, threads=runner.threads, note=runner.note)
+                    record.update(backend=runner.backend, threads=runner.threads, note=runner.note,
+                                  **getattr(runner, "build_timing", {}))
                     y = runner.call(x)
                 except (Unavailable, Conv1DTransposeError) as error:
                     record["status"] = f"skipped: {_first_line(error)}"

@@ -126,3 +126,14 @@ def test_peers_agree_with_the_reference(factory, case):
     assert y.shape == spec.output_shape and y.dtype == np.float32
     error, ok = max_error(y, x, f, spec)
     assert ok, error
+
+
+def test_tvm_records_carry_compile_and_cache_hit_times(tmp_path):
+    path = tmp_path / "bench.json"
+    result = invoke(*TINY, "--quick", "--backends", "tvm:host,onnxruntime:cpu", "--targets", "host",
+                    "--json", str(path))
+    assert result.exit_code == 0, result.output
+    tvm_record, ort_record = json.loads(path.read_text())["records"]
+    assert tvm_record["backend"] == "tvm:host" and tvm_record["status"] == "ok"
+    assert tvm_record["compile_s"] > 0 and tvm_record["load_ms"] > 0
+    assert ort_record["compile_s"] is None and ort_record["load_ms"] is None
