@@ -102,3 +102,11 @@ def transpose_padding(in_width: int, out_width: int, kernel_width: int, stride: 
     pad_end = pad_total - pad_begin
     output_padding = out_width - (full - pad_total)
     return pad_begin, pad_end, output_padding
+
+
+def layout_shape(data_format: str, batch, width: int, channels: int) -> tuple:
+    """A tensor's shape in the user's layout: `[batch, width, channels]` for NWC,
+    `[batch, channels, width]` for NCW."""
+    if data_format == "NWC":
+        return (batch, width, channels)
+    return (batch, channels, width)

@@ -53,15 +53,12 @@ class Conv1DTransposeSpec:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        if self.data_format == "NWC":
-            return (self.batch, self.in_width, self.in_channels)
-        return (self.batch, self.in_channels, self.in_width)
+        return shapes.layout_shape(self.data_format, self.batch, self.in_width, self.in_channels)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        if self.data_format == "NWC":
-            return (self.batch, self.out_width, self.out_channels)
-        return (self.batch, self.out_channels, self.out_width)
+        return shapes.layout_shape(self.data_format, self.batch, self.out_width,
+                                   self.out_channels)
 
     @property
     def filters_shape(self) -> tuple[int, int, int]:

@@ -22,6 +22,7 @@ import math
 
 import numpy as np
 
+from ...graph.shapes import layout_shape
 from ...graph.spec import Conv1DTransposeSpec
 
 ACCUMULATE = {"float16": "float32", "float32": "float32", "float64": "float64"}
@@ -59,15 +60,11 @@ class Geometry:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        if self.data_format == "NWC":
-            return (self.batch, self.in_width, self.in_channels)
-        return (self.batch, self.in_channels, self.in_width)
+        return layout_shape(self.data_format, self.batch, self.in_width, self.in_channels)
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
-        if self.data_format == "NWC":
-            return (self.batch, self.out_width, self.out_channels)
-        return (self.batch, self.out_channels, self.out_width)
+        return layout_shape(self.data_format, self.batch, self.out_width, self.out_channels)
 
     @property
     def flops(self) -> int:
