@@ -1,6 +1,10 @@
 """A tiny conv1d_transpose model for tests of the compile path (compiles in ~0.2 s)."""
+import json
+import os
+
 import numpy as np
 
+from conv1d_transpose.compile.artifact import MANIFEST_NAME
 from conv1d_transpose.graph import build_model, make_spec
 
 
@@ -10,3 +14,13 @@ def small_model(dtype="float32", form="output_shape", data_format="NWC", out_wid
     spec = make_spec(None, (3, 4, 2), shape, 2, "SAME", data_format=data_format, dtype=dtype)
     filters = np.random.default_rng(seed).standard_normal((3, 4, 2)).astype(dtype)
     return spec, filters, build_model(spec, filters, form=form)
+
+
+def edit_manifest(path, **changes):
+    """Rewrite fields of an artifact's manifest.json in place (to fake a foreign artifact)."""
+    manifest_path = os.path.join(path, MANIFEST_NAME)
+    with open(manifest_path) as file:
+        manifest = json.load(file)
+    manifest.update(changes)
+    with open(manifest_path, "w") as file:
+        json.dump(manifest, file)

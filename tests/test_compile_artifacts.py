@@ -10,7 +10,7 @@ import stat
 import numpy as np
 import onnx
 import pytest
-from models import small_model
+from models import edit_manifest, small_model
 
 from conv1d_transpose.compile import cache as cache_module
 from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
@@ -212,15 +212,6 @@ def test_damaged_user_artifact_is_refused_before_loading(cache_dir, tmp_path, mo
         load_artifact(out)
     with pytest.raises(BackendError, match="sha256"):
         TVMSession(str(out), "host")
-
-
-def edit_manifest(path, **changes):
-    manifest_path = os.path.join(path, MANIFEST_NAME)
-    with open(manifest_path) as file:
-        manifest = json.load(file)
-    manifest.update(changes)
-    with open(manifest_path, "w") as file:
-        json.dump(manifest, file)
 
 
 def test_foreign_tvm_version_is_rebuilt_in_cache_and_refused_from_user(cache_dir, tmp_path,

@@ -29,7 +29,7 @@ import tracemalloc
 import numpy as np
 import onnx
 import pytest
-from models import small_model
+from models import edit_manifest, small_model
 
 import conv1d_transpose as ct
 import conv1d_transpose.compile.artifact as artifact_module
@@ -664,15 +664,6 @@ def test_cache_dir_owned_by_another_user_is_refused(tmp_path):
 
 # -- security: what is loaded -------------------------------------------------------------------
 
-def _set_manifest(path, **changes):
-    manifest_path = os.path.join(path, MANIFEST_NAME)
-    with open(manifest_path) as file:
-        manifest = json.load(file)
-    manifest.update(changes)
-    with open(manifest_path, "w") as file:
-        json.dump(manifest, file)
-
-
 def test_artifact_planted_under_another_key(cache_dir, count_builds, loaded):
     """A consistent artifact (library hash = manifest) for model A, planted where model B's
     key lives, is refused while its manifest says A (model_sha256, then cache_key). One
@@ -686,7 +677,7 @@ def test_artifact_planted_under_another_key(cache_dir, count_builds, loaded):
     def plant(**changes):
         shutil.rmtree(b.path)
         shutil.copytree(a.path, b.path)
-        _set_manifest(b.path, **changes)
+        edit_manifest(b.path, **changes)
 
     plant()
     with pytest.warns(ArtifactWarning, match="manifest model_sha256"):
@@ -712,7 +703,7 @@ def test_user_artifact_with_a_planted_library_and_edited_hash(cache_dir, tmp_pat
     shutil.copy(planted.library_path, out / "lib.so")
     with pytest.raises(BackendError, match="changed or truncated"):
         load_artifact(out)
-    _set_manifest(out, library_sha256=planted.manifest["library_sha256"])
+    edit_manifest(out, library_sha256=planted.manifest["library_sha256"])
     assert load_artifact(out).manifest["library_sha256"] == planted.manifest["library_sha256"]
 
 
@@ -721,10 +712,10 @@ def test_library_path_outside_the_artifact_is_refused(cache_dir, tmp_path, loade
     artifact = compile_model(small_model()[2], "host", cache_dir=cache_dir, out_dir=out)
     shutil.copy(out / "lib.so", tmp_path / "evil.so")  # same bytes, so the hash matches
     for library in ("../evil.so", str(tmp_path / "evil.so"), "sub/lib.so", ".", ""):
-        _set_manifest(out, library=library)
+        edit_manifest(out, library=library)
         with pytest.raises(BackendError, match="library"):
             load_artifact(out)
-    _set_manifest(out, library="lib.so")
+    edit_manifest(out, library="lib.so")
     assert load_artifact(out).manifest == artifact.manifest
     assert loaded == []
 
