@@ -102,6 +102,59 @@ def compiler_version() -> str:
     return f"{declared or 'unversioned'}+{digest.hexdigest()[:16]}"
 
 
+@functools.lru_cache(maxsize=1)
+def exporter_version() -> str:
+    """The package and onnx versions + a hash of graph/'s own files: what, besides its
+    arguments, decides the bytes of a model the package exports (see `ModelSource`)."""
+    from .. import graph
+
+    root = Path(graph.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for source in sorted(root.glob("*.py")):
+        digest.update(source.name.encode() + b"\0" + source.read_bytes() + b"\0")
+    onnx_version = version_of("onnx")
+    return f"{versions()['package']}+onnx-{onnx_version}+{digest.hexdigest()[:16]}"
+
+
+def version_of(distribution: str) -> str:
+    try:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
+        return "not-installed"
+
+
+_ALIASES = "aliases"
+_HEX = frozenset("0123456789abcdef")
+
+
+def read_alias(cache_dir: str, recipe: str) -> str | None:
+    """The model sha256 recorded for `recipe` (see `ModelSource`), or None."""
+    try:
+        with open(os.path.join(cache_dir, _ALIASES, recipe), encoding="ascii") as file:
+            text = file.read(65)
+    except (OSError, ValueError):
+        return None
+    return text if len(text) == 64 and set(text) <= _HEX else None
+
+
+def write_alias(cache_dir: str, recipe: str, model_sha256: str) -> None:
+    """Record that `recipe` makes the model `model_sha256`, atomically; best effort (a
+    cache we cannot write to still serves hits, it only makes the next one slower)."""
+    directory = os.path.join(cache_dir, _ALIASES)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        fd, temp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "w", encoding="ascii") as file:
+                file.write(model_sha256)
+            os.replace(temp, os.path.join(directory, recipe))
+        except BaseException:
+            os.unlink(temp)
+            raise
+    except OSError:
+        pass
+
+
 def cache_key(model_sha256: str, target: dict, options: dict) -> str:
     """sha256 over everything that changes the code produced."""
     material = {"format": ARTIFACT_FORMAT, "model_sha256": model_sha256, "target": target,

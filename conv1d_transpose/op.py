@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import collections
 import hashlib
+import json
 import threading
 
 import numpy as np
 
+from .compile.artifact import ModelSource
+from .compile.cache import exporter_version
 from .graph.arguments import as_array, check_arrays, make_spec, normalize_dtype
 from .graph.errors import DtypeError, ShapeError
 from .graph.onnx_export import DEFAULT_OPSET, INPUT_NAME, build_model
@@ -51,7 +54,10 @@ class Conv1DTranspose:
             self._session = None
             self._zeros = np.zeros(self.spec.output_shape, self._dtype)
         else:
-            self._session = open_session(self.to_onnx(), backend, target, threads=threads,
+            # The model is made only if a backend needs it: a TVM cache hit finds its
+            # artifact by the recipe (see ModelSource) without exporting the model.
+            source = ModelSource(self.to_onnx, self._recipe, self.spec)
+            self._session = open_session(source, backend, target, threads=threads,
                                          cache_dir=cache_dir, targets=targets)
         # Sessions are not documented as safe to call from several threads at once.
         self._lock = threading.Lock()
@@ -97,6 +103,16 @@ class Conv1DTranspose:
         return build_model(self.spec, self._filters, form=form, portable=portable,
                            opset=opset, name=self.name, dynamic_batch=dynamic_batch,
                            dynamic_width=dynamic_width, as_function=as_function)
+
+    def _recipe(self) -> str:
+        """sha256 of everything `to_onnx()` (with its defaults) is a function of."""
+        material = {"model": "Conv1DTranspose.to_onnx", "spec": self.spec.to_json(),
+                    "name": self.name, "dtype": self._filters.dtype.str,
+                    "defaults": repr(sorted(Conv1DTranspose.to_onnx.__kwdefaults__.items())),
+                    "exporter": exporter_version()}
+        digest = hashlib.sha256(json.dumps(material, sort_keys=True).encode())
+        digest.update(np.ascontiguousarray(self._filters))
+        return digest.hexdigest()
 
     def save_onnx(self, path, **options) -> None:
         """Write `to_onnx(**options)` to `path`."""

@@ -13,6 +13,7 @@ import warnings
 
 import onnx
 
+from ..compile.artifact import ModelSource
 from ..graph.errors import ArgumentError, BackendError, describe
 from ..graph.onnx_export import spec_from_model
 from .onnxruntime_backend import DTYPES as ONNXRUNTIME_DTYPES
@@ -40,6 +41,8 @@ def normalize_target(target) -> str:
 
 
 def load_model(model_or_path) -> onnx.ModelProto:
+    if isinstance(model_or_path, ModelSource):
+        return model_or_path.model()
     if isinstance(model_or_path, onnx.ModelProto):
         return model_or_path
     if isinstance(model_or_path, (bytes, bytearray)):
@@ -75,20 +78,26 @@ def _onnxruntime_importable() -> bool:
 
 def open_session(model_or_path, backend="auto", target="host", *, threads=None,
                  cache_dir=None, targets=None):
-    """The session object of the chosen backend (see the module docstring)."""
+    """The session object of the chosen backend (see the module docstring).
+
+    `model_or_path` may also be a `ModelSource`: TVM then makes the model only when its
+    cache has no artifact for it."""
     backend = normalize_backend(backend)
     target = normalize_target(target)
+    source = model_or_path if isinstance(model_or_path, ModelSource) else None
     if backend == "onnxruntime":
-        return OnnxRuntimeSession(model_or_path, threads=threads)
+        return OnnxRuntimeSession(load_model(source) if source else model_or_path,
+                                  threads=threads)
     tvm_options = {"cache_dir": cache_dir, "targets": targets, "threads": threads}
     if isinstance(model_or_path, (str, os.PathLike)) and os.path.isdir(model_or_path):
         # A compiled artifact: only TVM can run it, and there is no model to fall back on.
         return _tvm_session(os.fspath(model_or_path), target, **tvm_options)
     if backend == "tvm":
-        return _tvm_session(load_model(model_or_path), target, **tvm_options)
+        return _tvm_session(source or load_model(model_or_path), target, **tvm_options)
 
-    model = load_model(model_or_path)
-    spec = spec_from_model(model)
+    model = source or load_model(model_or_path)
+    spec = source.spec if source is not None and source.spec is not None else \
+        spec_from_model(load_model(model))
     onnxruntime_has_dtype = spec is None or spec.dtype in ONNXRUNTIME_DTYPES["cpu"]
     try:
         session = _tvm_session(model, target, **tvm_options)
@@ -111,7 +120,7 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
         reason = f"no scheduled TVM kernel for this model on target {target!r} yet"
     warnings.warn(f"backend='auto' uses onnxruntime:cpu instead of tvm:{target}: {reason}",
                   BackendFallbackWarning, stacklevel=3)
-    return OnnxRuntimeSession(model, threads=threads)
+    return OnnxRuntimeSession(load_model(model), threads=threads)
 
 
 class InferenceSession:

@@ -14,7 +14,7 @@ import os
 import numpy as np
 import onnx
 
-from ..compile.artifact import Artifact, compile_model, load_artifact
+from ..compile.artifact import Artifact, ModelSource, compile_model, load_artifact
 from ..compile.targets import get_target
 from ..graph.errors import ArgumentError, BackendError
 
@@ -49,11 +49,13 @@ class TVMSession:
         if entry.rpc and cls is TVMSession:
             from .rpc_backend import RPCSession
             return RPCSession(model_or_artifact, entry, targets=targets, **options)
-        return super().__new__(cls)
+        session = super().__new__(cls)
+        session._entry = entry  # read targets.yaml once (~15 ms), not again in __init__
+        return session
 
     def __init__(self, model_or_artifact, target="host", *, targets=None, cache_dir=None,
                  threads=None):
-        entry = get_target(target, targets)
+        entry = self.__dict__.pop("_entry", None) or get_target(target, targets)
         _, _, can_run, run_reason = entry.capabilities()
         if not can_run:
             raise BackendError(f"target {entry.name!r} cannot run on this machine: {run_reason}")
@@ -181,7 +183,7 @@ def _type_name(dtype: str | None) -> str:
 def _artifact(model_or_artifact, entry, targets, cache_dir) -> Artifact:
     if isinstance(model_or_artifact, Artifact):
         model_or_artifact = model_or_artifact.path
-    if isinstance(model_or_artifact, onnx.ModelProto):
+    if isinstance(model_or_artifact, (onnx.ModelProto, ModelSource)):
         return compile_model(model_or_artifact, entry, targets=targets, cache_dir=cache_dir)
     if isinstance(model_or_artifact, (str, os.PathLike)):
         path = os.fspath(model_or_artifact)

@@ -1,0 +1,181 @@
+"""What a cache hit and a call do (behaviour only: no timings here).
+
+A cache hit of a `Conv1DTranspose` finds its artifact by the op's recipe without
+exporting the model, and reads and hashes the library once; a call hands out arrays that
+no later call overwrites.
+"""
+import os
+import warnings
+
+import numpy as np
+import pytest
+
+import conv1d_transpose as ct
+import conv1d_transpose.compile.artifact as artifact_module
+import conv1d_transpose.graph.onnx_export as onnx_export
+from conv1d_transpose.compile import cache as cache_module
+from conv1d_transpose.compile.artifact import ArtifactWarning
+
+reference_conv1d_transpose = ct.reference_conv1d_transpose
+
+FILTERS = np.random.default_rng(0).standard_normal((4, 8, 8)).astype(np.float32)
+
+
+def make_op(cache_dir, filters=FILTERS, backend="tvm", **options):
+    return ct.Conv1DTranspose(filters, [1, 20, 8], 2, backend=backend, cache_dir=cache_dir,
+                              **options)
+
+
+@pytest.fixture
+def counts(monkeypatch):
+    """How often the model is exported, and the library read or hashed."""
+    seen = {"export": 0, "read": 0, "sha256_file": 0}
+
+    def counting(module, name, key):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            seen[key] += 1
+            return real(*args, **kwargs)
+        monkeypatch.setattr(module, name, wrapper)
+
+    import conv1d_transpose.op as op_module
+    counting(op_module, "build_model", "export")
+    counting(artifact_module, "sha256_file", "sha256_file")
+    real_read = artifact_module.VerifiedLibrary.read.__func__
+
+    def read(cls, path):
+        seen["read"] += 1
+        return real_read(cls, path)
+    monkeypatch.setattr(artifact_module.VerifiedLibrary, "read", classmethod(read))
+    return seen
+
+
+def aliases(cache_dir):
+    directory = os.path.join(cache_dir, "aliases")
+    return sorted(os.listdir(directory)) if os.path.isdir(directory) else []
+
+
+def check(op):
+    x = np.random.default_rng(1).standard_normal(op.input_shape).astype(np.float32)
+    np.testing.assert_allclose(op(x), reference_conv1d_transpose(x, FILTERS, op.spec),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_a_cache_hit_exports_nothing_and_reads_the_library_once(cache_dir, counts):
+    first = make_op(cache_dir)
+    assert counts["export"] == 1 and len(aliases(cache_dir)) == 1
+    counts.update(export=0, read=0, sha256_file=0)
+    op = make_op(cache_dir)
+    assert op.backend == "tvm:host"
+    assert counts == {"export": 0, "read": 1, "sha256_file": 0}
+    assert op._session.artifact.path == first._session.artifact.path
+    check(op)
+    # The onnxruntime backend needs the model: it is made then.
+    make_op(cache_dir, backend="onnxruntime")
+    assert counts["export"] == 1
+
+
+def test_the_recipe_covers_filters_dtype_name_and_exporter(cache_dir, monkeypatch):
+    op = make_op(cache_dir)
+    recipe = op._recipe()
+    other = FILTERS.copy()
+    other[0, 0, 0] += 1
+    assert make_op(cache_dir, other)._recipe() != recipe
+    swapped = FILTERS.astype(FILTERS.dtype.newbyteorder())  # same values, other bytes
+    assert make_op(cache_dir, swapped)._recipe() != recipe
+    assert make_op(cache_dir, name="up")._recipe() != recipe
+    import conv1d_transpose.op as op_module
+    monkeypatch.setattr(op_module, "exporter_version", lambda: "another exporter")
+    assert op._recipe() != recipe
+
+
+def test_a_garbled_or_stale_alias_is_corrected(cache_dir, count_builds):
+    op = make_op(cache_dir)
+    recipe, = aliases(cache_dir)
+    path = os.path.join(cache_dir, "aliases", recipe)
+    good = open(path).read()
+    for text in ("garbage", "0" * 64):  # unreadable; a model with no artifact
+        with open(path, "w") as file:
+            file.write(text)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", ArtifactWarning)
+            again = make_op(cache_dir)
+        assert again._session.artifact.path == op._session.artifact.path
+        assert open(path).read() == good
+    assert count_builds == ["host"]
+
+
+def test_an_alias_to_another_shape_is_refused_by_the_spec(cache_dir, count_builds):
+    """An alias naming the model of another spec (a planted or corrupted record) finds an
+    artifact whose manifest spec differs: the op's own artifact is used instead, never
+    the other one, and the record is corrected."""
+    first = make_op(cache_dir)
+    other = ct.Conv1DTranspose(FILTERS, [1, 22, 8], 2, backend="tvm", cache_dir=cache_dir)
+    recipe = first._recipe()
+    path = os.path.join(cache_dir, "aliases", recipe)
+    good = open(path).read()
+    with open(path, "w") as file:
+        file.write(other._session.artifact.manifest["model_sha256"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ArtifactWarning)
+        op = make_op(cache_dir)
+    assert op._session.artifact.path == first._session.artifact.path
+    assert open(path).read() == good
+    check(op)
+    assert count_builds == ["host", "host"]
+
+
+def test_a_damaged_artifact_found_by_alias_is_rebuilt_with_a_warning(cache_dir,
+                                                                      count_builds):
+    first = make_op(cache_dir)
+    library = first._session.artifact.library_path
+    with open(library, "r+b") as file:
+        file.truncate(1000)
+    with pytest.warns(ArtifactWarning, match="changed or truncated"):
+        op = make_op(cache_dir)
+    check(op)
+    assert count_builds == ["host", "host"]
+
+
+def test_an_unwritable_alias_directory_still_serves_the_op(cache_dir, monkeypatch):
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(cache_module.tempfile, "mkstemp", denied)
+    check(make_op(cache_dir))
+    assert aliases(cache_dir) == []
+
+
+def test_outputs_are_not_aliased_between_calls(cache_dir):
+    op = make_op(cache_dir)
+    rng = np.random.default_rng(2)
+    inputs = [rng.standard_normal(op.input_shape).astype(np.float32) for _ in range(4)]
+    outputs = [op(x) for x in inputs]
+    for x, y in zip(inputs, outputs):  # an earlier result is not overwritten by later calls
+        np.testing.assert_allclose(y, reference_conv1d_transpose(x, FILTERS, op.spec),
+                                   rtol=1e-4, atol=1e-4)
+    assert len({y.ctypes.data for y in outputs}) == len(outputs)
+
+
+def test_unaligned_and_non_contiguous_inputs(cache_dir):
+    op = make_op(cache_dir)
+    x = np.random.default_rng(3).standard_normal(op.input_shape).astype(np.float32)
+    buffer = np.zeros(x.size + 1, np.float32)
+    unaligned = buffer[1:].reshape(x.shape)  # 4 bytes past an aligned start
+    unaligned[...] = x
+    assert unaligned.ctypes.data % 64 != 0
+    strided = np.ascontiguousarray(np.repeat(x, 2, axis=1))[:, ::2]
+    want = op(x)
+    np.testing.assert_array_equal(op(unaligned), want)
+    np.testing.assert_array_equal(op(strided), want)
+    np.testing.assert_array_equal(op(x.tolist()), want)
+
+
+def test_the_onnx_export_is_unchanged_by_the_recipe(cache_dir):
+    """to_onnx() still exports the model the recipe stands for."""
+    op = make_op(cache_dir)
+    model = op.to_onnx()
+    assert artifact_module._model_sha256(model) == \
+        op._session.artifact.manifest["model_sha256"]
+    assert onnx_export.spec_from_model(model) == op.spec
