@@ -61,6 +61,11 @@ class Conv1DTranspose:
                                          cache_dir=cache_dir, targets=targets)
         # Sessions are not documented as safe to call from several threads at once.
         self._lock = threading.Lock()
+        # TVM's one-input path skips the feeds dict and the checks made here already.
+        self._run = getattr(self._session, "_run_one", None) or self._run_feeds
+
+    def _run_feeds(self, input):
+        return self._session.run(None, {INPUT_NAME: np.ascontiguousarray(input)})[0]
 
     @property
     def backend(self) -> str:
@@ -87,9 +92,8 @@ class Conv1DTranspose:
                              f"{self._dtype}, and the dtypes must be equal")
         if self._session is None:
             return self._zeros.copy()
-        feeds = {INPUT_NAME: np.ascontiguousarray(input)}
         with self._lock:
-            return self._session.run(None, feeds)[0]
+            return self._run(input)
 
     def to_onnx(self, *, dynamic_batch: bool = False, dynamic_width: bool = False,
                 portable: bool = False, as_function: bool = False, form: str = "output_shape",

@@ -9,7 +9,9 @@ converts the feeds, calls the VM's cached `main` and copies the outputs out.
 from __future__ import annotations
 
 import collections
+import math
 import os
+import threading
 
 import numpy as np
 import onnx
@@ -24,8 +26,12 @@ NodeArg = collections.namedtuple("NodeArg", ["name", "shape", "type"])
 _ONNX_TYPE_NAMES = {"float16": "tensor(float16)", "float32": "tensor(float)",
                     "float64": "tensor(double)", "int64": "tensor(int64)",
                     "int32": "tensor(int32)", "bfloat16": "tensor(bfloat16)"}
-# TVM's generated code assumes 64-byte aligned buffers; tvm.runtime.from_dlpack checks it.
+# TVM's generated code assumes 64-byte aligned buffers; tvm.runtime.from_dlpack checks it,
+# but a numpy array passed straight to a VM function is not checked, so we check.
 _ALIGNMENT = 64
+# Inputs up to this size are copied into a per-thread aligned buffer on Conv1DTranspose's
+# path: a copy of 64 KiB costs less than asking numpy where an array lives (~1 us).
+_STAGE_BYTES = 1 << 16
 
 
 class TVMSession:
@@ -86,6 +92,7 @@ class TVMSession:
         # afresh (a function's result never shares storage with a later call), and the
         # numpy array keeps the TVM tensor alive until the caller drops it.
         self._to_numpy = np.from_dlpack if self._on_cpu else (lambda t: t.numpy())
+        self._local = threading.local()  # `_run_one`'s input buffer, one per thread
 
     def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
@@ -109,6 +116,25 @@ class TVMSession:
             raise ArgumentError(f"output {error.args[0]!r} is not an output of the model; "
                                 f"outputs: {list(self._output_index)}") from None
 
+    def _run_one(self, array: np.ndarray) -> np.ndarray:
+        """The output of a one-input, one-output model (Conv1DTranspose's) for an array
+        whose shape and dtype the caller has checked.
+
+        A small input is copied into this thread's aligned buffer, reused by every call:
+        measured on the 10x8 -> 20x8 layer, 2.3 us a call against 17 us through `run`,
+        whose fresh TVM tensor per call cost ~15 us. The buffer is safe to reuse because
+        the op's kernel writes a freshly allocated output that never aliases its input.
+        """
+        if self._on_cpu and array.size and self._input_shapes[0] is not None and \
+                array.nbytes <= _STAGE_BYTES:
+            try:
+                stage = self._local.stage
+            except AttributeError:
+                stage = self._local.stage = _aligned_empty(array.shape, array.dtype)
+            np.copyto(stage, array)
+            return self._to_numpy(self._main(stage))
+        return self._to_numpy(self._main(self._device_array(array)))
+
     def _argument(self, value, arg: NodeArg, dtype: np.dtype, shape: tuple | None):
         array = value if type(value) is np.ndarray else np.asarray(value)
         if array.dtype != dtype:
@@ -119,11 +145,29 @@ class TVMSession:
                                                     for d, n in zip(arg.shape, array.shape))):
             raise ArgumentError(f"input {arg.name!r} has shape {tuple(array.shape)}; the model "
                                 f"takes {arg.shape}")
-        # An empty array may carry zero strides, which TVM refuses as "not compact".
-        if self._on_cpu and array.size and array.flags.c_contiguous and \
-                array.ctypes.data % _ALIGNMENT == 0:
-            return self._from_dlpack(array)  # zero copy
+        return self._device_array(array)
+
+    def _device_array(self, array: np.ndarray):
+        """What the VM is called with for `array`: on the CPU the array itself where it is
+        aligned and compact (the VM reads it in place, through DLPack), else an aligned
+        copy; on a GPU a device tensor."""
+        # An empty array may carry zero strides, which TVM refuses as "not compact"; a
+        # read-only one cannot leave through DLPack ("signalling readonly is unsupported").
+        if self._on_cpu and array.size:
+            flags = array.flags
+            if flags.c_contiguous and flags.writeable and array.ctypes.data % _ALIGNMENT == 0:
+                return array  # zero copy
+            copy = _aligned_empty(array.shape, array.dtype)
+            np.copyto(copy, array)
+            return copy
         return self._tensor(np.ascontiguousarray(array), self._device)
+
+
+def _aligned_empty(shape, dtype) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data is `_ALIGNMENT`-byte aligned."""
+    dtype = np.dtype(dtype)
+    raw = np.empty(math.prod(shape) * dtype.itemsize + _ALIGNMENT, np.uint8)
+    return np.ndarray(shape, dtype, raw, -raw.ctypes.data % _ALIGNMENT)
 
 
 def default_threads() -> int:

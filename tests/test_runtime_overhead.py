@@ -179,3 +179,56 @@ def test_the_onnx_export_is_unchanged_by_the_recipe(cache_dir):
     assert artifact_module._model_sha256(model) == \
         op._session.artifact.manifest["model_sha256"]
     assert onnx_export.spec_from_model(model) == op.spec
+
+
+def aligned(array, shift=0):
+    """A copy of `array` whose data starts `shift` bytes past a 64-byte boundary."""
+    raw = np.zeros(array.nbytes + 128, np.uint8)
+    start = -raw.ctypes.data % 64 + shift
+    copy = np.ndarray(array.shape, array.dtype, raw, start)
+    copy[...] = array
+    assert copy.ctypes.data % 64 == shift
+    return copy
+
+
+@pytest.mark.parametrize("width", (10, 4000))  # the small-input buffer, and the direct path
+def test_inputs_of_every_alignment_and_read_only(cache_dir, width):
+    filters = np.random.default_rng(4).standard_normal((4, 8, 8)).astype(np.float32)
+    op = ct.Conv1DTranspose(filters, [1, 2 * width, 8], 2, backend="tvm", cache_dir=cache_dir)
+    x = np.random.default_rng(5).standard_normal(op.input_shape).astype(np.float32)
+    want = reference_conv1d_transpose(x, filters, op.spec)
+    for shift in (0, 4, 16, 32):
+        for writeable in (True, False):
+            array = aligned(x, shift)
+            array.setflags(write=writeable)
+            for got in (op(array), op._session.run(None, {"input": array})[0]):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(op(x[:, ::-1][:, ::-1]), want, rtol=1e-4, atol=1e-4)
+
+
+def test_each_thread_has_its_own_input_buffer(cache_dir):
+    """The small-input buffer is per thread: sessions called from two threads at once
+    (each thread its own call) never see each other's input."""
+    import threading
+
+    op = make_op(cache_dir)
+    session = op._session
+    rng = np.random.default_rng(6)
+    inputs = [rng.standard_normal(op.input_shape).astype(np.float32) for _ in range(2)]
+    wants = [reference_conv1d_transpose(x, FILTERS, op.spec) for x in inputs]
+    errors = []
+
+    def worker(index):
+        try:
+            for _ in range(300):
+                np.testing.assert_allclose(session._run_one(inputs[index]), wants[index],
+                                           rtol=1e-4, atol=1e-4)
+        except AssertionError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors
