@@ -20,6 +20,7 @@ import functools
 
 import numpy as np
 
+from . import tuning
 from .kernels import KERNEL_VERSION, Geometry, build_kernel, pack_filters, target_family
 
 __all__ = ["KERNEL_VERSION", "Conv1DTransposeMatch", "apply", "find_conv1d_transposes"]
@@ -236,9 +237,15 @@ def _rewriter_class():
 
         def _kernel_call(self, plan, out_ty):
             if id(plan) not in self.kernels:
-                func, layout = build_kernel(plan.geometry, self.target)
+                if target_family(self.target) == "cpu":
+                    # A tuning record for this shape and target when there is one.
+                    func, layout, record = tuning.tuned_kernel(plan.geometry, self.target)
+                else:
+                    (func, layout), record = build_kernel(plan.geometry, self.target), None
+                schedule = f"tuned:{record.digest()}" if record else "generic"
                 func = func.with_attrs({"tirx.is_scheduled": True, "op_pattern": _OPAQUE,
-                                        "conv1d_transpose.kernel_version": KERNEL_VERSION})
+                                        "conv1d_transpose.kernel_version": KERNEL_VERSION,
+                                        "conv1d_transpose.schedule": schedule})
                 # add_func reuses a structurally equal kernel (same shapes, same schedule).
                 gv = self.builder_.add_func(func, "conv1d_transpose_polyphase")
                 filters = pack_filters(np.ascontiguousarray(plan.weights.transpose(2, 1, 0)),

@@ -226,9 +226,29 @@ def compile_command(model_path, target, targets_file, cache_dir, out_dir):
                   f"{manifest['library_sha256'][:16]}..., TVM {manifest['tvm_version']}")
     if artifact.scheduled:
         console.print("  kernel: the scheduled polyphase conv1d_transpose kernel")
+        console.print(f"  schedule: {_schedule_note(artifact, target, targets_file)}")
     else:
         console.print("  [yellow]kernel: no scheduled kernel for this model on this target: "
                       "TVM's default lowering (correct, but far slower than onnxruntime)[/]")
+
+
+def _schedule_note(artifact, target, targets_file) -> str:
+    """Whether a tuning record shaped the kernel, or the generic hand schedule did."""
+    from .compile import tuning
+    from .compile.kernels import Geometry
+    from .compile.targets import get_target
+
+    entry = get_target(target, targets_file)
+    spec = artifact.spec
+    if entry.family != "cpu" or spec is None:
+        return "the generic hand schedule"
+    record = tuning.lookup(Geometry.from_spec(spec), entry.tvm_target())
+    if record is None:
+        return ("the generic hand schedule (no tuning record for this shape on this target; "
+                "`conv1d-transpose tune` can find a faster one)")
+    measured = record.measured
+    return (f"tuned ({measured.get('chosen')}: {measured.get('ms')} ms vs generic "
+            f"{measured.get('generic_ms')} ms, measured {measured.get('date')})")
 
 
 @main.command("run")
@@ -263,7 +283,8 @@ def _register_commands():
     from .bench import bench
     from .device import device
     from .portability import portability
-    for command in (bench, device, portability):
+    from .tune import tune
+    for command in (bench, device, portability, tune):
         main.add_command(command)
 
 

@@ -55,6 +55,8 @@ def _private_cache(tmp_path_factory, monkeypatch):
     cache = tmp_path_factory.getbasetemp() / "artifact-cache"
     cache.mkdir(mode=0o700, exist_ok=True)
     monkeypatch.setenv("CONV1D_TRANSPOSE_CACHE_DIR", str(cache))
+    # Nor do they read the user's tuning records: only the shipped ones apply.
+    monkeypatch.setenv("CONV1D_TRANSPOSE_TUNING", str(cache.parent / "no-user-tuning.json"))
 
 
 # Hypothesis profiles for the property campaign (tests/property_campaign.py):

@@ -71,8 +71,14 @@ class CpuPlan:
     lanes: int = 16
 
 
-def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
-    """A schedule for any shape, from its sizes alone (no tuning)."""
+def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
+         rows: int | None = None, order: str | None = None,
+         phases_in_tile: bool | None = None) -> CpuPlan:
+    """A schedule for any shape, from its sizes alone (no tuning).
+
+    The keyword arguments override the choices the rules below make (the tuner's knobs,
+    `candidate_plans`); everything else is derived from them.
+    """
     from .polyphase import decompose
 
     dec = decompose(geometry)
@@ -83,19 +89,26 @@ def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
     cout, cin = geometry.out_channels, geometry.in_channels
     beta = dec.uniform_shift_step()
     # Output-channel vectors per row: up to 4 (64 float32 channels with AVX-512).
-    vectors = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
+    if vectors is None:
+        vectors = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
     # Few output channels: a row of the tile covers every phase of one q (one contiguous
     # run of s*Cout outputs in NWC), sharing the broadcast input value.
-    phases_in_tile = beta == 0 and dec.stride > 1 and vectors * dec.stride <= 4
+    can_span_phases = beta == 0 and dec.stride > 1
+    if phases_in_tile is None:
+        phases_in_tile = can_span_phases and vectors * dec.stride <= 4
+    phases_in_tile = phases_in_tile and can_span_phases
     row_vectors = vectors * dec.stride if phases_in_tile else vectors
-    rows = max(1, min(budget // row_vectors, 14, max(dec.rows, 1)))
+    if rows is None:
+        rows = max(1, min(budget // row_vectors, 14, max(dec.rows, 1)))
     out_tile = vectors * lanes
     out_blocks = -(-cout // out_tile)
     taps = max(dec.max_taps, 1)
     panel = taps * cin * out_tile * element  # filters of one (channel block, phase)
     filters = panel * out_blocks * dec.stride
     panels = out_blocks * (dec.stride if beta is not None and not phases_in_tile else 1)
-    if filters <= cpu.l2_bytes // 4 or panels < 2 * cpu.cores:
+    if order is None:
+        order = "rows" if filters <= cpu.l2_bytes // 4 or panels < 2 * cpu.cores else "filters"
+    if order == "rows":
         return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "rows", lanes=lanes)
     tiles = -(-dec.rows // rows)
     tile_bytes = rows * out_tile * element * (dec.stride if phases_in_tile else 1)
@@ -119,6 +132,43 @@ def plan(geometry: Geometry, cpu: CpuTarget) -> CpuPlan:
     return CpuPlan(Tiling(rows, out_tile, in_tile), phases_in_tile, "filters",
                    chunk_tiles=chunk_tiles, blocked=blocked, phases_inner=phases_inner,
                    lanes=lanes)
+
+
+def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
+    """The plans the tuner times for a shape: the rules' own plan first, then every
+    register tile that fits the register file (1-4 channel vectors by several row
+    counts), in both loop orders, with and without phases in the tile."""
+    from .polyphase import decompose
+
+    dec = decompose(geometry)
+    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    lanes = cpu.vector_bits // (8 * element)
+    budget = cpu.registers - 8 if cpu.registers >= 32 else cpu.registers - 4
+    most = max(1, min(4 if cpu.registers >= 32 else 2, -(-geometry.out_channels // lanes)))
+    plans = [plan(geometry, cpu)]
+    for vectors in range(1, most + 1):
+        for phases_in_tile in (False, True):
+            row_vectors = vectors * (dec.stride if phases_in_tile else 1)
+            if row_vectors > budget:
+                continue
+            fit = max(1, min(budget // row_vectors, 14, max(dec.rows, 1)))
+            if phases_in_tile and fit < 2:
+                continue  # one row of every phase: no reuse of the filter vectors
+            # Row counts: the most that fit, and those that split the rows into equal
+            # tiles with less padding.
+            tiles = -(-max(dec.rows, 1) // fit)
+            even = -(-max(dec.rows, 1) // tiles)
+            # (A one-row tile only where one row is all that fits: its split of extent
+            # 1 can leave the store's loops unchainable for reorder.)
+            for rows in sorted(r for r in {fit, even, fit - 2, fit // 2} if r >= min(2, fit)):
+                for order in ("rows", "filters"):
+                    plans.append(plan(geometry, cpu, vectors=vectors, rows=rows, order=order,
+                                      phases_in_tile=phases_in_tile))
+    unique = []
+    for item in plans:
+        if item not in unique:
+            unique.append(item)
+    return unique
 
 
 def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):

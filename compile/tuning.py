@@ -1,0 +1,498 @@
+"""Tuning: find the fastest correct schedule of the polyphase kernel for one shape on
+one target, and remember it.
+
+Two searches, both on the kernel that the compiler would build:
+
+- "plans": the hand schedule's own knobs (`schedule_cpu.candidate_plans`: register tile
+  rows x channel vectors, loop order, phases in the tile). A few dozen builds; a minute.
+- "metaschedule": TVM's MetaSchedule (`tune_tir`, evolutionary search with the xgb cost
+  model) on the unscheduled kernel, `trials` measured candidates. Its JSON database
+  lives beside the records file and is reused, so running again resumes the search.
+
+Every candidate is built, run and checked against the numpy reference before it is
+timed (SPEC.md section 6: MetaSchedule produced a wrong kernel and reported it fast);
+the winner is timed again interleaved with the untuned schedule, and a record is kept
+only when it is correct. A record is small, reviewable JSON: the plan's fields, or the
+MetaSchedule trace (its sampled decisions), never the IR.
+
+Records are keyed by workload (every integer of the kernel's `Geometry`), target (kind,
+triple, CPU, features: not the core count) and kernel version (a record for an older
+kernel is ignored). At compile time `tuned_kernel` looks in the user's database
+(`$CONV1D_TRANSPOSE_TUNING`, default ~/.local/share/conv1d-transpose/tuning.json), then in
+the records shipped with the package (`tuning_records.json`); a shape with no record
+gets the generic hand schedule.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import os
+import platform
+import statistics
+import tempfile
+
+import numpy as np
+
+from ..graph.errors import ArgumentError, BackendError
+from .kernels import KERNEL_VERSION, Geometry, pack_filters, plan_layout, target_family
+from .kernels import schedule_cpu
+
+RECORDS_FORMAT = 1
+ENV_DATABASE = "CONV1D_TRANSPOSE_TUNING"
+SHIPPED_RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                               "tuning_records.json")
+# A tuned schedule replaces the generic one only when it is at least this much faster in
+# the interleaved re-timing (below that the difference is this machine's noise).
+MIN_GAIN = 1.03
+
+
+def default_database() -> str:
+    """$CONV1D_TRANSPOSE_TUNING, else $XDG_DATA_HOME/conv1d-transpose/tuning.json."""
+    env = os.environ.get(ENV_DATABASE)
+    if env:
+        return os.path.abspath(os.path.expanduser(env))
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local",
+                                                           "share")
+    return os.path.join(os.path.abspath(base), "conv1d-transpose", "tuning.json")
+
+
+# --- keys --------------------------------------------------------------------------
+
+
+def workload_key(geometry: Geometry) -> str:
+    """Every integer that determines the kernel, in one readable string."""
+    g = geometry
+    batch = "any" if g.batch is None else g.batch
+    return (f"n{batch}-w{g.in_width}-ci{g.in_channels}-o{g.out_width}-co{g.out_channels}"
+            f"-k{g.kernel_width}-s{g.stride}-d{g.dilation}-p{g.pad_begin}-{g.data_format}"
+            f"-{g.dtype}")
+
+
+def target_key(target) -> str:
+    """What makes code for one machine differ from another's: kind, triple, CPU and
+    features (the core count only sizes the thread pool, so it is left out)."""
+    attrs = target.attrs
+    parts = [target.kind.name]
+    for name in ("mtriple", "mcpu", "arch"):
+        value = attrs.get(name)
+        if value:
+            parts.append(f"{name}={value}")
+    mattr = attrs.get("mattr")
+    if mattr:
+        parts.append("mattr=" + ",".join(sorted(str(a) for a in mattr)))
+    return " ".join(parts)
+
+
+# --- records -----------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Record:
+    """One tuned schedule: `schedule` is {"kind": "generic"} (the rules' plan is the
+    fastest found), {"kind": "plan", "plan": {...}} or {"kind": "metaschedule",
+    "out_tile": n, "trace": [...]}; `measured` says how it was chosen."""
+
+    workload: str
+    target: str
+    kernel_version: str
+    schedule: dict
+    measured: dict
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.workload, self.target, self.kernel_version)
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(dataclasses.asdict(self), sort_keys=True)
+                              .encode()).hexdigest()[:16]
+
+
+class RecordStore:
+    """A JSON file of records: {"format": 1, "records": [...]}, written atomically."""
+
+    def __init__(self, path: str):
+        self.path = os.path.abspath(os.fspath(path))
+        self.records: dict[tuple, Record] = {}
+        if os.path.exists(self.path):
+            self.records = {r.key: r for r in _read_records(self.path)}
+
+    def get(self, workload: str, target: str) -> Record | None:
+        return self.records.get((workload, target, KERNEL_VERSION))
+
+    def put(self, record: Record) -> None:
+        self.records[record.key] = record
+
+    def save(self) -> None:
+        directory = os.path.dirname(self.path)
+        os.makedirs(directory, exist_ok=True)
+        body = {"format": RECORDS_FORMAT,
+                "records": [dataclasses.asdict(r) for _, r in sorted(self.records.items())]}
+        fd, temp = tempfile.mkstemp(prefix=".tuning-", dir=directory)
+        try:
+            os.chmod(temp, 0o644)  # records are data to share (mkstemp makes 0600)
+            with os.fdopen(fd, "w") as file:
+                # One record per line group, stable order: diffs of shipped records stay
+                # reviewable.
+                json.dump(body, file, indent=1, sort_keys=True)
+                file.write("\n")
+            os.replace(temp, self.path)
+        except BaseException:
+            if os.path.exists(temp):
+                os.unlink(temp)
+            raise
+
+
+def _read_records(path: str) -> list[Record]:
+    try:
+        with open(path) as file:
+            body = json.load(file)
+    except (OSError, ValueError) as error:
+        raise ArgumentError(f"tuning database {path!r} cannot be read: {error}; fix or "
+                            f"delete it") from None
+    if not isinstance(body, dict) or body.get("format") != RECORDS_FORMAT or \
+            not isinstance(body.get("records"), list):
+        raise ArgumentError(f"tuning database {path!r} is not a format-{RECORDS_FORMAT} "
+                            f"records file ({{\"format\": {RECORDS_FORMAT}, \"records\": [...]}})")
+    fields = {f.name for f in dataclasses.fields(Record)}
+    records = []
+    for index, item in enumerate(body["records"]):
+        if not isinstance(item, dict) or set(item) != fields:
+            raise ArgumentError(f"tuning database {path!r}: record {index} must have exactly "
+                                f"the keys {sorted(fields)}")
+        records.append(Record(**item))
+    return records
+
+
+def lookup(geometry: Geometry, target, databases: list[str] | None = None) -> Record | None:
+    """The record for this kernel on this target: the user's database first, then the
+    shipped records. A database that cannot be read is skipped with a warning."""
+    import warnings
+
+    wk, tk = workload_key(geometry), target_key(target)
+    for path in databases if databases is not None else [default_database(), SHIPPED_RECORDS]:
+        if not os.path.exists(path):
+            continue
+        try:
+            record = RecordStore(path).get(wk, tk)
+        except ArgumentError as error:
+            warnings.warn(f"{error}; ignoring it", stacklevel=2)
+            continue
+        if record is not None:
+            return record
+    return None
+
+
+def databases_digest() -> str:
+    """Part of the compile cache key: a changed user database must not reuse a library
+    built with the old records (the shipped file is hashed with compile/ already)."""
+    path = default_database()
+    try:
+        with open(path, "rb") as file:
+            return hashlib.sha256(file.read()).hexdigest()[:16]
+    except OSError:
+        return "none"
+
+
+# --- kernels from records ------------------------------------------------------------
+
+
+def tuned_kernel(geometry: Geometry, target, record: Record | None = None):
+    """(scheduled PrimFunc, KernelLayout, record or None) for a CPU target: the record's
+    schedule when one exists (and applies), else the generic hand schedule."""
+    import warnings
+
+    if record is None and target_family(target) == "cpu":
+        record = lookup(geometry, target)
+    if record is not None:
+        try:
+            func, layout = kernel_from_schedule(geometry, target, record.schedule)
+            return func, layout, record
+        except Exception as error:  # a record that no longer replays: never fail a build
+            warnings.warn(f"tuning record for {record.workload} on {record.target} does not "
+                          f"apply ({type(error).__name__}: {error}); using the generic "
+                          f"schedule", stacklevel=2)
+    from .kernels import build_kernel
+
+    func, layout = build_kernel(geometry, target)
+    return func, layout, None
+
+
+def kernel_from_schedule(geometry: Geometry, target, schedule: dict):
+    """(scheduled PrimFunc, KernelLayout) of one record's `schedule` dict."""
+    kind = schedule.get("kind")
+    if kind == "generic":
+        return schedule_cpu.build(geometry, target)
+    if kind == "plan":
+        return schedule_cpu.build(geometry, target, plan_from_dict(schedule["plan"]))
+    if kind == "metaschedule":
+        return _apply_trace(geometry, int(schedule["out_tile"]), schedule["trace"])
+    raise ValueError(f"unknown schedule kind {kind!r}")
+
+
+def plan_to_dict(plan: schedule_cpu.CpuPlan) -> dict:
+    return dataclasses.asdict(plan)
+
+
+def plan_from_dict(data: dict) -> schedule_cpu.CpuPlan:
+    data = dict(data)
+    tiling = schedule_cpu.Tiling(**data.pop("tiling"))
+    return schedule_cpu.CpuPlan(tiling=tiling, **data)
+
+
+def _unscheduled(geometry: Geometry, out_tile: int):
+    """The kernel MetaSchedule tunes: packed filters in `out_tile`-channel blocks (so
+    channels are contiguous for its vectorizer), no row or reduction padding."""
+    import tvm
+
+    from .kernels.polyphase import Tiling, build_primfunc
+
+    layout = plan_layout(geometry, Tiling(1, out_tile, 1))
+    func = build_primfunc(layout).with_attr("global_symbol", "main")
+    return tvm.IRModule({"main": func}), layout
+
+
+def _apply_trace(geometry: Geometry, out_tile: int, trace):
+    import tvm
+
+    mod, layout = _unscheduled(geometry, out_tile)
+    sch = tvm.s_tir.Schedule(mod)
+    tvm.s_tir.schedule.Trace.apply_json_to_schedule(trace, sch)
+    func = sch.mod["main"]
+    return func.without_attr("global_symbol"), layout
+
+
+def _plain(obj):
+    """A MetaSchedule trace's JSON (TVM containers) as plain Python lists and scalars."""
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if hasattr(obj, "value") and not hasattr(obj, "__iter__"):
+        return obj.value
+    try:
+        return [_plain(item) for item in obj]
+    except TypeError:
+        return str(obj)
+
+
+# --- measuring ---------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Candidate:
+    name: str
+    schedule: dict
+    runner: object = None  # (function, args) once built
+    error: float | None = None
+    ms: float | None = None
+    times: list = dataclasses.field(default_factory=list)
+    problem: str | None = None
+
+
+class _Bench:
+    """Builds candidates for one shape, checks them against the reference, times them."""
+
+    def __init__(self, spec, geometry, target):
+        import tvm
+
+        from ..graph.reference import max_error
+
+        self.spec, self.geometry, self.target = spec, geometry, target
+        self.device = tvm.cpu(0)
+        rng = np.random.default_rng(0)
+        self.x = rng.standard_normal(spec.input_shape).astype(spec.dtype)
+        scale = 1.0 / np.sqrt(max(spec.in_channels * spec.kernel_width, 1))
+        self.filters = (rng.standard_normal(spec.filters_shape) * scale).astype(spec.dtype)
+        self._max_error = max_error
+
+    def build(self, candidate: Candidate) -> bool:
+        """Build, run once and verify; False (with `problem`) for a wrong or failed one."""
+        import tvm
+
+        try:
+            func, layout = kernel_from_schedule(self.geometry, self.target, candidate.schedule)
+            lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                              target=self.target).jit()
+        except Exception as error:
+            candidate.problem = f"does not build: {_summary(error)}"
+            return False
+        packed = pack_filters(np.ascontiguousarray(self.filters), layout)
+        args = [tvm.runtime.tensor(self.x, self.device),
+                tvm.runtime.tensor(packed, self.device),
+                tvm.runtime.empty(self.spec.output_shape, self.spec.dtype, self.device)]
+        lib["main"](*args)
+        error, ok = self._max_error(args[2].numpy(), self.x, self.filters, self.spec)
+        candidate.error = float(error)
+        if not ok:
+            candidate.problem = f"wrong result (max abs error {error:.3g})"
+            return False
+        candidate.runner = (lib["main"], args, lib)
+        return True
+
+    def time(self, candidate: Candidate, repeat: int = 5) -> float:
+        function, args, lib = candidate.runner
+        evaluator = lib.time_evaluator("main", self.device, number=1, repeat=repeat,
+                                       min_repeat_ms=40)
+        results = list(evaluator(*args).results)
+        candidate.times.extend(results)
+        candidate.ms = 1e3 * statistics.median(candidate.times)
+        return candidate.ms
+
+
+def _summary(error: Exception) -> str:
+    """One line of a TVM error (which carries the whole IR): its type and message."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    message = next((line for line in lines if line.startswith("Error message:")),
+                   lines[0] if lines else "")
+    return f"{type(error).__name__}: {message[:200]}"
+
+
+@dataclasses.dataclass
+class TuneResult:
+    record: Record
+    candidates: list[Candidate]
+    generic_ms: float
+    best_ms: float
+    refused: list[Candidate]
+
+    @property
+    def speedup(self) -> float:
+        return self.generic_ms / self.best_ms
+
+
+def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: bool = True,
+         progress=None, seed: int = 0, rounds: int = 5, threads: int | None = None
+         ) -> TuneResult:
+    """Tune the kernel of `spec` for `target` (a CPU `tvm.target.Target`) and store the
+    record in `database` (default `default_database()`).
+
+    Args:
+      trials: MetaSchedule trials (0: only the plan search).
+      resume: with an existing MetaSchedule database for this shape and target, continue
+        from it (False: start a fresh one).
+      progress: callable(description: str, done: int, total: int), or None.
+      rounds: interleaved timing rounds of the finalists.
+      threads: CPU threads to time with (default: the runtime's, one per physical core).
+    Raises:
+      ArgumentError: a target that is not a CPU this machine can run, or trials < 0.
+    """
+    if target_family(target) != "cpu":
+        raise ArgumentError(f"target={target.kind.name!r}: tuning runs the kernel on this "
+                            f"machine's CPU; only llvm targets can be tuned here")
+    if trials < 0:
+        raise ArgumentError(f"trials={trials} must be >= 0")
+    database = os.path.abspath(database or default_database())
+    report = progress or (lambda description, done, total: None)
+    # The thread count the runtime will use (one per physical core): without it TVM's
+    # pool starts half the logical CPUs, and the plans would be timed on one core.
+    from ..runtime.tvm_backend import configure_threads
+    configure_threads(threads)
+    geometry = Geometry.from_spec(spec)
+    bench = _Bench(spec, geometry, target)
+    cpu = schedule_cpu.describe_target(target)
+    plans = schedule_cpu.candidate_plans(geometry, cpu)
+    candidates = [Candidate("generic", {"kind": "generic"})]
+    candidates += [Candidate(f"plan {i}", {"kind": "plan", "plan": plan_to_dict(p)})
+                   for i, p in enumerate(plans[1:], 1)]
+    refused = []
+    for done, candidate in enumerate(candidates):
+        report(f"plans: {candidate.name}", done, len(candidates))
+        if bench.build(candidate):
+            bench.time(candidate, repeat=3)
+        else:
+            refused.append(candidate)
+    report("plans", len(candidates), len(candidates))
+    generic = candidates[0]
+    if generic.problem:
+        raise BackendError(f"the generic schedule of {workload_key(geometry)} is wrong or does "
+                           f"not build here: {generic.problem}")
+    good = [c for c in candidates if c.problem is None]
+    if trials:
+        good += _metaschedule(bench, geometry, target, plans[0].tiling.out_tile, trials,
+                              database, resume, seed, report, refused)
+    # The finalists, timed again in turns so that a noisy moment hits all of them.
+    finalists = sorted(good, key=lambda c: c.ms)[:4]
+    if generic not in finalists:
+        finalists.append(generic)
+    for candidate in finalists:
+        candidate.times.clear()
+    for index in range(rounds):
+        report("final timing", index, rounds)
+        for candidate in finalists:
+            bench.time(candidate, repeat=3)
+    best = min(finalists, key=lambda c: c.ms)
+    if best is not generic and generic.ms < best.ms * MIN_GAIN:
+        best = generic
+    record = Record(
+        workload=workload_key(geometry), target=target_key(target),
+        kernel_version=KERNEL_VERSION, schedule=best.schedule,
+        measured={"ms": round(best.ms, 4), "generic_ms": round(generic.ms, 4),
+                  "gflops": round(geometry.flops / best.ms / 1e6, 1),
+                  "max_abs_error": best.error, "candidates": len(candidates),
+                  "metaschedule_trials": trials, "chosen": best.name,
+                  "date": datetime.date.today().isoformat(),
+                  "machine": f"{platform.machine()} {os.cpu_count()} cpus"})
+    store = RecordStore(database)
+    store.put(record)
+    store.save()
+    for candidate in candidates:
+        candidate.runner = None
+    return TuneResult(record, good, generic.ms, best.ms, refused)
+
+
+def _metaschedule(bench, geometry, target, out_tile, trials, database, resume, seed, report,
+                  refused) -> list[Candidate]:
+    """MetaSchedule on the unscheduled kernel; its best few records, verified and timed."""
+    import shutil
+
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir import meta_schedule as ms
+
+    work_dir = os.path.join(os.path.dirname(database), "metaschedule",
+                            hashlib.sha256(f"{workload_key(geometry)} {target_key(target)} "
+                                           f"{KERNEL_VERSION} {out_tile}".encode())
+                            .hexdigest()[:16])
+    if not resume and os.path.isdir(work_dir):
+        shutil.rmtree(work_dir)
+    os.makedirs(work_dir, exist_ok=True)
+    mod, _ = _unscheduled(geometry, out_tile)
+    # MetaSchedule needs the core count to size its parallel loops.
+    ms_target = target
+    if not target.attrs.get("num-cores"):
+        config = dict(target.export())
+        config["num-cores"] = schedule_cpu.describe_target(target).cores
+        ms_target = tvm.target.Target(config)
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    db = ms.database.JSONDatabase(work_dir=work_dir)
+    counter = {"done": 0}
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+                  runner_results):
+            counter["done"] += len(runner_results)
+            report("metaschedule", counter["done"], trials)
+
+    report("metaschedule", 0, trials)
+    callbacks = ms.measure_callback.MeasureCallback.create("default") + [Progress()]
+    # Builds of unrolled candidates take tens of seconds on 2 busy cores: the default 30 s
+    # timeout turned half of them into "build errors" here.
+    ms.tune_tir(mod, ms_target, work_dir, max_trials_global=trials,
+                num_trials_per_iter=min(64, trials), database=db, seed=seed,
+                builder=ms.builder.LocalBuilder(timeout_sec=300),
+                runner=ms.runner.LocalRunner(timeout_sec=120),
+                measure_callbacks=callbacks)
+    workload = db.commit_workload(mod)
+    found = []
+    for index, record in enumerate(db.get_top_k(workload, 3)):
+        schedule = {"kind": "metaschedule", "out_tile": out_tile,
+                    "trace": _plain(record.trace.as_json())}
+        candidate = Candidate(f"metaschedule {index}", schedule)
+        if bench.build(candidate):
+            bench.time(candidate, repeat=3)
+            found.append(candidate)
+        else:
+            refused.append(candidate)
+    return found

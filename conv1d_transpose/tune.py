@@ -1,0 +1,130 @@
+"""`conv1d-transpose tune`: search the kernel's schedule for layers on a target, verify,
+and record the winner in a tuning database that compiles then use (compile/tuning.py)."""
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from .workloads import Workload, load_workloads
+
+console = Console(width=None if sys.stdout.isatty() else 140)
+
+
+def _make_command():
+    # Built on first use, as bench's is: the command reuses cli.py's layer flags and
+    # cli.py imports this module to register it.
+    from .cli import _friendly_errors, layer_options, resolve_workload
+
+    @click.command("tune")
+    @layer_options
+    @click.option("--only", multiple=True, metavar="NAME",
+                  help="Only these workloads of the suite (repeat, or comma-separated).")
+    @click.option("--target", default="host", show_default=True,
+                  help="A CPU target in targets.yaml that runs on this machine.")
+    @click.option("--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
+                  envvar="CONV1D_TRANSPOSE_TARGETS", help="A targets.yaml of your own.")
+    @click.option("--dtype", default="float32", show_default=True)
+    @click.option("--trials", default=0, show_default=True, type=click.IntRange(min=0),
+                  help="MetaSchedule trials per layer, on top of the plan search (0: plans only).")
+    @click.option("--resume", is_flag=True,
+                  help="Skip layers the database already has a record for, and continue "
+                       "MetaSchedule searches where they stopped.")
+    @click.option("--database", type=click.Path(dir_okay=False),
+                  help="Records file (default: ~/.local/share/conv1d-transpose/tuning.json; "
+                       "env CONV1D_TRANSPOSE_TUNING). Compiles read it.")
+    @_friendly_errors
+    def tune(only, target, targets_file, dtype, trials, resume, database, **layer):
+        """Tune the kernel for layers on a CPU target (default: every workload of the
+        suite); compiles then apply the records.
+
+        Every candidate schedule is checked against the numpy reference before it is
+        timed; the finalists are re-timed interleaved with the generic schedule, and the
+        record keeps the fastest correct one (the generic one unless another is at least
+        3% faster).
+        """
+        flags = {k: v for k, v in layer.items() if k != "workloads_file"}
+        if any(v is not None for v in flags.values()):
+            if only:
+                raise click.UsageError("--only selects from the suite; it cannot be combined "
+                                       "with --workload or layer flags")
+            layers = [resolve_workload(**layer)]
+        else:
+            layers = load_workloads(layer["workloads_file"])
+            wanted = [v.strip() for value in only for v in value.split(",") if v.strip()]
+            unknown = [n for n in wanted if n not in {w.name for w in layers}]
+            if unknown:
+                raise click.UsageError(f"--only: no workload {', '.join(map(repr, unknown))}; "
+                                       f"known: {', '.join(w.name for w in layers)}")
+            if wanted:
+                layers = [w for w in layers if w.name in wanted]
+        _tune(layers, target, targets_file, dtype, trials, resume, database)
+
+    return tune
+
+
+def __getattr__(name):
+    if name == "tune":
+        if "_command" not in globals():
+            command = _make_command()
+            globals().setdefault("_command", command)
+        return globals()["_command"]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resume, database):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from .compile import tuning
+    from .compile.kernels import Geometry
+    from .compile.targets import get_target
+    from .graph.errors import BackendError
+
+    entry = get_target(target_name, targets_file)
+    if entry.family != "cpu":
+        raise BackendError(f"target {entry.name!r} is a {entry.family} target; tuning runs "
+                           f"kernels on this machine's CPU (llvm targets only)")
+    can_build, build_reason, can_run, run_reason = entry.capabilities()
+    if not (can_build and can_run):
+        raise BackendError(f"target {entry.name!r} cannot be tuned here: "
+                           f"{build_reason if not can_build else run_reason}")
+    database = database or tuning.default_database()
+    target = entry.tvm_target()
+    store = tuning.RecordStore(database)
+    console.print(f"tuning {len(layers)} layer(s) for target {entry.name!r} "
+                  f"({tuning.target_key(target)}), {trials} MetaSchedule trials each; "
+                  f"records -> {database}")
+    table = Table(title=f"tuning on {entry.name}")
+    for column in ("layer", "generic ms", "tuned ms", "speedup", "GFLOP/s", "schedule",
+                   "checked", "refused"):
+        table.add_column(column, justify="left" if column in ("layer", "schedule") else "right")
+    with Progress(*Progress.get_default_columns()[:1], BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=console, transient=True) as progress:
+        for workload in layers:
+            spec = workload.spec(dtype)
+            key = tuning.workload_key(Geometry.from_spec(spec))
+            if resume and store.get(key, tuning.target_key(target)) is not None:
+                table.add_row(workload.name, "", "", "", "", "recorded before (--resume)", "", "")
+                continue
+            task = progress.add_task(workload.name, total=1)
+
+            def report(description, done, total, task=task, name=workload.name):
+                progress.update(task, description=f"{name}: {description}", completed=done,
+                                total=max(total, 1))
+
+            result = tuning.tune(spec, target, trials=trials, database=database,
+                                 resume=resume, progress=report)
+            progress.remove_task(task)
+            measured = result.record.measured
+            table.add_row(workload.name, f"{result.generic_ms:.3f}", f"{result.best_ms:.3f}",
+                          f"{result.speedup:.2f}x", f"{measured['gflops']:.1f}",
+                          measured["chosen"], str(len(result.candidates)),
+                          str(len(result.refused)))
+            for candidate in result.refused:
+                console.print(f"  [yellow]refused[/] {workload.name} {candidate.name}: "
+                              f"{candidate.problem}")
+    console.print(table)
+    console.print(f"wrote {database}; compiles for {entry.name!r} now use these records "
+                  f"(a cached artifact built without them is rebuilt).")
