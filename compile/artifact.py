@@ -320,7 +320,7 @@ def _check(path: str, expected: dict | None, snapshot: bool):
     for key, value in (expected or {}).items():
         if manifest.get(key) != value:
             return f"manifest {key} is {manifest.get(key)!r}, expected {value!r}", None, None
-    reason, library = _library_problem(path, manifest, snapshot=snapshot)
+    reason, library = _verify_library(path, manifest, snapshot)
     return reason, manifest, library
 
 

@@ -232,3 +232,15 @@ def test_each_thread_has_its_own_input_buffer(cache_dir):
     for thread in threads:
         thread.join()
     assert not errors
+
+
+def test_artifact_problem_checks_without_a_snapshot(cache_dir, counts):
+    """artifact_problem (what an RPC session checks before uploading) hashes the file and
+    keeps no copy; load_artifact keeps the snapshot it hashed."""
+    artifact = make_op(cache_dir)._session.artifact
+    counts.update(read=0, sha256_file=0)
+    assert artifact_module.artifact_problem(artifact.path) is None
+    assert counts["read"] == 0 and counts["sha256_file"] == 1
+    loaded = artifact_module.load_artifact(artifact.path)
+    assert counts["read"] == 1 and loaded.library.sha256 == artifact.manifest["library_sha256"]
+    assert loaded.verified_library_bytes() == open(artifact.library_path, "rb").read()
