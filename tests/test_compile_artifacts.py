@@ -349,3 +349,14 @@ def test_several_outputs_by_name(cache_dir):
     np.testing.assert_array_equal(np.maximum(y, 0), z)
     only_z, = session.run(["Z"], {"X": x})
     np.testing.assert_array_equal(only_z, z)
+
+
+def test_compiler_version_names_the_kernel_version_without_importing_lowering():
+    """compiler_version reads the declared version from the sources (no import of the
+    lowering on a cache hit); it must be the one the lowering declares."""
+    from conv1d_transpose.compile import lowering
+
+    declared = getattr(lowering, "VERSION", None) or lowering.KERNEL_VERSION
+    assert cache_module.compiler_version().split("+")[0] == declared
+    assert cache_module._declared(b'x = 1\nKERNEL_VERSION = "k-3"\n', "KERNEL_VERSION") == "k-3"
+    assert cache_module._declared(b'    KERNEL_VERSION = "nested"\n', "KERNEL_VERSION") is None
