@@ -260,6 +260,11 @@ def build_options(entry: TargetEntry) -> dict:
         options["cuda_device_code"] = "nvcc-fatbin" if shutil.which("nvcc") else "source"
         if shutil.which("nvcc"):
             options["nvcc_flags"] = list(_build.NVCC_FLAGS)
+    if entry.family == "cpu":
+        # The user's tuning records choose CPU schedules: new records, new libraries.
+        # (The shipped records live in compile/, which compiler_version hashes.)
+        from .tuning import databases_digest
+        options["tuning"] = databases_digest()
     return options
 
 

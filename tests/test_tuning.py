@@ -1,0 +1,342 @@
+"""Tuning (compile/tuning.py, `conv1d-transpose tune`): keys, records, the searches, and
+that compiles apply what was recorded.
+
+Every candidate schedule is run against the numpy reference before it may be recorded
+(SPEC.md section 6: MetaSchedule once reported a wrong kernel as a fast one); these tests
+also make a wrong candidate on purpose and check that it is refused.
+"""
+import dataclasses
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from conv1d_transpose.cli import main
+from conv1d_transpose.compile import lowering, tuning
+from conv1d_transpose.compile.kernels import Geometry, schedule_cpu
+from conv1d_transpose.graph import ArgumentError, build_model, make_spec, max_error
+from conv1d_transpose.workloads import load_workloads
+
+tvm = pytest.importorskip("tvm")
+from tvm.relax.frontend.onnx import from_onnx  # noqa: E402
+
+# The shipped records are for this machine kind's host CPU; tests name it explicitly so
+# they check the records whatever CPU runs them.
+SHIPPED_TARGET = {"kind": "llvm", "mcpu": "znver4"}
+
+
+def target(**extra):
+    return tvm.target.Target({**SHIPPED_TARGET, **extra})
+
+
+def small_spec(layout="NWC", dtype="float32", stride=2, kernel=4, dilation=1, batch=1):
+    nwc = layout == "NWC"
+    width, cin, cout = 9, 16, 24
+    out = width * stride
+    return make_spec((batch, width, cin) if nwc else (batch, cin, width), (kernel, cout, cin),
+                     (batch, out, cout) if nwc else (batch, cout, out), stride, "SAME", layout,
+                     dilation, dtype)
+
+
+# --- keys and records ------------------------------------------------------------------
+
+
+def test_workload_key_names_every_integer_of_the_kernel():
+    base = Geometry(1, 10, 8, 20, 4, 4, 2, 1, 1, "NWC", "float32")
+    keys = {tuning.workload_key(base)}
+    for field, value in [("batch", 2), ("batch", None), ("in_width", 11), ("in_channels", 9),
+                         ("out_width", 21), ("out_channels", 5), ("kernel_width", 3),
+                         ("stride", 3), ("dilation", 2), ("pad_begin", 0),
+                         ("data_format", "NCW"), ("dtype", "float64")]:
+        keys.add(tuning.workload_key(dataclasses.replace(base, **{field: value})))
+    assert len(keys) == 13
+
+
+def test_target_key_ignores_the_core_count_but_not_the_cpu():
+    assert tuning.target_key(target()) == tuning.target_key(target(**{"num-cores": 7}))
+    assert tuning.target_key(target()) != tuning.target_key(
+        tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
+    assert tuning.target_key(target()) != tuning.target_key(
+        tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}))
+
+
+def record(workload="w", schedule=None, version=None):
+    return tuning.Record(workload, "llvm mcpu=znver4", version or tuning.KERNEL_VERSION,
+                         schedule or {"kind": "generic"}, {"ms": 1.0})
+
+
+def test_records_round_trip_through_a_readable_file(tmp_path):
+    path = tmp_path / "sub" / "records.json"
+    store = tuning.RecordStore(path)
+    store.put(record("a"))
+    store.put(record("b", {"kind": "plan", "plan": {"rows": 3}}))
+    store.save()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    again = tuning.RecordStore(path)
+    assert again.get("b", "llvm mcpu=znver4").schedule == {"kind": "plan", "plan": {"rows": 3}}
+    assert again.get("a", "llvm mcpu=skylake") is None
+    assert json.loads(path.read_text())["format"] == tuning.RECORDS_FORMAT
+
+
+def test_a_record_of_another_kernel_version_is_not_used(tmp_path):
+    store = tuning.RecordStore(tmp_path / "r.json")
+    store.put(record("a", version="polyphase-0"))
+    assert store.get("a", "llvm mcpu=znver4") is None
+
+
+@pytest.mark.parametrize("text, words", [
+    ("{not json", "cannot be read"),
+    ('{"format": 99, "records": []}', "not a format-1"),
+    ('{"format": 1, "records": [{"workload": "w"}]}', "record 0 must have exactly"),
+])
+def test_a_broken_database_is_refused_by_name(tmp_path, text, words):
+    path = tmp_path / "r.json"
+    path.write_text(text)
+    with pytest.raises(ArgumentError, match=words) as error:
+        tuning.RecordStore(path)
+    assert str(path) in str(error.value)
+
+
+def test_lookup_prefers_the_users_records_and_skips_a_broken_file(tmp_path):
+    geometry = Geometry.from_spec(small_spec())
+    key, tkey = tuning.workload_key(geometry), tuning.target_key(target())
+    user, shipped, broken = tmp_path / "user.json", tmp_path / "shipped.json", tmp_path / "b.json"
+    for path, chosen in ((user, "user"), (shipped, "shipped")):
+        store = tuning.RecordStore(path)
+        store.put(tuning.Record(key, tkey, tuning.KERNEL_VERSION, {"kind": "generic"},
+                                {"chosen": chosen}))
+        store.save()
+    broken.write_text("{")
+    assert tuning.lookup(geometry, target(), [str(user), str(shipped)]).measured["chosen"] == "user"
+    with pytest.warns(UserWarning, match="cannot be read"):
+        found = tuning.lookup(geometry, target(), [str(broken), str(shipped)])
+    assert found.measured["chosen"] == "shipped"
+    assert tuning.lookup(geometry, target(), [str(tmp_path / "missing.json")]) is None
+
+
+# --- the plan search -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("case", [
+    dict(layout="NWC"), dict(layout="NCW"), dict(stride=1, kernel=3, dilation=2),
+    dict(stride=3, kernel=6), dict(layout="NCW", stride=5, kernel=10, batch=2),
+    dict(dtype="float64"), dict(dtype="float16", stride=4, kernel=8),
+], ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
+def test_every_candidate_plan_computes_the_reference(case):
+    spec = small_spec(**case)
+    geometry = Geometry.from_spec(spec)
+    bench = tuning._Bench(spec, geometry, target())
+    plans = schedule_cpu.candidate_plans(geometry, schedule_cpu.describe_target(target()))
+    assert len(plans) > 4
+    for plan in plans:
+        candidate = tuning.Candidate("plan", {"kind": "plan", "plan": tuning.plan_to_dict(plan)})
+        assert bench.build(candidate), (plan, candidate.problem)
+
+
+def test_candidate_plans_start_with_the_generic_plan_and_are_distinct():
+    geometry = Geometry.from_spec(small_spec())
+    cpu = schedule_cpu.describe_target(target())
+    plans = schedule_cpu.candidate_plans(geometry, cpu)
+    assert plans[0] == schedule_cpu.plan(geometry, cpu)
+    assert len(set(map(repr, plans))) == len(plans)
+    assert {p.order for p in plans} == {"rows", "filters"}
+
+
+def lowered_schedule(spec, f, tvm_target):
+    mod, scheduled = lowering.apply(from_onnx(build_model(spec, f, form="explicit")), tvm_target)
+    assert scheduled
+    kernels = [func for _, func in mod.functions_items()
+               if isinstance(func, tvm.tirx.PrimFunc) and func.attrs
+               and "conv1d_transpose.schedule" in func.attrs]
+    assert len(kernels) == 1
+    return mod, str(kernels[0].attrs["conv1d_transpose.schedule"])
+
+
+def run_module(mod, tvm_target, x):
+    from tvm import relax
+
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm_target), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+
+
+def test_tune_records_a_checked_schedule_that_compiles_then_apply(tmp_path, monkeypatch):
+    database = tmp_path / "tuning.json"
+    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    spec = small_spec()
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(spec.input_shape).astype("float32")
+    f = rng.standard_normal(spec.filters_shape).astype("float32")
+    _, before = lowered_schedule(spec, f, target())
+    assert before == "generic"
+
+    seen = []
+    result = tuning.tune(spec, target(), progress=lambda d, i, n: seen.append((d, i, n)))
+    assert seen and seen[-1][0] == "final timing"
+    assert result.refused == [] and len(result.candidates) > 4
+    stored = tuning.RecordStore(database).get(tuning.workload_key(Geometry.from_spec(spec)),
+                                              tuning.target_key(target()))
+    assert stored == result.record
+    assert stored.measured["max_abs_error"] is not None and stored.measured["generic_ms"] > 0
+
+    mod, after = lowered_schedule(spec, f, target())
+    assert after == f"tuned:{stored.digest()}"
+    error, ok = max_error(run_module(mod, target(), x), x, f, spec)
+    assert ok, error
+
+
+def test_a_wrong_candidate_is_refused_and_never_recorded(tmp_path, monkeypatch):
+    spec = small_spec()
+    real = tuning.kernel_from_schedule
+
+    def wrong_for_plans(geometry, tvm_target, schedule):
+        if schedule["kind"] == "plan":
+            # Same shapes, outputs shifted by one: fast and wrong.
+            shifted = dataclasses.replace(geometry, pad_begin=geometry.pad_begin + 1)
+            return real(shifted, tvm_target, {"kind": "generic"})
+        return real(geometry, tvm_target, schedule)
+
+    monkeypatch.setattr(tuning, "kernel_from_schedule", wrong_for_plans)
+    result = tuning.tune(spec, target(), database=str(tmp_path / "t.json"), rounds=1)
+    assert result.refused and all("wrong result" in c.problem for c in result.refused)
+    assert result.record.schedule == {"kind": "generic"}
+    assert [c.name for c in result.candidates] == ["generic"]
+
+
+def test_a_record_that_no_longer_applies_falls_back_to_the_generic_schedule():
+    geometry = Geometry.from_spec(small_spec())
+    bogus = tuning.Record(tuning.workload_key(geometry), tuning.target_key(target()),
+                          tuning.KERNEL_VERSION,
+                          {"kind": "metaschedule", "out_tile": 16,
+                           "trace": [[["GetSBlock", [], ["no-such-block", "main"], ["b0"]]], []]},
+                          {})
+    with pytest.warns(UserWarning, match="does not apply"):
+        _, _, used = tuning.tuned_kernel(geometry, target(), bogus)
+    assert used is None
+
+
+# --- MetaSchedule ----------------------------------------------------------------------
+
+
+def test_metaschedule_trials_are_checked_and_resumable(tmp_path):
+    """A few MetaSchedule trials on a tiny layer: its best traces are replayed on the
+    kernel, run against the reference, and the search's database is kept to resume."""
+    spec = small_spec()
+    database = tmp_path / "tuning.json"
+    result = tuning.tune(spec, target(), trials=4, database=str(database), rounds=1)
+    tuned = [c for c in result.candidates + result.refused if c.name.startswith("metaschedule")]
+    assert tuned, "MetaSchedule produced no schedule to check"
+    for candidate in tuned:
+        # Each trace replays on a fresh kernel and was run against the reference.
+        assert candidate.error is not None or candidate.problem
+        func, _ = tuning.kernel_from_schedule(Geometry.from_spec(spec), target(),
+                                              candidate.schedule)
+        assert func.attrs is not None
+    (work_dir,) = (tmp_path / "metaschedule").iterdir()
+    records = (work_dir / "database_tuning_record.json").read_text().splitlines()
+    assert len(records) >= 1
+    assert result.record.measured["metaschedule_trials"] == 4
+
+
+@pytest.mark.slow
+def test_metaschedule_resumes_from_its_database(tmp_path):
+    spec = small_spec()
+    database = tmp_path / "tuning.json"
+    tuning.tune(spec, target(), trials=4, database=str(database), rounds=1)
+    (work_dir,) = (tmp_path / "metaschedule").iterdir()
+    first = len((work_dir / "database_tuning_record.json").read_text().splitlines())
+    tuning.tune(spec, target(), trials=4, database=str(database), rounds=1, resume=True)
+    assert len((work_dir / "database_tuning_record.json").read_text().splitlines()) > first
+
+
+# --- the shipped records ---------------------------------------------------------------
+
+
+def shipped():
+    return list(tuning.RecordStore(tuning.SHIPPED_RECORDS).records.values())
+
+
+def test_shipped_records_cover_the_suite_on_this_machine_kinds_host():
+    keys = {(r.workload, r.target) for r in shipped()}
+    tkey = tuning.target_key(target())
+    for workload in load_workloads():
+        assert (tuning.workload_key(Geometry.from_spec(workload.spec())), tkey) in keys, \
+            workload.name
+    for item in shipped():
+        assert item.kernel_version == tuning.KERNEL_VERSION
+        assert {"ms", "generic_ms", "date", "machine"} <= set(item.measured)
+
+
+@pytest.mark.parametrize("workload", [w.name for w in load_workloads()])
+def test_each_shipped_record_computes_the_reference(workload):
+    (layer,) = [w for w in load_workloads() if w.name == workload]
+    spec = layer.spec()
+    geometry = Geometry.from_spec(spec)
+    found = tuning.lookup(geometry, target(), [tuning.SHIPPED_RECORDS])
+    assert found is not None
+    bench = tuning._Bench(spec, geometry, target())
+    candidate = tuning.Candidate(workload, found.schedule)
+    assert bench.build(candidate), candidate.problem
+
+
+# --- the command -----------------------------------------------------------------------
+
+
+LAYER = ["--width", "9", "--cin", "16", "--cout", "24", "--kernel", "4", "--stride", "2"]
+
+
+def invoke(*args):
+    return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+
+
+def test_tune_command_writes_records_and_resume_skips_them(tmp_path):
+    database = tmp_path / "t.json"
+    result = invoke("tune", *LAYER, "--database", database)
+    assert result.exit_code == 0, result.output
+    assert "custom" in result.output and database.exists()
+    assert len(tuning.RecordStore(database).records) == 1
+    again = invoke("tune", *LAYER, "--database", database, "--resume")
+    assert again.exit_code == 0 and "recorded before" in again.output
+
+
+@pytest.mark.parametrize("args, words", [
+    (["--target", "cuda-sm80"], "tuning runs kernels on this machine's CPU"),
+    (["--trials", "-1"], "-1"),
+    (["--only", "nope"], "no workload 'nope'"),
+])
+def test_tune_command_refuses_what_it_cannot_do(args, words):
+    layer = [] if "--only" in args else LAYER
+    result = invoke("tune", *layer, *args)
+    assert result.exit_code == 2 and words in result.output, result.output
+
+
+def test_compile_command_says_which_schedule_the_kernel_got(tmp_path, monkeypatch):
+    model = tmp_path / "m.onnx"
+    assert invoke("export", *LAYER, "-o", model).exit_code == 0
+    result = invoke("compile", model, "-o", tmp_path / "a")
+    assert result.exit_code == 0 and "generic hand schedule" in result.output, result.output
+    database = tmp_path / "t.json"
+    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    assert invoke("tune", *LAYER, "--target", "host").exit_code == 0
+    result = invoke("compile", model, "-o", tmp_path / "b")
+    assert result.exit_code == 0 and "schedule: tuned" in result.output, result.output
+
+
+def test_new_user_records_change_the_cache_key(tmp_path, monkeypatch):
+    from conv1d_transpose.compile.artifact import build_options
+    from conv1d_transpose.compile.targets import get_target
+
+    database = tmp_path / "t.json"
+    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    entry = get_target("host")
+    before = build_options(entry)
+    store = tuning.RecordStore(database)
+    store.put(record("a"))
+    store.save()
+    after = build_options(entry)
+    assert before != after
+    store.put(record("b"))
+    store.save()
+    assert build_options(entry) != after
