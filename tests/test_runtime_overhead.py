@@ -244,3 +244,37 @@ def test_artifact_problem_checks_without_a_snapshot(cache_dir, counts):
     loaded = artifact_module.load_artifact(artifact.path)
     assert counts["read"] == 1 and loaded.library.sha256 == artifact.manifest["library_sha256"]
     assert loaded.verified_library_bytes() == open(artifact.library_path, "rb").read()
+
+
+THREADS_SCRIPT = """
+import glob, os, numpy as np
+import conv1d_transpose as ct
+op = ct.Conv1DTranspose(np.ones((4, 8, 8), np.float32), [1, 4096, 8], 2, backend="tvm",
+                        threads=2)
+op(np.ones((1, 2048, 8), np.float32))  # a call large enough to start TVM's workers
+full = os.sched_getaffinity(0)
+pinned = 0
+for task in glob.glob("/proc/self/task/*"):
+    allowed = os.sched_getaffinity(int(task.rsplit("/", 1)[1]))
+    pinned += allowed != full
+print("pinned", pinned)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux thread affinities and at least 2 CPUs")
+@pytest.mark.parametrize("bind, pinned", [(None, False), ("1", True)])
+def test_tvm_workers_are_left_unpinned_unless_the_user_asks(tmp_path, bind, pinned):
+    """TVM pins its workers by default; the OS then sometimes runs the caller on a
+    worker's core and every call takes twice as long (runtime/tvm_backend.py)."""
+    import subprocess
+    import sys
+
+    env = {key: value for key, value in os.environ.items() if key != "TVM_BIND_THREADS"}
+    if bind is not None:
+        env["TVM_BIND_THREADS"] = bind
+    result = subprocess.run([sys.executable, "-c", THREADS_SCRIPT], env=env, text=True,
+                            capture_output=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    count = int(result.stdout.split("pinned")[-1])
+    assert (count > 0) == pinned, result.stdout
