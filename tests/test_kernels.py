@@ -131,7 +131,8 @@ SCHEDULES = {
     "filters-ncw": ((1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NCW"), "filters"),
     # A filter panel larger than L2: the reduction is blocked (demucs-dec1-like, VALID).
     "filters-blocked": ((1, 9, 600, 40, 64, 8, 4, 1, "VALID", "NWC"), "filters-blocked"),
-    "filters-blocked-symbolic-batch": ((0, 9, 600, 40, 64, 8, 4, 1, "VALID", "NCW"),
+    # (NCW tiles are one vector wide, so a blocked NCW panel needs more input channels.)
+    "filters-blocked-symbolic-batch": ((0, 9, 2400, 40, 64, 8, 4, 1, "VALID", "NCW"),
                                        "filters-blocked"),
     # Stride 5, K = 2s, batch 3, output_padding 4.
     "stride5-batch3": ((3, 7, 48, 35, 48, 10, 5, 1, "SAME", "NWC"), "rows"),
