@@ -36,6 +36,8 @@ def test_wheel_has_one_top_level_package_with_every_stage(wheel):
     packages = {os.path.dirname(n).replace("/", ".") for n in names if n.endswith("/__init__.py")}
     assert stage_packages() <= packages, stage_packages() - packages
     assert "conv1d_transpose/targets.yaml" in names and "conv1d_transpose/workloads.yaml" in names
+    # The shipped tuning records travel with the compiler that reads them.
+    assert "conv1d_transpose/compile/tuning_records.json" in names
 
 
 @pytest.mark.slow
