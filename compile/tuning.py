@@ -212,7 +212,7 @@ def tuned_kernel(geometry: Geometry, target, record: Record | None = None):
             return func, layout, record
         except Exception as error:  # a record that no longer replays: never fail a build
             warnings.warn(f"tuning record for {record.workload} on {record.target} does not "
-                          f"apply ({type(error).__name__}: {error}); using the generic "
+                          f"apply ({_summary(error)}); using the generic "
                           f"schedule", stacklevel=2)
     from .kernels import build_kernel
 
