@@ -93,6 +93,12 @@ class TVMSession:
         # numpy array keeps the TVM tensor alive until the caller drops it.
         self._to_numpy = np.from_dlpack if self._on_cpu else (lambda t: t.numpy())
         self._local = threading.local()  # `_run_one`'s input buffer, one per thread
+        # The Relax VM keeps its registers in the VM object and tvm_ffi releases the GIL
+        # for the call: two threads in one VM at once corrupt each other's frames
+        # (measured: "Check failed: reg < frame->register_file.size()" and segfaults with
+        # 4 threads). onnxruntime's run is safe from any thread, so ours is too: one
+        # call at a time per session (TVM parallelizes inside the call anyway).
+        self._lock = threading.Lock()
 
     def get_inputs(self) -> list[NodeArg]:
         return list(self._inputs)
@@ -105,7 +111,8 @@ class TVMSession:
         check_feeds(feeds, self._inputs)
         arguments = [self._argument(feeds[arg.name], arg, dtype, shape) for arg, dtype, shape
                      in zip(self._inputs, self._input_dtypes, self._input_shapes)]
-        result = self._main(*arguments)
+        with self._lock:
+            result = self._main(*arguments)
         values = list(result) if len(self._outputs) > 1 else [result]
         to_numpy = self._to_numpy
         if output_names is None:
@@ -131,9 +138,14 @@ class TVMSession:
                 stage = self._local.stage
             except AttributeError:
                 stage = self._local.stage = _aligned_empty(array.shape, array.dtype)
-            np.copyto(stage, array)
-            return self._to_numpy(self._main(stage))
-        return self._to_numpy(self._main(self._device_array(array)))
+            with self._lock:
+                np.copyto(stage, array)
+                result = self._main(stage)
+            return self._to_numpy(result)
+        array = self._device_array(array)
+        with self._lock:
+            result = self._main(array)
+        return self._to_numpy(result)
 
     def _argument(self, value, arg: NodeArg, dtype: np.dtype, shape: tuple | None):
         array = value if type(value) is np.ndarray else np.asarray(value)
