@@ -670,7 +670,7 @@ def _make_command():
     # whichever of the two modules is imported first.
     import click
 
-    from .cli import _friendly_errors, console, layer_options, resolve_workload
+    from .cli import _friendly_errors, console, layer_options, select_workloads
 
     def split(values):
         return [v.strip() for value in values for v in value.split(",") if v.strip()]
@@ -695,21 +695,7 @@ def _make_command():
     def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
               quick, **layer):
         """Check every backend against the reference, then time them interleaved."""
-        flags = {k: v for k, v in layer.items() if k != "workloads_file"}
-        if any(v is not None for v in flags.values()):
-            if only:
-                raise click.UsageError("--only selects from the suite; it cannot be combined "
-                                       "with --workload or layer flags")
-            workloads = [resolve_workload(**layer)]
-        else:
-            workloads = load_workloads(layer["workloads_file"])
-            wanted = split(only)
-            unknown = [n for n in wanted if n not in {w.name for w in workloads}]
-            if unknown:
-                raise click.UsageError(f"--only: no workload {', '.join(map(repr, unknown))}; "
-                                       f"known: {', '.join(w.name for w in workloads)}")
-            if wanted:
-                workloads = [w for w in workloads if w.name in wanted]
+        workloads = select_workloads(only, layer)
         document = run_bench(workloads, split(backends) or None, dtype, repeat, threads, quick,
                              progress=sys.stderr.isatty(), rounds=rounds,
                              targets=split(targets) or None)

@@ -64,6 +64,27 @@ def resolve_workload(workload_name, workloads_file, **flags) -> Workload:
     return Workload(name="custom", **given)
 
 
+def select_workloads(only, layer) -> list[Workload]:
+    """The layers a suite command (bench, tune) runs: the one named by --workload or layer
+    flags, else the suite (or --workloads FILE) narrowed by --only (repeatable,
+    comma-separated)."""
+    from .workloads import load_workloads
+
+    flags = {k: v for k, v in layer.items() if k != "workloads_file"}
+    if any(v is not None for v in flags.values()):
+        if only:
+            raise click.UsageError("--only selects from the suite; it cannot be combined "
+                                   "with --workload or layer flags")
+        return [resolve_workload(**layer)]
+    workloads = load_workloads(layer["workloads_file"])
+    wanted = [v.strip() for value in only for v in value.split(",") if v.strip()]
+    unknown = [n for n in wanted if n not in {w.name for w in workloads}]
+    if unknown:
+        raise click.UsageError(f"--only: no workload {', '.join(map(repr, unknown))}; "
+                               f"known: {', '.join(w.name for w in workloads)}")
+    return [w for w in workloads if w.name in wanted] if wanted else workloads
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="conv1d-transpose")
 def main():

@@ -8,7 +8,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from .workloads import Workload, load_workloads
+from .workloads import Workload
 
 console = Console(width=None if sys.stdout.isatty() else 140)
 
@@ -16,7 +16,7 @@ console = Console(width=None if sys.stdout.isatty() else 140)
 def _make_command():
     # Built on first use, as bench's is: the command reuses cli.py's layer flags and
     # cli.py imports this module to register it.
-    from .cli import _friendly_errors, layer_options, resolve_workload
+    from .cli import _friendly_errors, layer_options, select_workloads
 
     @click.command("tune")
     @layer_options
@@ -45,21 +45,7 @@ def _make_command():
         record keeps the fastest correct one (the generic one unless another is at least
         3% faster).
         """
-        flags = {k: v for k, v in layer.items() if k != "workloads_file"}
-        if any(v is not None for v in flags.values()):
-            if only:
-                raise click.UsageError("--only selects from the suite; it cannot be combined "
-                                       "with --workload or layer flags")
-            layers = [resolve_workload(**layer)]
-        else:
-            layers = load_workloads(layer["workloads_file"])
-            wanted = [v.strip() for value in only for v in value.split(",") if v.strip()]
-            unknown = [n for n in wanted if n not in {w.name for w in layers}]
-            if unknown:
-                raise click.UsageError(f"--only: no workload {', '.join(map(repr, unknown))}; "
-                                       f"known: {', '.join(w.name for w in layers)}")
-            if wanted:
-                layers = [w for w in layers if w.name in wanted]
+        layers = select_workloads(only, layer)
         _tune(layers, target, targets_file, dtype, trials, resume, database)
 
     return tune
