@@ -3,10 +3,12 @@
 An artifact is a directory:
 
     lib.so          the host library (for CUDA targets it also carries the device code)
+    params.bin      the weights: `main`'s trailing parameters (compile/params.py); absent
+                    when the model has no large constants
     manifest.json   format, spec, inputs/outputs, exact target, versions, hashes, ...
 
 A library is machine code: `Artifact.load_module` loads it only after its sha256 matches
-the manifest. In our cache a mismatch (a truncated or edited file, a foreign TVM) means
+the manifest; `Artifact.load_params` likewise checks the weights' digest. In our cache a mismatch (a truncated or edited file, a foreign TVM) means
 "rebuild", with a warning that says why; an artifact directory the user hands us is
 refused with a BackendError that says why.
 """
@@ -30,6 +32,7 @@ from ..graph.errors import ArgumentError, BackendError
 from ..graph.onnx_export import spec_from_model
 from . import build as _build
 from . import cache as _cache
+from . import params as _params
 from .cache import ARTIFACT_FORMAT
 from .targets import TargetEntry, get_target
 
@@ -141,15 +144,17 @@ def _load_module(path: str):
 class Artifact:
     """A verified artifact directory and its manifest.
 
-    `library`: the snapshot of the library taken when the artifact was verified (by
-    `load_artifact` or `compile_model`), or None; `load_module` loads it instead of
-    reading and hashing the file again.
+    `library`, `params`: the snapshots of the library and of the weights taken when the
+    artifact was verified (by `load_artifact` or `compile_model`), or None;
+    `load_module` and `load_params` use them instead of reading and hashing the files
+    again.
     """
 
     path: str
     manifest: dict
     library: VerifiedLibrary | None = dataclasses.field(default=None, compare=False,
                                                         repr=False)
+    params: list | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def library_path(self) -> str:
@@ -213,6 +218,20 @@ class Artifact:
         directory others can write to) is never the one that runs.
         """
         return self.verified_library().load_module(os.path.basename(self.library_path))
+
+    def load_params(self) -> list:
+        """The weights `main` takes after the inputs (numpy arrays, 64-byte aligned and
+        private to this artifact), checked against the manifest's digest; [] when the
+        library carries them all."""
+        if self.manifest.get("params") is None:
+            return []
+        if self.params is not None:
+            return self.params
+        arrays, reason = _params.read_params(
+            os.path.join(self.path, _params.PARAMS_NAME), self.manifest["params"])
+        if reason:
+            raise BackendError(f"artifact {self.path}: {reason}; refusing to load it")
+        return arrays
 
 
 def sha256_file(path: str) -> str:
@@ -294,39 +313,48 @@ def artifact_problem(path: str, expected: dict | None = None) -> str | None:
 
     Checks: a readable manifest of our format with the keys the runtime reads, the TVM
     version against the installed one, every key of `expected` (e.g. target,
-    model_sha256, cache_key) against the manifest, and the library: a plain file (no
-    path, no symbolic link) inside `path` whose sha256 is the manifest's.
+    model_sha256, cache_key) against the manifest, the library: a plain file (no
+    path, no symbolic link) inside `path` whose sha256 is the manifest's, and likewise
+    the weights file and its digest.
     """
     return _check(path, expected, snapshot=False)[0]
 
 
 def _check(path: str, expected: dict | None, snapshot: bool):
-    """(`artifact_problem`'s reason, the manifest, the library's verified snapshot when
-    `snapshot` and there is no problem)."""
+    """(`artifact_problem`'s reason, the manifest, the library's verified snapshot and the
+    weights read when `snapshot` and there is no problem)."""
     manifest_path = os.path.join(path, MANIFEST_NAME)
     try:
         with open(manifest_path, encoding="utf-8") as file:
             manifest = json.load(file)
     except FileNotFoundError:
-        return f"no {MANIFEST_NAME}", None, None
+        return f"no {MANIFEST_NAME}", None, None, None
     except (OSError, ValueError) as error:
-        return f"{MANIFEST_NAME} is unreadable ({error})", None, None
+        return f"{MANIFEST_NAME} is unreadable ({error})", None, None, None
     if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
         got = manifest.get("format") if isinstance(manifest, dict) else None
-        return f"manifest format is {got!r}, expected {ARTIFACT_FORMAT!r}", None, None
+        return f"manifest format is {got!r}, expected {ARTIFACT_FORMAT!r}", None, None, None
     for key, kind in _REQUIRED.items():
         if not isinstance(manifest.get(key), kind):
             return (f"manifest {key} is {manifest.get(key)!r}, expected a {kind.__name__}",
-                    None, None)
+                    None, None, None)
+    reason = "manifest has no params entry" if "params" not in manifest else \
+        _params.entry_problem(manifest["params"])
+    if reason:
+        return reason, None, None, None
     installed = _cache.versions()["tvm"]
     if manifest.get("tvm_version") != installed:
         return (f"built by TVM {manifest.get('tvm_version')!r}, but TVM {installed!r} is "
-                f"installed"), None, None
+                f"installed"), None, None, None
     for key, value in (expected or {}).items():
         if manifest.get(key) != value:
-            return f"manifest {key} is {manifest.get(key)!r}, expected {value!r}", None, None
+            return (f"manifest {key} is {manifest.get(key)!r}, expected {value!r}", None,
+                    None, None)
     reason, library = _verify_library(path, manifest, snapshot)
-    return reason, manifest, library
+    if reason:
+        return reason, manifest, None, None
+    reason, arrays = _verify_params(path, manifest)
+    return reason, manifest, library, (arrays if snapshot else None)
 
 
 def _library_problem(path: str, manifest: dict, snapshot: bool = False):
@@ -360,6 +388,19 @@ def _verify_library(path: str, manifest: dict, snapshot: bool):
 
 
 
+def _verify_params(path: str, manifest: dict):
+    """(why the weights file is unusable or None, its arrays) for a checked manifest."""
+    if manifest["params"] is None:
+        return None, None
+    name = _params.PARAMS_NAME
+    file = os.path.join(path, name)
+    if os.path.islink(file):
+        return f"params file {name!r} is a symbolic link", None
+    if not os.path.isfile(file):
+        return f"params file {name!r} is missing", None
+    return _params.read_params(file, manifest["params"])[::-1]
+
+
 def load_artifact(path, expected: dict | None = None) -> Artifact:
     """A user-given artifact directory, verified (see `artifact_problem`).
 
@@ -369,10 +410,10 @@ def load_artifact(path, expected: dict | None = None) -> Artifact:
     path = os.fspath(path)
     if not os.path.isdir(path):
         raise BackendError(f"artifact {path!r} is not a directory")
-    reason, manifest, library = _check(path, expected, snapshot=True)
+    reason, manifest, library, arrays = _check(path, expected, snapshot=True)
     if reason:
         raise BackendError(f"artifact {path}: {reason}")
-    return Artifact(os.path.abspath(path), manifest, library)
+    return Artifact(os.path.abspath(path), manifest, library, arrays)
 
 
 def write_artifact(directory: str, model: onnx.ModelProto, entry: TargetEntry, *,
@@ -390,6 +431,7 @@ def write_artifact(directory: str, model: onnx.ModelProto, entry: TargetEntry, *
         "format": ARTIFACT_FORMAT,
         "library": export["library"],
         "library_sha256": sha256_file(os.path.join(directory, export["library"])),
+        "params": _params.write_params(directory, result.params),
         "model_sha256": model_sha256,
         "model_opset": model_opset(model),
         "spec": _spec_json(model),
@@ -556,9 +598,9 @@ def _build_into_cache(root, key, final, expected, model, entry, model_sha256,
 def _cached(final: str, expected: dict, warn: bool) -> Artifact | None:
     if not os.path.isdir(final):
         return None
-    reason, manifest, library = _check(final, expected, snapshot=True)
+    reason, manifest, library, arrays = _check(final, expected, snapshot=True)
     if reason is None:
-        return Artifact(os.path.abspath(final), manifest, library)
+        return Artifact(os.path.abspath(final), manifest, library, arrays)
     if warn:
         warnings.warn(f"rebuilding cached artifact {final}: {reason}", ArtifactWarning,
                       stacklevel=3)
@@ -575,7 +617,10 @@ def _copy_artifact(artifact: Artifact, out_dir: str, expected: dict) -> Artifact
     os.makedirs(parent, exist_ok=True)
     temp = _cache.make_temp_dir(parent)
     try:
-        for name in (artifact.manifest["library"], MANIFEST_NAME):
+        names = [artifact.manifest["library"], MANIFEST_NAME]
+        if artifact.manifest.get("params") is not None:
+            names.append(_params.PARAMS_NAME)
+        for name in names:
             shutil.copy2(os.path.join(artifact.path, name), os.path.join(temp, name))
         os.chmod(temp, 0o755)
         # The old artifact is deleted only once the new one is in place: a crash in between

@@ -48,21 +48,27 @@ class BuildResult:
     target: object  # tvm.target.Target
     scheduled: bool
     options: dict
+    # Constants lifted out of `main` (see compile/params.py): its trailing parameters.
+    params: list = dataclasses.field(default_factory=list)
 
 
 def build(mod, target_entry: TargetEntry) -> BuildResult:
     """Compile a Relax module (from `importer.import_onnx`) for `target_entry`.
 
     The fast-kernel lowering (`lowering.apply`) runs first and says whether every
-    conv1d_transpose got a scheduled kernel; that flag goes into the manifest.
+    conv1d_transpose got a scheduled kernel; that flag goes into the manifest. Then the
+    large constants of `main` (the packed filters) become its trailing parameters, whose
+    values the artifact keeps outside the library (compile/params.py).
     """
     import tvm
     from tvm import relax
 
     from .lowering import apply as lower_kernels
+    from .params import lift_constants
 
     target = target_entry.tvm_target()
     mod, scheduled = lower_kernels(mod, target)
+    mod, params = lift_constants(mod)
     options = {"relax_pipeline": "default"}
     pipeline = "default"
     if target_entry.family == "cuda":
@@ -75,7 +81,7 @@ def build(mod, target_entry: TargetEntry) -> BuildResult:
         options["relax_pipeline"] = "cuda-default (tvm.s_tir.dlight gpu rules)"
     executable = tvm.compile(mod, target=target, relax_pipeline=pipeline)
     return BuildResult(executable=executable, entry=target_entry, target=target,
-                       scheduled=bool(scheduled), options=options)
+                       scheduled=bool(scheduled), options=options, params=params)
 
 
 def export_library(result: BuildResult, directory: str) -> dict:

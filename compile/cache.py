@@ -28,7 +28,7 @@ ENV_CACHE_DIR = "CONV1D_TRANSPOSE_CACHE_DIR"
 APP_NAME = "conv1d-transpose"
 
 # Bump when the artifact layout or manifest changes meaning.
-ARTIFACT_FORMAT = "conv1d-transpose-artifact/1"
+ARTIFACT_FORMAT = "conv1d-transpose-artifact/2"  # 2: weights in params.bin
 
 
 def default_cache_dir() -> str:

@@ -297,7 +297,9 @@ def load_targets(path=None) -> dict[str, TargetEntry]:
     path = os.fspath(path) if path is not None else default_targets_path()
     try:
         with open(path, encoding="utf-8") as file:
-            data = yaml.safe_load(file)
+            # libyaml's loader where PyYAML has it: every session reads this file, and the
+            # pure-Python loader takes 7 ms of it against 1 ms (Zen 4, 2026-11-25).
+            data = _safe_load(file)
     except FileNotFoundError:
         raise ArgumentError(f"{path}: targets file not found") from None
     except OSError as error:
@@ -305,6 +307,15 @@ def load_targets(path=None) -> dict[str, TargetEntry]:
     except yaml.YAMLError as error:
         raise ArgumentError(f"{path}: not valid YAML: {error}") from None
     return parse_targets(data, path)
+
+
+def _safe_load(stream):
+    """yaml.safe_load, through libyaml's safe loader where PyYAML was built with it."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)(stream)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def parse_targets(data, source: str = "<memory>") -> dict[str, TargetEntry]:

@@ -231,7 +231,7 @@ def _target_text(target: dict) -> str:
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Artifact cache (default: ~/.cache/conv1d-transpose; env CONV1D_TRANSPOSE_CACHE_DIR).")
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory to write the artifact (library + manifest.json) to.")
+              help="Directory to write the artifact (library, weights, manifest.json) to.")
 @_friendly_errors
 def compile_command(model_path, target, targets_file, cache_dir, out_dir):
     """Compile an ONNX model with TVM for a target into a verified artifact."""
@@ -245,6 +245,10 @@ def compile_command(model_path, target, targets_file, cache_dir, out_dir):
                   f"({_target_text(manifest['target'])})")
     console.print(f"  library {os.path.basename(artifact.library_path)} sha256 "
                   f"{manifest['library_sha256'][:16]}..., TVM {manifest['tvm_version']}")
+    if manifest.get("params"):
+        params = manifest["params"]
+        console.print(f"  weights {params['file']}: {len(params['tensors'])} tensor(s), "
+                      f"{params['bytes'] / 1e6:.1f} MB, passed to main after the inputs")
     if artifact.scheduled:
         console.print("  kernel: the scheduled polyphase conv1d_transpose kernel")
         console.print(f"  schedule: {_schedule_note(artifact, target, targets_file)}")

@@ -90,6 +90,9 @@ class RPCSession:
                     self._device = self._remote.cpu(0)
                     self._vm = relax.VirtualMachine(module, self._device)
                     self._main = self._vm["main"]
+                    # The weights go to the device once per session, not once per call.
+                    self._params = [tvm.runtime.tensor(array, self._device)
+                                    for array in self.artifact.load_params()]
                 break
             except Exception as error:  # TVM raises its own errors from the device
                 self._connection.failed(error)
@@ -131,7 +134,7 @@ class RPCSession:
                                    f"{self._connection.crash_note()}; open a new session")
             try:
                 arguments = [self._tensor(array, self._device) for array in arrays]
-                result = self._main(*arguments)
+                result = self._main(*arguments, *self._params)
                 values = list(result) if len(self._outputs) > 1 else [result]
                 if output_names is None:
                     return [value.numpy() for value in values]
@@ -157,7 +160,7 @@ class RPCSession:
 
     def close(self) -> None:
         """Drop the remote session now (the device is freed, for a tracker's next request)."""
-        for attribute in ("_main", "_vm", "_device", "_remote", "_connection"):
+        for attribute in ("_main", "_params", "_vm", "_device", "_remote", "_connection"):
             self.__dict__.pop(attribute, None)
 
 

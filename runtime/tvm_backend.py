@@ -4,7 +4,8 @@
     [y] = session.run(None, {"input": x})
 
 The model is compiled (or taken from the cache) once, in the constructor; `run` only
-converts the feeds, calls the VM's cached `main` and copies the outputs out.
+converts the feeds, calls the VM's cached `main` (with the artifact's weights after the
+inputs) and hands the outputs out.
 """
 from __future__ import annotations
 
@@ -83,6 +84,11 @@ class TVMSession:
         self._vm = relax.VirtualMachine(self.artifact.load_module(), self._device,
                                         memory_cfg="pooled")
         self._main = self._vm["main"]
+        # The weights `main` takes after the inputs: on the CPU TVM reads the artifact's
+        # aligned arrays in place (DLPack), on a GPU they are copied there once.
+        self._params = tuple(
+            self._from_dlpack(array) if self._on_cpu else self._tensor(array, self._device)
+            for array in self.artifact.load_params())
         self._inputs, self._outputs, self._input_dtypes, self._output_index = \
             io_signature(self.artifact)
         # A fully static shape is checked with one tuple comparison on the hot path.
@@ -112,7 +118,7 @@ class TVMSession:
         arguments = [self._argument(feeds[arg.name], arg, dtype, shape) for arg, dtype, shape
                      in zip(self._inputs, self._input_dtypes, self._input_shapes)]
         with self._lock:
-            result = self._main(*arguments)
+            result = self._main(*arguments, *self._params)
         values = list(result) if len(self._outputs) > 1 else [result]
         to_numpy = self._to_numpy
         if output_names is None:
@@ -140,11 +146,11 @@ class TVMSession:
                 stage = self._local.stage = _aligned_empty(array.shape, array.dtype)
             with self._lock:
                 np.copyto(stage, array)
-                result = self._main(stage)
+                result = self._main(stage, *self._params)
             return self._to_numpy(result)
         array = self._device_array(array)
         with self._lock:
-            result = self._main(array)
+            result = self._main(array, *self._params)
         return self._to_numpy(result)
 
     def _argument(self, value, arg: NodeArg, dtype: np.dtype, shape: tuple | None):
