@@ -35,18 +35,21 @@ def _make_command():
     @click.option("--database", type=click.Path(dir_okay=False),
                   help="Records file (default: ~/.local/share/conv1d-transpose/tuning.json; "
                        "env CONV1D_TRANSPOSE_TUNING). Compiles read it.")
+    @click.option("--processes", default=5, show_default=True, type=click.IntRange(min=0),
+                  help="Fresh processes that time the finalists, one after another; a "
+                       "schedule must beat the generic one in each (0: this process only).")
     @_friendly_errors
-    def tune(only, target, targets_file, dtype, trials, resume, database, **layer):
+    def tune(only, target, targets_file, dtype, trials, resume, database, processes, **layer):
         """Tune the kernel for layers on a CPU target (default: every workload of the
         suite); compiles then apply the records.
 
         Every candidate schedule is checked against the numpy reference before it is
-        timed; the finalists are re-timed interleaved with the generic schedule, and the
-        record keeps the fastest correct one (the generic one unless another is at least
-        3% faster).
+        timed; the finalists are re-timed interleaved with the generic schedule in fresh
+        processes, and the record keeps the correct one that is fastest in every process
+        (the generic one unless another is at least 3% faster in each).
         """
         layers = select_workloads(only, layer)
-        _tune(layers, target, targets_file, dtype, trials, resume, database)
+        _tune(layers, target, targets_file, dtype, trials, resume, database, processes)
 
     return tune
 
@@ -60,7 +63,8 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resume, database):
+def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resume, database,
+          processes=5):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from .compile import tuning
@@ -101,7 +105,7 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
                                 total=max(total, 1))
 
             result = tuning.tune(spec, target, trials=trials, database=database,
-                                 resume=resume, progress=report)
+                                 resume=resume, progress=report, processes=processes)
             progress.remove_task(task)
             measured = result.record.measured
             table.add_row(workload.name, f"{result.generic_ms:.3f}", f"{result.best_ms:.3f}",

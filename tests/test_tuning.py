@@ -18,6 +18,7 @@ from conv1d_transpose.cli import main
 from conv1d_transpose.compile import lowering, tuning
 from conv1d_transpose.compile.kernels import Geometry, schedule_cpu
 from conv1d_transpose.graph import ArgumentError, build_model, make_spec, max_error
+from conv1d_transpose.graph.errors import BackendError
 from conv1d_transpose.workloads import load_workloads
 
 tvm = pytest.importorskip("tvm")
@@ -179,8 +180,11 @@ def test_tune_records_a_checked_schedule_that_compiles_then_apply(tmp_path, monk
     assert before == "generic"
 
     seen = []
-    result = tuning.tune(spec, target(), progress=lambda d, i, n: seen.append((d, i, n)))
+    result = tuning.tune(spec, target(), progress=lambda d, i, n: seen.append((d, i, n)),
+                         processes=2)
     assert seen and seen[-1][0] == "final timing"
+    assert ("final timing (process 2 of 2)", 1, 2) in seen
+    assert result.record.measured["processes"] == 2
     assert result.refused == [] and len(result.candidates) > 4
     stored = tuning.RecordStore(database).get(tuning.workload_key(Geometry.from_spec(spec)),
                                               tuning.target_key(target()))
@@ -205,10 +209,44 @@ def test_a_wrong_candidate_is_refused_and_never_recorded(tmp_path, monkeypatch):
         return real(geometry, tvm_target, schedule)
 
     monkeypatch.setattr(tuning, "kernel_from_schedule", wrong_for_plans)
-    result = tuning.tune(spec, target(), database=str(tmp_path / "t.json"), rounds=1)
+    # (processes=0: the monkeypatch lives in this process only.)
+    result = tuning.tune(spec, target(), database=str(tmp_path / "t.json"), rounds=1,
+                         processes=0)
     assert result.refused and all("wrong result" in c.problem for c in result.refused)
     assert result.record.schedule == {"kind": "generic"}
     assert [c.name for c in result.candidates] == ["generic"]
+
+
+def test_a_plan_must_beat_the_generic_schedule_in_every_process():
+    def finalists():
+        return [tuning.Candidate(name, {"kind": name}) for name in ("steady", "bimodal",
+                                                                     "generic")]
+    # Seconds per run in three processes: "bimodal" is fastest in two and slow in one.
+    runs = {"steady": [0.95, 0.96, 0.95], "bimodal": [0.80, 1.30, 0.80],
+            "generic": [1.0, 1.0, 1.0]}
+    per_process = [[[runs[name][p]] * 3 for name in ("steady", "bimodal", "generic")]
+                   for p in range(3)]
+    candidates = finalists()
+    assert tuning._pick(candidates, candidates[2], per_process).name == "steady"
+    assert candidates[1].ms == pytest.approx(800.0) and len(candidates[1].times) == 9
+    # Only 2% faster in the worst process: under MIN_GAIN, the generic schedule stays.
+    runs["steady"] = [0.95, 0.98, 0.95]
+    per_process = [[[runs[name][p]] * 3 for name in ("steady", "bimodal", "generic")]
+                   for p in range(3)]
+    candidates = finalists()
+    assert tuning._pick(candidates, candidates[2], per_process).name == "generic"
+
+
+def test_a_failing_timing_process_is_a_clear_error(monkeypatch, tmp_path):
+    import subprocess
+    spec = small_spec()
+
+    def failing(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 1, "", "Traceback...\nMemoryError: boom\n")
+
+    monkeypatch.setattr(tuning.subprocess, "run", failing)
+    with pytest.raises(BackendError, match=r"timing process failed \(exit 1\): MemoryError: boom"):
+        tuning.tune(spec, target(), database=str(tmp_path / "t.json"), rounds=1, processes=1)
 
 
 def test_a_record_that_no_longer_applies_falls_back_to_the_generic_schedule():
@@ -297,7 +335,7 @@ def invoke(*args):
 
 def test_tune_command_writes_records_and_resume_skips_them(tmp_path):
     database = tmp_path / "t.json"
-    result = invoke("tune", *LAYER, "--database", database)
+    result = invoke("tune", *LAYER, "--database", database, "--processes", "1")
     assert result.exit_code == 0, result.output
     assert "custom" in result.output and database.exists()
     assert len(tuning.RecordStore(database).records) == 1
@@ -309,6 +347,7 @@ def test_tune_command_writes_records_and_resume_skips_them(tmp_path):
     (["--target", "cuda-sm80"], "tuning runs kernels on this machine's CPU"),
     (["--target", "rpi4"], "cannot be tuned here"),
     (["--trials", "-1"], "-1"),
+    (["--processes", "-1"], "-1"),
     (["--only", "nope"], "no workload 'nope'"),
 ])
 def test_tune_command_refuses_what_it_cannot_do(args, words):
@@ -324,7 +363,7 @@ def test_compile_command_says_which_schedule_the_kernel_got(tmp_path, monkeypatc
     assert result.exit_code == 0 and "generic hand schedule" in result.output, result.output
     database = tmp_path / "t.json"
     monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
-    assert invoke("tune", *LAYER, "--target", "host").exit_code == 0
+    assert invoke("tune", *LAYER, "--target", "host", "--processes", "0").exit_code == 0
     result = invoke("compile", model, "-o", tmp_path / "b")
     assert result.exit_code == 0 and "schedule: tuned" in result.output, result.output
 
