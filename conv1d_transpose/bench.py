@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import gc
 import importlib.metadata
 import json
 import math
@@ -71,15 +72,18 @@ def _tvm_runner(spec, filters, threads, target="host") -> Runner:
                              threads=threads, cache_dir=cache_dir)
         return op, time.perf_counter() - start
 
-    # Both costs a user sees: a build into an empty cache, then a cache hit (load only),
-    # the median of three: right after a build, this VM's first touch of freshly freed
-    # memory can cost more than the load itself (demucs-dec1: 167-335 ms first, against
-    # 75-100 ms for later hits, one-off runs 2026-11-25).
+    # Both costs a user sees: a build into an empty cache, then a cache hit (load only):
+    # the median of three loads, each made with no other instance of the layer alive, as
+    # in a process that starts up. With the previous instance still holding its 128 MB,
+    # demucs-dec1's hit took 58-335 ms on this VM (first touch of fresh memory), one-off
+    # runs 2026-11-25.
     with tempfile.TemporaryDirectory(prefix="conv1d-transpose-bench-") as cache_dir:
         os.chmod(cache_dir, 0o700)
-        _, compile_s = make(cache_dir)
+        op, compile_s = make(cache_dir)
         loads = []
         for _ in range(3):
+            del op
+            gc.collect()
             op, seconds = make(cache_dir)
             loads.append(seconds)
         load_s = statistics.median(loads)
