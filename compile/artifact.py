@@ -398,7 +398,8 @@ def _verify_params(path: str, manifest: dict):
         return f"params file {name!r} is a symbolic link", None
     if not os.path.isfile(file):
         return f"params file {name!r} is missing", None
-    return _params.read_params(file, manifest["params"])[::-1]
+    arrays, reason = _params.read_params(file, manifest["params"])
+    return reason, arrays
 
 
 def load_artifact(path, expected: dict | None = None) -> Artifact:

@@ -66,8 +66,7 @@ def lift_constants(mod, min_bytes: int = MIN_BYTES):
     params = [var for var, _ in lifted.values()]
     new_main = relax.Function(list(main.params) + params, body, main.ret_ty, main.is_pure,
                               main.attrs, main.span)
-    mod = mod.clone() if hasattr(mod, "clone") else tvm.IRModule(dict(mod.functions_items()),
-                                                                  attrs=mod.attrs)
+    mod = mod.clone()
     mod[mod.get_global_var("main")] = new_main
     return mod, [array for _, array in lifted.values()]
 
