@@ -8,9 +8,10 @@ An artifact is a directory:
     manifest.json   format, spec, inputs/outputs, exact target, versions, hashes, ...
 
 A library is machine code: `Artifact.load_module` loads it only after its sha256 matches
-the manifest; `Artifact.load_params` likewise checks the weights' digest. In our cache a mismatch (a truncated or edited file, a foreign TVM) means
-"rebuild", with a warning that says why; an artifact directory the user hands us is
-refused with a BackendError that says why.
+the manifest; `Artifact.load_params` likewise checks the weights' digest. In our cache a
+mismatch (a truncated or edited file, a foreign TVM) means "rebuild", with a warning that
+says why; an artifact directory the user hands us is refused with a BackendError that
+says why.
 """
 from __future__ import annotations
 

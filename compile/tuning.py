@@ -442,9 +442,8 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
             report("final timing", index, rounds)
             for candidate in finalists:
                 bench.time(candidate, repeat=3)
-        best = min(finalists, key=lambda c: c.ms)
-        if best is not generic and generic.ms < best.ms * MIN_GAIN:
-            best = generic
+        # This process as the only one: the same rule as across processes.
+        best = _pick(finalists, generic, [[list(c.times) for c in finalists]])
     record = Record(
         workload=workload_key(geometry), target=target_key(target),
         kernel_version=KERNEL_VERSION, schedule=best.schedule,

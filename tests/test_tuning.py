@@ -237,6 +237,11 @@ def test_a_plan_must_beat_the_generic_schedule_in_every_process():
     assert tuning._pick(candidates, candidates[2], per_process).name == "generic"
 
 
+def test_tune_refuses_a_negative_process_count(tmp_path):
+    with pytest.raises(ArgumentError, match=r"processes=-1 must be >= 0"):
+        tuning.tune(small_spec(), target(), database=str(tmp_path / "t.json"), processes=-1)
+
+
 def test_a_failing_timing_process_is_a_clear_error(monkeypatch, tmp_path):
     import subprocess
     spec = small_spec()
