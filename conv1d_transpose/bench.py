@@ -31,7 +31,7 @@ import numpy as np
 from .graph.errors import ArgumentError, Conv1DTransposeError
 from .graph.reference import max_error
 from .peers import Runner, Unavailable, tensorflow_runner, torch_runner
-from .workloads import Workload, load_workloads
+from .workloads import load_workloads
 
 # How much timing: calls per timed batch (`repeat`), interleaved rounds, untimed warm-up
 # calls, the pause before each batch, and the most seconds one batch may take (a slow
