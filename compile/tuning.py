@@ -301,16 +301,79 @@ class Candidate:
     problem: str | None = None
 
 
+@dataclasses.dataclass(frozen=True)
+class RemoteTarget:
+    """Where a target's kernels run when tuning over TVM RPC: the target's name, its
+    targets.yaml `rpc` block and the cross compiler that links its libraries."""
+
+    name: str
+    rpc: dict
+    cross_compiler: str | None = None
+
+    @classmethod
+    def from_entry(cls, entry) -> "RemoteTarget":
+        return cls(entry.name, dict(entry.rpc), entry.cross_compiler if entry.is_cross else None)
+
+
+class _Remote:
+    """One RPC session to the device of a RemoteTarget, opened when first needed and
+    closed (`close`) while something else needs the device: a TVM RPC server serves one
+    session at a time, so the timing processes and MetaSchedule's runner could not
+    connect while this one is held."""
+
+    def __init__(self, remote: RemoteTarget):
+        from .targets import rpc_address, rpc_endpoint
+
+        self.remote = remote
+        self.endpoint = rpc_endpoint(remote.rpc)  # BackendError if an emulated one is down
+        self.address = rpc_address(self.endpoint)
+        self.emulated = "emulated" in self.endpoint
+        self.session = None
+        self.uploads = 0
+        self._dir = tempfile.TemporaryDirectory(prefix="conv1d-transpose-tune-")
+
+    @property
+    def device(self):
+        if self.session is None:
+            from ..runtime.rpc_backend import connect
+
+            self.session, self.address = connect(self.endpoint,
+                                                 what=f"target {self.remote.name!r}")
+        return self.session.cpu(0)
+
+    def load(self, executable):
+        """The remote module of a compiled kernel: linked here, uploaded, loaded there.
+        Every upload gets a new name: the server must never overwrite a library it has
+        loaded (runtime/rpc_backend.py, _Connection)."""
+        from tvm.support import cc
+
+        device = self.device  # connects
+        self.uploads += 1
+        name = f"conv1d-transpose-tune-{os.getpid()}-{self.uploads}.so"
+        path = os.path.join(self._dir.name, name)
+        if self.remote.cross_compiler:
+            executable.export_library(path, fcompile=cc.cross_compiler(self.remote.cross_compiler))
+        else:
+            executable.export_library(path)
+        self.session.upload(path, name)
+        return self.session.load_module(name), device
+
+    def close(self) -> None:
+        import gc
+
+        self.session = None
+        gc.collect()  # the session's socket closes when its last reference goes
+
+
 class _Bench:
-    """Builds candidates for one shape, checks them against the reference, times them."""
+    """Builds candidates for one shape, checks them against the reference, times them:
+    on this machine's CPU, or on a remote device (`remote`, a RemoteTarget)."""
 
-    def __init__(self, spec, geometry, target):
-        import tvm
-
+    def __init__(self, spec, geometry, target, remote: RemoteTarget | None = None):
         from ..graph.reference import max_error
 
         self.spec, self.geometry, self.target = spec, geometry, target
-        self.device = tvm.cpu(0)
+        self.remote = _Remote(remote) if remote is not None else None
         rng = np.random.default_rng(0)
         self.x = rng.standard_normal(spec.input_shape).astype(spec.dtype)
         scale = 1.0 / np.sqrt(max(spec.in_channels * spec.kernel_width, 1))
@@ -321,34 +384,48 @@ class _Bench:
         """Build, run once and verify; False (with `problem`) for a wrong or failed one."""
         import tvm
 
+        if self.remote is not None:
+            self.remote.device  # connect first: an unreachable device is a BackendError
         try:
             func, layout = kernel_from_schedule(self.geometry, self.target, candidate.schedule)
-            lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                              target=self.target).jit()
+            executable = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol",
+                                                                          "main")}),
+                                     target=self.target)
         except Exception as error:
             candidate.problem = f"does not build: {_summary(error)}"
             return False
+        if self.remote is None:
+            lib, device = executable.jit(), tvm.cpu(0)
+        else:
+            lib, device = self.remote.load(executable)
         packed = pack_filters(np.ascontiguousarray(self.filters), layout)
-        args = [tvm.runtime.tensor(self.x, self.device),
-                tvm.runtime.tensor(packed, self.device),
-                tvm.runtime.empty(self.spec.output_shape, self.spec.dtype, self.device)]
+        args = [tvm.runtime.tensor(self.x, device),
+                tvm.runtime.tensor(packed, device),
+                tvm.runtime.empty(self.spec.output_shape, self.spec.dtype, device)]
         lib["main"](*args)
         error, ok = self._max_error(args[2].numpy(), self.x, self.filters, self.spec)
         candidate.error = float(error)
         if not ok:
             candidate.problem = f"wrong result (max abs error {error:.3g})"
             return False
-        candidate.runner = (lib["main"], args, lib)
+        candidate.runner = (lib, args, device)
         return True
 
     def time(self, candidate: Candidate, repeat: int = 5) -> float:
-        function, args, lib = candidate.runner
-        evaluator = lib.time_evaluator("main", self.device, number=1, repeat=repeat,
+        lib, args, device = candidate.runner
+        evaluator = lib.time_evaluator("main", device, number=1, repeat=repeat,
                                        min_repeat_ms=40)
         results = list(evaluator(*args).results)
         candidate.times.extend(results)
         candidate.ms = 1e3 * statistics.median(candidate.times)
         return candidate.ms
+
+    def release(self, candidates) -> None:
+        """Drop the candidates' builds; over RPC, also hand the device back."""
+        for candidate in candidates:
+            candidate.runner = None
+        if self.remote is not None:
+            self.remote.close()
 
 
 def _summary(error: Exception) -> str:
@@ -374,7 +451,7 @@ class TuneResult:
 
 def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: bool = True,
          progress=None, seed: int = 0, rounds: int = 5, threads: int | None = None,
-         processes: int = PROCESSES) -> TuneResult:
+         processes: int = PROCESSES, remote: RemoteTarget | None = None) -> TuneResult:
     """Tune the kernel of `spec` for `target` (a CPU `tvm.target.Target`) and store the
     record in `database` (default `default_database()`).
 
@@ -386,13 +463,18 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
       rounds: interleaved timing rounds of the finalists (in each process).
       threads: CPU threads to time with (default: the runtime's, one per physical core).
       processes: fresh processes that time the finalists (0: this process only, which
-        can be fooled by a kernel whose speed changes from process to process).
+        can be fooled by a kernel whose speed changes from process to process). Over
+        RPC, each one opens its own session, which the device serves in a fresh process.
+      remote: run the candidates on this device over TVM RPC (built here, linked with its
+        cross compiler, uploaded; MetaSchedule uses TVM's RPCRunner) instead of on this
+        machine's CPU.
     Raises:
-      ArgumentError: a target that is not a CPU this machine can run, or trials < 0.
+      ArgumentError: a target that is not a CPU, or trials < 0.
+      BackendError: the device does not answer, or the generic schedule fails there.
     """
     if target_family(target) != "cpu":
-        raise ArgumentError(f"target={target.kind.name!r}: tuning runs the kernel on this "
-                            f"machine's CPU; only llvm targets can be tuned here")
+        raise ArgumentError(f"target={target.kind.name!r}: tuning runs CPU (llvm) kernels, "
+                            f"on this machine or on a device over RPC")
     if trials < 0:
         raise ArgumentError(f"trials={trials} must be >= 0")
     if processes < 0:
@@ -404,7 +486,7 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
     from ..runtime.tvm_backend import configure_threads
     configure_threads(threads)
     geometry = Geometry.from_spec(spec)
-    bench = _Bench(spec, geometry, target)
+    bench = _Bench(spec, geometry, target, remote)
     cpu = schedule_cpu.describe_target(target)
     plans = schedule_cpu.candidate_plans(geometry, cpu)
     candidates = [Candidate("generic", {"kind": "generic"})]
@@ -424,6 +506,7 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
                            f"not build here: {generic.problem}")
     good = [c for c in candidates if c.problem is None]
     if trials:
+        bench.release(candidates)  # MetaSchedule's runner needs the device
         good += _metaschedule(bench, geometry, target, plans[0].tiling.out_tile, trials,
                               database, resume, seed, report, refused)
     # The finalists, timed again in turns so that a noisy moment hits all of them.
@@ -433,10 +516,10 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
     for candidate in finalists:
         candidate.times.clear()
     if processes:
-        for candidate in finalists:
-            candidate.runner = None  # free this process's builds before the others run
+        # Free this process's builds (and, over RPC, the device) before the others run.
+        bench.release(candidates + good)
         best = _final_timing_in_processes(spec, target, finalists, generic, rounds, threads,
-                                          processes, report)
+                                          processes, report, remote)
     else:
         for index in range(rounds):
             report("final timing", index, rounds)
@@ -453,24 +536,32 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
                   "metaschedule_trials": trials, "chosen": best.name,
                   "processes": processes,
                   "date": datetime.date.today().isoformat(),
-                  "machine": f"{platform.machine()} {os.cpu_count()} cpus"})
+                  "machine": _machine(bench.remote)})
     store = RecordStore(database)
     store.put(record)
     store.save()
-    for candidate in candidates:
-        candidate.runner = None
+    bench.release(candidates + good)
     return TuneResult(record, good, generic.ms, best.ms, refused)
 
 
+def _machine(remote: _Remote | None) -> str:
+    """Where the record's times were measured, for the record."""
+    if remote is None:
+        return f"{platform.machine()} {os.cpu_count()} cpus"
+    emulated = " (emulated: times are qemu's, not a board's)" if remote.emulated else ""
+    return f"{remote.remote.name} over RPC at {remote.address}{emulated}"
+
+
 def _final_timing_in_processes(spec, target, finalists, generic, rounds, threads, processes,
-                               report):
+                               report, remote=None):
     """The winner of `finalists` timed in `processes` fresh processes, one at a time: the
     candidate whose worst ratio to the generic schedule (in one process) is lowest, if
     that ratio is at least MIN_GAIN better, else `generic`. Sets each finalist's `ms`
     (median over processes of its per-process medians) and `times`."""
     request = json.dumps({"spec": spec.to_json(), "target": str(target),  # the target's JSON
                           "schedules": [c.schedule for c in finalists], "rounds": rounds,
-                          "threads": threads})
+                          "threads": threads,
+                          "remote": dataclasses.asdict(remote) if remote else None})
     per_process = []
     for index in range(processes):
         report(f"final timing (process {index + 1} of {processes})", index, processes)
@@ -513,13 +604,14 @@ def _timing_worker() -> None:
     """(A fresh process's main.) The request as JSON on stdin; the times of each
     schedule (`_time_schedules`) as one JSON line on stdout."""
     request = json.loads(sys.stdin.read())
+    remote = RemoteTarget(**request["remote"]) if request.get("remote") else None
     times = _time_schedules(request["spec"], request["target"], request["schedules"],
-                            request["rounds"], request["threads"])
+                            request["rounds"], request["threads"], remote)
     print(json.dumps(times))
 
 
 def _time_schedules(spec_json: str, target_json: str, schedules: list, rounds: int,
-                    threads) -> list[list[float]]:
+                    threads, remote: RemoteTarget | None = None) -> list[list[float]]:
     """Seconds per run of each schedule, `rounds` interleaved rounds; each is built and
     checked against the reference again first."""
     import tvm
@@ -530,7 +622,7 @@ def _time_schedules(spec_json: str, target_json: str, schedules: list, rounds: i
     configure_threads(threads)
     spec = Conv1DTransposeSpec(**json.loads(spec_json))
     target = tvm.target.Target(json.loads(target_json))
-    bench = _Bench(spec, Geometry.from_spec(spec), target)
+    bench = _Bench(spec, Geometry.from_spec(spec), target, remote)
     candidates = [Candidate(f"schedule {i}", schedule) for i, schedule in enumerate(schedules)]
     for candidate in candidates:
         if not bench.build(candidate):
@@ -538,7 +630,9 @@ def _time_schedules(spec_json: str, target_json: str, schedules: list, rounds: i
     for _ in range(rounds):
         for candidate in candidates:
             bench.time(candidate, repeat=3)
-    return [candidate.times for candidate in candidates]
+    times = [candidate.times for candidate in candidates]
+    bench.release(candidates)
+    return times
 
 
 def _metaschedule(bench, geometry, target, out_tile, trials, database, resume, seed, report,
@@ -566,24 +660,43 @@ def _metaschedule(bench, geometry, target, out_tile, trials, database, resume, s
         ms_target = tvm.target.Target(config)
     logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
     db = ms.database.JSONDatabase(work_dir=work_dir)
-    counter = {"done": 0}
+    counter = {"done": 0, "failed": 0, "error": None}
 
     @derived_object
     class Progress(ms.measure_callback.PyMeasureCallback):
         def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
                   runner_results):
             counter["done"] += len(runner_results)
+            for built, ran in zip(builder_results, runner_results):
+                error = built.error_msg or ran.error_msg
+                if error:
+                    counter["failed"] += 1
+                    counter["error"] = counter["error"] or _last_error_line(error)
             report("metaschedule", counter["done"], trials)
 
     report("metaschedule", 0, trials)
     callbacks = ms.measure_callback.MeasureCallback.create("default") + [Progress()]
     # Builds of unrolled candidates take tens of seconds on 2 busy cores: the default 30 s
     # timeout turned half of them into "build errors" here.
-    ms.tune_tir(mod, ms_target, work_dir, max_trials_global=trials,
-                num_trials_per_iter=min(64, trials), database=db, seed=seed,
-                builder=ms.builder.LocalBuilder(timeout_sec=300),
-                runner=ms.runner.LocalRunner(timeout_sec=120),
-                measure_callbacks=callbacks)
+    if bench.remote is None:
+        builder = ms.builder.LocalBuilder(timeout_sec=300)
+        runner = ms.runner.LocalRunner(timeout_sec=120)
+    else:
+        builder, runner = _rpc_builder_runner(bench.remote)
+    try:
+        ms.tune_tir(mod, ms_target, work_dir, max_trials_global=trials,
+                    num_trials_per_iter=min(64, trials), database=db, seed=seed,
+                    builder=builder, runner=runner, measure_callbacks=callbacks)
+    finally:
+        if bench.remote is not None:
+            # The runner's worker process keeps its last RPC session open until it exits;
+            # the device serves one session at a time.
+            runner.pool.shutdown()
+    if counter["failed"]:
+        # MetaSchedule only logs its failures: say how many, and the first reason.
+        refused.append(Candidate("metaschedule", {"kind": "metaschedule"},
+                                 problem=f"{counter['failed']} of {counter['done']} trials "
+                                         f"failed to build or run: {counter['error']}"))
     workload = db.commit_workload(mod)
     found = []
     for index, record in enumerate(db.get_top_k(workload, 3)):
@@ -596,3 +709,77 @@ def _metaschedule(bench, geometry, target, out_tile, trials, database, resume, s
         else:
             refused.append(candidate)
     return found
+
+
+def _rpc_builder_runner(remote: _Remote):
+    """MetaSchedule's builder and TVM's RPCRunner for a device over RPC. The builder
+    links each candidate with the target's cross compiler (MetaSchedule's default export
+    is a tar of object files that the device would have to link itself); the runner opens
+    each session through `runtime.rpc_backend.connect`, so a direct server ({host,
+    port}: RPCRunner itself knows only trackers) and a tracker key both work, within the
+    target's timeout."""
+    import functools
+
+    from tvm.s_tir import meta_schedule as ms
+
+    endpoint = remote.endpoint
+    if "tracker" in endpoint:
+        host, _, port = endpoint["tracker"].rpartition(":")
+        key = endpoint["key"]
+    else:  # not used to connect (f_create_session does), but RPCConfig requires them
+        host, port, key = endpoint["host"], endpoint["port"], "direct"
+    config = ms.runner.RPCConfig(tracker_host=host, tracker_port=int(port), tracker_key=key,
+                                 # a qemu device runs a candidate for seconds
+                                 session_timeout_sec=600)
+    builder = ms.builder.LocalBuilder(
+        timeout_sec=300, f_export=functools.partial(_export_for, remote.remote.cross_compiler))
+    runner = ms.runner.RPCRunner(
+        rpc_config=config, f_create_session=functools.partial(_session_for, endpoint,
+                                                              remote.remote.name),
+        f_alloc_argument=_alloc_arguments)
+    return builder, runner
+
+
+def _alloc_arguments(session, device, args_info, alloc_repeat):
+    """(MetaSchedule runner worker) the kernel's arguments on the device, random data
+    made here and copied there: MetaSchedule's default asks the device for
+    `tvm.contrib.random.random_fill_for_measure`, which a TVM runtime built without
+    USE_RANDOM (the device image's) lacks."""
+    import tvm
+
+    rng = np.random.default_rng(0)
+    repeated = []
+    for _ in range(alloc_repeat):
+        arguments = []
+        for kind, dtype, shape in args_info:
+            if kind != "TENSOR":
+                raise NotImplementedError(f"argument kind {kind!r}")
+            data = rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+            arguments.append(tvm.runtime.tensor(data, device))
+        repeated.append(arguments)
+    return repeated
+
+
+def _last_error_line(text: str) -> str:
+    lines = [line.strip() for line in str(text).splitlines() if line.strip()]
+    return (lines[-1] if lines else "")[:200]
+
+
+def _export_for(cross_compiler: str | None, module) -> str:
+    """(MetaSchedule builder worker) a candidate as a shared library for the device."""
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(prefix="conv1d-transpose-ms-"),
+                        f"candidate-{os.getpid()}-{os.urandom(4).hex()}.so")
+    if cross_compiler:
+        module.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
+    else:
+        module.export_library(path)
+    return path
+
+
+def _session_for(endpoint: dict, name: str, _rpc_config):
+    """(MetaSchedule runner worker) a new RPC session to the device."""
+    from ..runtime.rpc_backend import connect
+
+    return connect(endpoint, what=f"target {name!r}")[0]

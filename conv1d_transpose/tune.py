@@ -23,7 +23,8 @@ def _make_command():
     @click.option("--only", multiple=True, metavar="NAME",
                   help="Only these workloads of the suite (repeat, or comma-separated).")
     @click.option("--target", default="host", show_default=True,
-                  help="A CPU target in targets.yaml that runs on this machine.")
+                  help="A CPU target in targets.yaml: one this machine runs, or one with an "
+                       "`rpc:` block (tuned on that device over TVM RPC).")
     @click.option("--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
                   envvar="CONV1D_TRANSPOSE_TARGETS", help="A targets.yaml of your own.")
     @click.option("--dtype", default="float32", show_default=True)
@@ -75,17 +76,25 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
     entry = get_target(target_name, targets_file)
     if entry.family != "cpu":
         raise BackendError(f"target {entry.name!r} is a {entry.family} target; tuning runs "
-                           f"kernels on this machine's CPU (llvm targets only)")
+                           f"CPU (llvm) kernels, on this machine or on a device over RPC")
     can_build, build_reason, can_run, run_reason = entry.capabilities()
     if not (can_build and can_run):
+        hint = ("; a target with an `rpc:` block in targets.yaml is tuned on its device"
+                if can_build and entry.is_cross else "")
         raise BackendError(f"target {entry.name!r} cannot be tuned here: "
-                           f"{build_reason if not can_build else run_reason}")
+                           f"{build_reason if not can_build else run_reason}{hint}")
     database = database or tuning.default_database()
     target = entry.tvm_target()
     store = tuning.RecordStore(database)
+    remote = tuning.RemoteTarget.from_entry(entry) if entry.rpc else None
+    where = f", on the device over RPC ({run_reason.removeprefix('runs over RPC at ')})" \
+        if remote else ""
     console.print(f"tuning {len(layers)} layer(s) for target {entry.name!r} "
-                  f"({tuning.target_key(target)}), {trials} MetaSchedule trials each; "
+                  f"({tuning.target_key(target)}){where}, {trials} MetaSchedule trials each; "
                   f"records -> {database}")
+    if remote and "emulated" in run_reason:
+        console.print("[yellow]note[/]: an emulated device's times are qemu's, not a board's: "
+                      "this checks the tuning path; its records choose nothing real")
     table = Table(title=f"tuning on {entry.name}")
     for column in ("layer", "generic ms", "tuned ms", "speedup", "GFLOP/s", "schedule",
                    "checked", "refused"):
@@ -105,10 +114,11 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
                                 total=max(total, 1))
 
             result = tuning.tune(spec, target, trials=trials, database=database,
-                                 resume=resume, progress=report, processes=processes)
+                                 resume=resume, progress=report, processes=processes,
+                                 remote=remote)
             progress.remove_task(task)
             measured = result.record.measured
-            table.add_row(workload.name, f"{result.generic_ms:.3f}", f"{result.best_ms:.3f}",
+            table.add_row(workload.name, f"{result.generic_ms:.3g}", f"{result.best_ms:.3g}",
                           f"{result.speedup:.2f}x", f"{measured['gflops']:.1f}",
                           measured["chosen"], str(len(result.candidates)),
                           str(len(result.refused)))

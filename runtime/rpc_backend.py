@@ -309,9 +309,11 @@ def connect(endpoint: dict, what: str = "the device"):
         finally:
             tracker.close()
 
+    busy = (", or no free device for the key" if "tracker" in endpoint else
+            "; a server serves one session at a time: is another one open?")
     return _within(open_session, timeout, f"{what}: {where} did not give an RPC session "
                                           f"within {timeout:g} s (handshake not answered"
-                                          f"{', or no free device for the key' if 'tracker' in endpoint else ''})")
+                                          f"{busy})")
 
 
 def _request(tracker, key: str):

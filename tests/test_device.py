@@ -269,6 +269,52 @@ def test_fleet_through_tvm_tracker_spreads_sessions(fleet, tmp_path):
     assert "via tracker" in record["note"] and "not timed" in record["note"]
 
 
+def test_tune_on_the_device_over_rpc(emulated, tmp_path, monkeypatch):
+    """`tune --target arm64-emulated`: candidates cross-compiled here, checked against the
+    reference and timed on the device (qemu's times: this checks the path, not a
+    number), and a record for the arm64 target that the next build there applies."""
+    import gc
+
+    from conv1d_transpose.cli import main
+    from conv1d_transpose.compile import tuning
+    from conv1d_transpose.compile.kernels import Geometry, schedule_cpu
+    from conv1d_transpose.compile.targets import get_target
+    from conv1d_transpose.graph import make_spec
+    from conv1d_transpose.op import _OPS
+
+    _OPS.clear()  # earlier tests' cached ops hold the device's one session
+    gc.collect()
+    real = schedule_cpu.candidate_plans
+    monkeypatch.setattr(schedule_cpu, "candidate_plans", lambda g, cpu: real(g, cpu)[:3])
+    database = tmp_path / "tuning.json"
+    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    layer = ["--width", "12", "--cin", "8", "--cout", "8", "--kernel", "5", "--stride", "3"]
+    runner = CliRunner()
+    result = runner.invoke(main, ["tune", *layer, "--target", TARGET, "--processes", "1"],
+                           catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "qemu" in result.output  # the note that emulated times mean nothing
+    spec = make_spec((1, 12, 8), (5, 8, 8), (1, 36, 8), 3, "SAME", "NWC", 1, "float32")
+    target_key = tuning.target_key(get_target(TARGET).tvm_target())
+    assert "mtriple=aarch64-linux-gnu" in target_key
+    record = tuning.RecordStore(database).get(tuning.workload_key(Geometry.from_spec(spec)),
+                                              target_key)
+    assert record is not None and record.measured["candidates"] == 3
+    assert "emulated" in record.measured["machine"]
+    log = open(emulated["servers"][0]["log"], encoding="utf-8").read()
+    assert f"conv1d-transpose-tune-{os.getpid()}-3.so" in log  # the search ran there
+
+    model = tmp_path / "m.onnx"
+    assert runner.invoke(main, ["export", *layer, "-o", str(model)]).exit_code == 0
+    result = runner.invoke(main, ["compile", str(model), "--target", TARGET, "-o",
+                                  str(tmp_path / "art")])
+    assert result.exit_code == 0 and "schedule: tuned" in result.output, result.output
+    x, f = arrays(spec.input_shape, spec.filters_shape, "float32")
+    y = ct.conv1d_transpose(x, f, spec.output_shape, 3, backend="tvm", target=TARGET)
+    error, ok = max_error(y, x, f, spec)
+    assert ok, error
+
+
 def test_arm64_library_has_neon_vector_fma(device_dir):
     objdump = shutil.which("aarch64-linux-gnu-objdump")
     if not objdump:

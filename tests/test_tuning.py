@@ -349,7 +349,7 @@ def test_tune_command_writes_records_and_resume_skips_them(tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["--target", "cuda-sm80"], "tuning runs kernels on this machine's CPU"),
+    (["--target", "cuda-sm80"], "tuning runs CPU (llvm) kernels"),
     (["--target", "rpi4"], "cannot be tuned here"),
     (["--trials", "-1"], "-1"),
     (["--processes", "-1"], "-1"),
