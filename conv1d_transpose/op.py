@@ -63,10 +63,10 @@ class Conv1DTranspose:
         # Sessions are not documented as safe to call from several threads at once.
         self._lock = threading.Lock()
         # TVM's one-input path skips the feeds dict and the checks made here already.
-        self._run = getattr(self._session, "_run_one", None) or self._run_feeds
-
-    def _run_feeds(self, input):
-        return self._session.run(None, {INPUT_NAME: np.ascontiguousarray(input)})[0]
+        # (Neither refers back to self: an op that is dropped frees its session at once,
+        # not at the next garbage collection. That matters for a session on an RPC
+        # device, whose server takes one session at a time.)
+        self._run = getattr(self._session, "_run_one", None) or _feeds_runner(self._session)
 
     @property
     def backend(self) -> str:
@@ -183,3 +183,10 @@ def conv1d_transpose(input, filters, output_shape, strides, padding="SAME",
             while len(_OPS) > _OPS_SIZE:
                 _OPS.popitem(last=False)
     return op(input)
+
+
+def _feeds_runner(session):
+    """run(input) through the session's onnxruntime-style `run`."""
+    def run(input):
+        return session.run(None, {INPUT_NAME: np.ascontiguousarray(input)})[0]
+    return run

@@ -190,3 +190,24 @@ def test_metaschedule_over_rpc_uses_the_rpc_runner(server, few_plans, tmp_path):
     # timing process's.
     assert sessions_served(server) - before >= 4 + 2
     assert result.record.measured["metaschedule_trials"] == 4
+
+
+def test_a_dropped_op_hands_the_device_back_at_once(server):
+    """An op holds its device's one session; dropping it must free the session without
+    waiting for a garbage collection (it once kept itself alive through a bound method)."""
+    from conv1d_transpose.runtime.rpc_backend import connect
+
+    filters = np.ones((4, 8, 8), np.float32)
+    ct.Conv1DTranspose(filters, [1, 32, 8], 2, backend="tvm")  # imports done, cache warm
+    gc.collect()
+    gc.disable()
+    try:
+        op = ct.Conv1DTranspose(filters, [1, 32, 8], 2, backend="tvm", target=TARGET,
+                                targets=server["targets"])
+        assert op(np.ones((1, 16, 8), np.float32)).shape == (1, 32, 8)
+        del op
+        session, _ = connect({"host": "127.0.0.1", "port": server["port"], "timeout": 5})
+        del session
+    finally:
+        gc.enable()
+        gc.collect()
