@@ -12,8 +12,14 @@ Two searches, both on the kernel that the compiler would build:
 Every candidate is built, run and checked against the numpy reference before it is
 timed (SPEC.md section 6: MetaSchedule produced a wrong kernel and reported it fast);
 the finalists are timed again, interleaved with the untuned schedule, in several fresh
-processes (see `PROCESSES`), and a record is kept only when it is correct. A record is small, reviewable JSON: the plan's fields, or the
-MetaSchedule trace (its sampled decisions), never the IR.
+processes (see `PROCESSES`), and a record is kept only when it is correct. A record is
+small, reviewable JSON: the plan's fields, or the MetaSchedule trace (its sampled
+decisions), never the IR.
+
+On a target with an `rpc:` block (`RemoteTarget`), the candidates run on that device:
+built here and linked with the target's cross compiler, uploaded over TVM RPC, checked
+and timed there; each final-timing process opens its own session (a fresh process on the
+device), and MetaSchedule measures through TVM's RPCRunner.
 
 Records are keyed by workload (every integer of the kernel's `Geometry`), target (kind,
 triple, CPU, features: not the core count) and kernel version (a record for an older
