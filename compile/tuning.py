@@ -351,16 +351,11 @@ class _Remote:
         """The remote module of a compiled kernel: linked here, uploaded, loaded there.
         Every upload gets a new name: the server must never overwrite a library it has
         loaded (runtime/rpc_backend.py, _Connection)."""
-        from tvm.support import cc
-
         device = self.device  # connects
         self.uploads += 1
         name = f"conv1d-transpose-tune-{os.getpid()}-{self.uploads}.so"
         path = os.path.join(self._dir.name, name)
-        if self.remote.cross_compiler:
-            executable.export_library(path, fcompile=cc.cross_compiler(self.remote.cross_compiler))
-        else:
-            executable.export_library(path)
+        _export(executable, path, self.remote.cross_compiler)
         self.session.upload(path, name)
         return self.session.load_module(name), device
 
@@ -773,15 +768,20 @@ def _last_error_line(text: str) -> str:
 
 def _export_for(cross_compiler: str | None, module) -> str:
     """(MetaSchedule builder worker) a candidate as a shared library for the device."""
-    from tvm.support import cc
-
     path = os.path.join(tempfile.mkdtemp(prefix="conv1d-transpose-ms-"),
                         f"candidate-{os.getpid()}-{os.urandom(4).hex()}.so")
+    _export(module, path, cross_compiler)
+    return path
+
+
+def _export(module, path: str, cross_compiler: str | None) -> None:
+    """A built kernel as a shared library, linked by `cross_compiler` when given."""
+    from tvm.support import cc
+
     if cross_compiler:
         module.export_library(path, fcompile=cc.cross_compiler(cross_compiler))
     else:
         module.export_library(path)
-    return path
 
 
 def _session_for(endpoint: dict, name: str, _rpc_config):
