@@ -507,7 +507,8 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
                            f"not build here: {generic.problem}")
     good = [c for c in candidates if c.problem is None]
     if trials:
-        bench.release(candidates)  # MetaSchedule's runner needs the device
+        if bench.remote is not None:
+            bench.release(candidates)  # MetaSchedule's runner needs the device
         good += _metaschedule(bench, geometry, target, plans[0].tiling.out_tile, trials,
                               database, resume, seed, report, refused)
     # The finalists, timed again in turns so that a noisy moment hits all of them.
@@ -522,6 +523,10 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
         best = _final_timing_in_processes(spec, target, finalists, generic, rounds, threads,
                                           processes, report, remote)
     else:
+        for candidate in finalists:  # (a device's are released while MetaSchedule runs)
+            if candidate.runner is None and not bench.build(candidate):
+                raise BackendError(f"the finalist {candidate.name} failed when built again: "
+                                   f"{candidate.problem}")
         for index in range(rounds):
             report("final timing", index, rounds)
             for candidate in finalists:
@@ -659,7 +664,16 @@ def _metaschedule(bench, geometry, target, out_tile, trials, database, resume, s
         config = dict(target.export())
         config["num-cores"] = schedule_cpu.describe_target(target).cores
         ms_target = tvm.target.Target(config)
-    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
+    ms_logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    ms_logger.setLevel(logging.WARNING)
+    # MetaSchedule's logging setup (tvm/s_tir/meta_schedule/logging.py, create_loggers)
+    # lists the handlers already on its logger by name and dictConfig-s them again: an
+    # unnamed one (pytest's LogCaptureHandler got there after a first run in the same
+    # process) fails it with "'NoneType' object has no attribute 'format'", a foreign
+    # named one with an unknown handler. Keep only the ones it made itself.
+    for handler in list(ms_logger.handlers):
+        if not (handler.get_name() or "").startswith(ms_logger.name + "."):
+            ms_logger.removeHandler(handler)
     db = ms.database.JSONDatabase(work_dir=work_dir)
     counter = {"done": 0, "failed": 0, "error": None}
 
