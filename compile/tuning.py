@@ -375,6 +375,7 @@ class _Bench:
 
         self.spec, self.geometry, self.target = spec, geometry, target
         self.remote = _Remote(remote) if remote is not None else None
+        self._built: list[Candidate] = []  # those holding a build (`runner`)
         rng = np.random.default_rng(0)
         self.x = rng.standard_normal(spec.input_shape).astype(spec.dtype)
         scale = 1.0 / np.sqrt(max(spec.in_channels * spec.kernel_width, 1))
@@ -395,21 +396,34 @@ class _Bench:
         except Exception as error:
             candidate.problem = f"does not build: {_summary(error)}"
             return False
-        if self.remote is None:
-            lib, device = executable.jit(), tvm.cpu(0)
-        else:
-            lib, device = self.remote.load(executable)
         packed = pack_filters(np.ascontiguousarray(self.filters), layout)
-        args = [tvm.runtime.tensor(self.x, device),
-                tvm.runtime.tensor(packed, device),
-                tvm.runtime.empty(self.spec.output_shape, self.spec.dtype, device)]
-        lib["main"](*args)
-        error, ok = self._max_error(args[2].numpy(), self.x, self.filters, self.spec)
+        try:
+            if self.remote is None:
+                lib, device = executable.jit(), tvm.cpu(0)
+            else:
+                lib, device = self.remote.load(executable)
+            args = [tvm.runtime.tensor(self.x, device),
+                    tvm.runtime.tensor(packed, device),
+                    tvm.runtime.empty(self.spec.output_shape, self.spec.dtype, device)]
+            lib["main"](*args)
+            output = args[2].numpy()
+        except Exception as error:
+            if self.remote is None:
+                raise
+            candidate.problem = f"failed on the device: {_summary(error)}"
+        if candidate.problem:
+            # Refused; it may have ended the device's session process, so the next one
+            # connects afresh (the builds made on this session go with it). Closed here,
+            # not in the except block, whose traceback still refers to the session.
+            self.release(self._built)
+            return False
+        error, ok = self._max_error(output, self.x, self.filters, self.spec)
         candidate.error = float(error)
         if not ok:
             candidate.problem = f"wrong result (max abs error {error:.3g})"
             return False
         candidate.runner = (lib, args, device)
+        self._built.append(candidate)
         return True
 
     def time(self, candidate: Candidate, repeat: int = 5) -> float:
@@ -423,8 +437,9 @@ class _Bench:
 
     def release(self, candidates) -> None:
         """Drop the candidates' builds; over RPC, also hand the device back."""
-        for candidate in candidates:
+        for candidate in list(candidates):
             candidate.runner = None
+        self._built = [c for c in self._built if c.runner is not None]
         if self.remote is not None:
             self.remote.close()
 

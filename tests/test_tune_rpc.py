@@ -214,3 +214,30 @@ def test_a_dropped_op_hands_the_device_back_at_once(server):
     finally:
         gc.enable()
         gc.collect()
+
+
+def test_a_candidate_that_fails_on_the_device_is_refused(server, few_plans, tmp_path,
+                                                         monkeypatch):
+    """A library the device cannot load (here: a plan's upload replaced by bytes that are
+    no library) is refused with the device's reason; the search goes on afresh."""
+    real_load = tuning._Remote.load
+    calls = {"n": 0}
+
+    def load(self, executable):
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first plan after the generic one
+            name = f"not-a-library-{calls['n']}.so"
+            path = tmp_path / name
+            path.write_bytes(b"\x7fELF but not really")
+            self.device  # noqa: B018 (connects)
+            self.session.upload(str(path), name)
+            return self.session.load_module(name), self.device
+        return real_load(self, executable)
+
+    monkeypatch.setattr(tuning._Remote, "load", load)
+    entry = get_target(TARGET, server["targets"])
+    result = tuning.tune(small_spec(), entry.tvm_target(), database=str(tmp_path / "t.json"),
+                         rounds=1, processes=0, remote=tuning.RemoteTarget.from_entry(entry))
+    (refused,) = result.refused
+    assert refused.name == "plan 1" and refused.problem.startswith("failed on the device")
+    assert len(result.candidates) == 3  # the generic schedule and the two other plans
