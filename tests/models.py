@@ -24,3 +24,21 @@ def edit_manifest(path, **changes):
     manifest.update(changes)
     with open(manifest_path, "w") as file:
         json.dump(manifest, file)
+
+
+def plant_wrong_plans(monkeypatch):
+    """Make every "plan" candidate of compile/tuning.py build a fast, wrong kernel (same
+    shapes, outputs shifted by one), for tests that tuning refuses it. This process only."""
+    import dataclasses
+
+    from conv1d_transpose.compile import tuning
+
+    real = tuning.kernel_from_schedule
+
+    def wrong_for_plans(geometry, tvm_target, schedule):
+        if schedule["kind"] == "plan":
+            shifted = dataclasses.replace(geometry, pad_begin=geometry.pad_begin + 1)
+            return real(shifted, tvm_target, {"kind": "generic"})
+        return real(geometry, tvm_target, schedule)
+
+    monkeypatch.setattr(tuning, "kernel_from_schedule", wrong_for_plans)

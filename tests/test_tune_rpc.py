@@ -26,6 +26,7 @@ from conv1d_transpose.compile.kernels import Geometry, schedule_cpu
 from conv1d_transpose.compile.targets import get_target
 from conv1d_transpose.graph import make_spec, max_error
 from conv1d_transpose.graph.errors import BackendError
+from models import plant_wrong_plans
 
 pytest.importorskip("tvm")
 
@@ -139,17 +140,7 @@ def test_tune_over_rpc_times_on_the_device_and_compiles_apply_the_record(
 
 
 def test_a_wrong_kernel_is_refused_on_the_device(server, few_plans, tmp_path, monkeypatch):
-    import dataclasses
-
-    real = tuning.kernel_from_schedule
-
-    def wrong_for_plans(geometry, tvm_target, schedule):
-        if schedule["kind"] == "plan":
-            shifted = dataclasses.replace(geometry, pad_begin=geometry.pad_begin + 1)
-            return real(shifted, tvm_target, {"kind": "generic"})
-        return real(geometry, tvm_target, schedule)
-
-    monkeypatch.setattr(tuning, "kernel_from_schedule", wrong_for_plans)
+    plant_wrong_plans(monkeypatch)
     entry = get_target(TARGET, server["targets"])
     result = tuning.tune(small_spec(), entry.tvm_target(), database=str(tmp_path / "t.json"),
                          rounds=1, processes=0, remote=tuning.RemoteTarget.from_entry(entry))

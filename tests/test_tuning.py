@@ -20,6 +20,7 @@ from conv1d_transpose.compile.kernels import Geometry, schedule_cpu
 from conv1d_transpose.graph import ArgumentError, build_model, make_spec, max_error
 from conv1d_transpose.graph.errors import BackendError
 from conv1d_transpose.workloads import load_workloads
+from models import plant_wrong_plans
 
 tvm = pytest.importorskip("tvm")
 from tvm.relax.frontend.onnx import from_onnx  # noqa: E402
@@ -199,16 +200,7 @@ def test_tune_records_a_checked_schedule_that_compiles_then_apply(tmp_path, monk
 
 def test_a_wrong_candidate_is_refused_and_never_recorded(tmp_path, monkeypatch):
     spec = small_spec()
-    real = tuning.kernel_from_schedule
-
-    def wrong_for_plans(geometry, tvm_target, schedule):
-        if schedule["kind"] == "plan":
-            # Same shapes, outputs shifted by one: fast and wrong.
-            shifted = dataclasses.replace(geometry, pad_begin=geometry.pad_begin + 1)
-            return real(shifted, tvm_target, {"kind": "generic"})
-        return real(geometry, tvm_target, schedule)
-
-    monkeypatch.setattr(tuning, "kernel_from_schedule", wrong_for_plans)
+    plant_wrong_plans(monkeypatch)
     # (processes=0: the monkeypatch lives in this process only.)
     result = tuning.tune(spec, target(), database=str(tmp_path / "t.json"), rounds=1,
                          processes=0)
