@@ -70,7 +70,7 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
 
     from .compile import tuning
     from .compile.kernels import Geometry
-    from .compile.targets import get_target
+    from .compile.targets import get_target, rpc_address, rpc_endpoint
     from .graph.errors import BackendError
 
     entry = get_target(target_name, targets_file)
@@ -87,12 +87,12 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
     target = entry.tvm_target()
     store = tuning.RecordStore(database)
     remote = tuning.RemoteTarget.from_entry(entry) if entry.rpc else None
-    where = f", on the device over RPC ({run_reason.removeprefix('runs over RPC at ')})" \
-        if remote else ""
+    endpoint = rpc_endpoint(entry.rpc) if remote else {}
+    where = f", on the device over RPC ({rpc_address(endpoint)})" if remote else ""
     console.print(f"tuning {len(layers)} layer(s) for target {entry.name!r} "
                   f"({tuning.target_key(target)}){where}, {trials} MetaSchedule trials each; "
                   f"records -> {database}")
-    if remote and "emulated" in run_reason:
+    if "emulated" in endpoint:
         console.print("[yellow]note[/]: an emulated device's times are qemu's, not a board's: "
                       "this checks the tuning path; its records choose nothing real")
     table = Table(title=f"tuning on {entry.name}")
