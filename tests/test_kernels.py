@@ -423,10 +423,13 @@ def test_cuda_build_binds_threads_and_carries_the_kernel(layout):
     (0, 4, 3, 14, 5, 3, 3, 2, "VALID", "NCW"),
     (1, 6, 4, 18, 5, 2, 3, 1, "VALID", "NWC"),
     (1, 5, 40, 40, 300, 16, 8, 1, "SAME", "NCW"),
+    (1, 7, 8, 7, 8, 3, 1, 4, "SAME", "NWC"),
 ], ids=lambda c: "-".join(map(str, c)))
-def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case):
-    # No GPU here: the CUDA schedule's loop nest, with its thread loops left serial,
-    # compiled for the CPU. What is left untested is only the binding itself.
+# None: the plan rule's choice; then register tiles of rows that do not divide the rows.
+@pytest.mark.parametrize("plan", [None, (4, 32), (3, 64)], ids=str)
+def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case, plan):
+    # The CUDA schedule's loop nest, with its thread loops left serial, compiled for the
+    # CPU: the GPU check runs where a GPU is (test_compile_cross, README "CUDA").
     import dataclasses
 
     from conv1d_transpose.compile.kernels import schedule_cuda
@@ -435,7 +438,8 @@ def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case)
     geometry = Geometry.from_spec(spec)
     if spec.batch == 0:
         geometry = dataclasses.replace(geometry, batch=None)
-    func, layout = schedule_cuda.build(geometry, bind_threads=False)
+    plan = schedule_cuda.CudaPlan(*plan) if plan else None
+    func, layout = schedule_cuda.build(geometry, bind_threads=False, plan=plan)
     lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                       target=tvm.target.Target({"kind": "llvm"}))
     x, f = random_arrays(spec)
@@ -443,6 +447,35 @@ def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case)
     lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_filters(f, layout)), out)
     error, ok = max_error(out.numpy(), x, f, spec)
     assert ok, error
+
+
+def _launch_threads(geometry, plan):
+    dec = decompose(geometry)
+    phases = dec.stride if dec.uniform_shift_step() is not None else 1
+    channels = -(-geometry.out_channels // plan.threads) * plan.threads
+    return (geometry.batch or 1) * -(-dec.rows // plan.rows) * phases * channels
+
+
+@pytest.mark.parametrize("width", [1, 10, 50, 200, 1600, 25600])
+@pytest.mark.parametrize("channels", [(512, 256, 16, 8), (128, 64, 4, 2), (2048, 1024, 8, 4),
+                                      (96, 96, 3, 1)], ids=str)
+def test_cuda_plan_rule_keeps_the_gpu_busy_and_tiles_long_layers(width, channels):
+    from conv1d_transpose.compile.kernels.schedule_cuda import (MAX_ROWS, MIN_LAUNCH_THREADS,
+                                                                CudaPlan, choose_plan)
+
+    cin, cout, k, s = channels
+    geometry = Geometry.from_spec(make(1, width, cin, width * s, cout, k, s, 1, "SAME", "NWC"))
+    plan = choose_plan(geometry)
+    assert plan.threads % 32 == 0 and plan.rows in (1, 2, 4, 8) and plan.rows <= MAX_ROWS
+    assert plan.threads == (64 if cout >= 512 else 32)
+    # The most rows that keep a launch at MIN_LAUNCH_THREADS: one more doubling would not.
+    if plan.rows > 1:
+        assert _launch_threads(geometry, plan) >= MIN_LAUNCH_THREADS
+    if plan.rows < MAX_ROWS:
+        assert _launch_threads(geometry, CudaPlan(plan.rows * 2, plan.threads)) < MIN_LAUNCH_THREADS
+    # A longer layer never gets fewer rows per thread.
+    longer = Geometry.from_spec(make(1, 2 * width, cin, 2 * width * s, cout, k, s, 1, "SAME", "NWC"))
+    assert choose_plan(longer).rows >= plan.rows
 
 
 def test_packed_filters_hold_every_tap_once():

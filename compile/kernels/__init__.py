@@ -10,7 +10,7 @@ from .polyphase import (Decomposition, Geometry, KernelLayout, Phase, Tiling, de
                         kernel_source, pack_filters, plan_layout)
 
 # Part of the compile cache key: bump whenever generated code can change.
-KERNEL_VERSION = "polyphase-2"
+KERNEL_VERSION = "polyphase-3"
 
 
 def target_family(target) -> str | None:
