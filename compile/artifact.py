@@ -519,34 +519,32 @@ def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
     model = None if source is not None else _as_model(model)
     _require_tvm()
     entry = get_target(target_name, targets)
-    can_build, reason, _, _ = entry.capabilities()
-    if not can_build:
-        hint = ""
-        if entry.is_cross and entry.cross_compiler and "apt-get" not in reason and \
-                not shutil.which(entry.cross_compiler):
-            hint = _build.install_hint(entry.cross_compiler)
-        raise BackendError(f"target {entry.name!r}: {reason}{hint}")
     options = build_options(entry)
     root = _cache.open_cache_dir(cache_dir)
+    # The cache is read before anything is asked of this machine's build tools: a hit
+    # needs no C compiler, nvcc or TVM compiler library (a deployment box running
+    # artifacts built elsewhere may have none of them).
     model_sha256 = _cache.read_alias(root, source.recipe) if source is not None else None
     if model_sha256 is None:
         model = _as_model(source or model)
         model_sha256 = _model_sha256(model)
-    key = _cache.cache_key(model_sha256, entry.target_dict(), options)
-    final = os.path.join(root, key)
-    expected = _expected(entry, model_sha256, key, source)
-
-    artifact = _cached(final, expected, warn=model is not None)
+    artifact, key, final, expected = _lookup(root, entry, model_sha256, source, options,
+                                             warn=model is not None)
     if artifact is None and model is None:
         # No valid artifact where the recipe's record points: make the model after all,
         # and check again (with a warning) under its real key.
         model = source.model()
         model_sha256 = _model_sha256(model)
-        key = _cache.cache_key(model_sha256, entry.target_dict(), options)
-        final = os.path.join(root, key)
-        expected = _expected(entry, model_sha256, key, source)
-        artifact = _cached(final, expected, warn=True)
+        artifact, key, final, expected = _lookup(root, entry, model_sha256, source, options,
+                                                 warn=True)
     if artifact is None:
+        can_build, reason, _, _ = entry.capabilities()
+        if not can_build:
+            hint = ""
+            if entry.is_cross and entry.cross_compiler and "apt-get" not in reason and \
+                    not shutil.which(entry.cross_compiler):
+                hint = _build.install_hint(entry.cross_compiler)
+            raise BackendError(f"target {entry.name!r}: {reason}{hint}")
         try:
             artifact = _build_into_cache(root, key, final, expected, model, entry,
                                          model_sha256, options)
@@ -563,6 +561,28 @@ def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
             raise BackendError(f"cannot write out_dir={os.fspath(out_dir)!r}: "
                                f"{_os_reason(error)}") from None
     return artifact
+
+
+def _lookup(root, entry, model_sha256, source, options, warn):
+    """(cached artifact or None, key, directory, expected) for `options`, the build this
+    machine would make. For CUDA without nvcc here, an artifact built elsewhere with nvcc
+    (device code ready to load) is looked for first: it is what a GPU box without nvcc
+    or TVM's compiler should run."""
+    alternatives = []
+    if entry.family == "cuda" and options.get("cuda_device_code") == "source":
+        alternatives.append({**options, "cuda_device_code": "nvcc-fatbin",
+                             "nvcc_flags": list(_build.NVCC_FLAGS)})
+    for other in alternatives:
+        key = _cache.cache_key(model_sha256, entry.target_dict(), other)
+        final = os.path.join(root, key)
+        expected = _expected(entry, model_sha256, key, source)
+        artifact = _cached(final, expected, warn=False)
+        if artifact is not None:
+            return artifact, key, final, expected
+    key = _cache.cache_key(model_sha256, entry.target_dict(), options)
+    final = os.path.join(root, key)
+    expected = _expected(entry, model_sha256, key, source)
+    return _cached(final, expected, warn=warn), key, final, expected
 
 
 def _require_tvm() -> None:

@@ -21,7 +21,7 @@ from importlib import resources
 
 import yaml
 
-from ..graph.errors import ArgumentError
+from ..graph.errors import ArgumentError, BackendError
 
 ENV_TARGETS = "CONV1D_TRANSPOSE_TARGETS"
 
@@ -147,6 +147,10 @@ class TargetEntry:
         return Capabilities(can_build, build_reason, can_run, run_reason)
 
     def _build_capability(self) -> tuple[bool, str]:
+        if tvm_runtime_only():
+            return False, ("cannot build (this TVM is runtime-only, without its compiler "
+                           "library: build on a machine with the full apache-tvm and bring "
+                           "the artifact or its cache here)")
         if self.is_cross:
             if not self.cross_compiler:
                 return False, (f"cannot build ({self.machine} code needs a cross_compiler "
@@ -227,11 +231,31 @@ def _host_cc() -> str | None:
     return None
 
 
+def tvm_runtime_only() -> bool:
+    """True where TVM loaded only its runtime library (no libtvm_compiler.so, or
+    TVM_USE_RUNTIME_LIB=1): artifacts run, nothing compiles."""
+    try:
+        import tvm
+    except (ImportError, OSError):  # no TVM at all: building says more
+        return False
+    return bool(getattr(tvm.base, "_RUNTIME_ONLY", False))
+
+
 @functools.lru_cache(maxsize=1)
 def host_cpu() -> str:
-    """LLVM's name for this machine's CPU, e.g. 'znver4', 'sapphirerapids' (imports TVM)."""
+    """LLVM's name for this machine's CPU, e.g. 'znver4', 'sapphirerapids' (imports TVM).
+
+    Raises:
+      BackendError where TVM is runtime-only (no libtvm_compiler.so, or
+      TVM_USE_RUNTIME_LIB=1): only its compiler library knows LLVM's CPU names.
+    """
     from tvm.target import codegen
 
+    if tvm_runtime_only():
+        raise BackendError(
+            "mcpu: native needs TVM's compiler library to name this CPU, and this TVM is "
+            "runtime-only; run artifacts of a target that names its CPU (e.g. a "
+            "targets.yaml entry with mcpu: znver4), or install the full apache-tvm")
     return str(codegen.llvm_get_system_cpu())
 
 

@@ -72,16 +72,21 @@ class TVMSession:
         self.scheduled = self.artifact.scheduled
 
         import tvm
-        from tvm import relax
+        # The VM from tvm.runtime, not tvm.relax: a runtime-only TVM (TVM_USE_RUNTIME_LIB=1,
+        # or a deployment box without libtvm_compiler.so) has it but cannot import relax.
+        from tvm.runtime.vm import VirtualMachine
 
         self.threads = configure_threads(threads)[0] if entry.family == "cpu" else None
+        if entry.family == "cuda":
+            load_cuda_runtime()
         self._device = tvm.cuda(0) if entry.family == "cuda" else tvm.cpu(0)
         self._on_cpu = entry.family == "cpu"
         self._tensor = tvm.runtime.tensor
+        self._empty = tvm.runtime.empty
         self._from_dlpack = tvm.runtime.from_dlpack
         # "pooled": an output buffer the caller has dropped is reused by a later call
         # instead of being freshly allocated (and page-faulted in) every call.
-        self._vm = relax.VirtualMachine(self.artifact.load_module(), self._device,
+        self._vm = VirtualMachine(self.artifact.load_module(), self._device,
                                         memory_cfg="pooled")
         self._main = self._vm["main"]
         # The weights `main` takes after the inputs: on the CPU TVM reads the artifact's
@@ -148,6 +153,20 @@ class TVMSession:
                 np.copyto(stage, array)
                 result = self._main(stage, *self._params)
             return self._to_numpy(result)
+        if not self._on_cpu and self._input_shapes[0] is not None:
+            # On a GPU: one device buffer per thread, filled by a copy each call. A fresh
+            # tensor per call costs a cudaMalloc and, when dropped, a cudaFree, which waits
+            # for the whole device. Safe to reuse for the same reason as the CPU buffer;
+            # the copy is ordered after the previous call's kernel on the same stream.
+            try:
+                stage = self._local.device_stage
+            except AttributeError:
+                stage = self._local.device_stage = self._empty(array.shape, array.dtype,
+                                                               self._device)
+            with self._lock:
+                stage.copyfrom(np.ascontiguousarray(array))
+                result = self._main(stage, *self._params)
+            return self._to_numpy(result)
         array = self._device_array(array)
         with self._lock:
             result = self._main(array, *self._params)
@@ -179,6 +198,33 @@ class TVMSession:
             np.copyto(copy, array)
             return copy
         return self._tensor(np.ascontiguousarray(array), self._device)
+
+
+def load_cuda_runtime() -> None:
+    """Make sure TVM's CUDA runtime (libtvm_runtime_cuda.so) is loaded.
+
+    A full TVM loads it at `import tvm`. A runtime-only TVM (TVM_USE_RUNTIME_LIB=1, or an
+    install without libtvm_compiler.so: what a deployment box needs to run artifacts built
+    elsewhere) skips every device backend, and `tvm.cuda(0)` then has no device API.
+
+    Raises:
+      BackendError naming the library and why it did not load (e.g. libcudart.so.13).
+    """
+    import tvm
+    from tvm.base import _LOADED_LIBS
+
+    if "tvm_runtime_cuda" in _LOADED_LIBS or tvm.get_global_func("device_api.cuda",
+                                                                   allow_missing=True):
+        return
+    import ctypes
+    path = os.path.join(os.path.dirname(os.path.realpath(_LOADED_LIBS["tvm_runtime"]._name)),
+                        "libtvm_runtime_cuda.so")
+    try:
+        _LOADED_LIBS["tvm_runtime_cuda"] = ctypes.CDLL(path, mode=ctypes.RTLD_LOCAL)
+    except OSError as error:
+        raise BackendError(f"TVM's CUDA runtime did not load: {error} (it needs the CUDA "
+                           f"runtime library of the CUDA version TVM was built with, and "
+                           f"the driver's libcuda.so.1)") from None
 
 
 def _aligned_empty(shape, dtype) -> np.ndarray:

@@ -116,16 +116,33 @@ def test_blob_rewrite_keeps_the_function_map():
         replace_cuda_code(blob[:-1], {source: fatbin})
 
 
-def test_cuda_without_nvcc_ships_the_source(monkeypatch):
+def hide_nvcc(monkeypatch):
     real_which = shutil.which
     monkeypatch.setattr(shutil, "which",
                         lambda name, *a, **k: None if name == "nvcc" else real_which(name, *a, **k))
-    artifact = compile_model(small_model()[2], "cuda-sm90")
+
+
+def test_cuda_without_nvcc_ships_the_source(monkeypatch, tmp_path):
+    hide_nvcc(monkeypatch)
+    artifact = compile_model(small_model()[2], "cuda-sm90", cache_dir=tmp_path)
     assert artifact.manifest["device_code"]["format"] == "cuda-source"
     assert artifact.manifest["options"]["cuda_device_code"] == "source"
     with open(artifact.library_path, "rb") as file:
         library = file.read()
     assert b"__global__" in library and not fatbin_entries(library)
+
+
+@needs_nvcc
+def test_a_machine_without_nvcc_finds_the_cached_nvcc_build(monkeypatch, tmp_path):
+    # Artifacts built where nvcc is, then run on a GPU box without it (or without TVM's
+    # compiler): the cache hit is the ready fatbin, not a rebuild from source.
+    built = compile_model(small_model()[2], "cuda-sm90", cache_dir=tmp_path)
+    assert built.manifest["device_code"]["format"] == "fatbin"
+    hide_nvcc(monkeypatch)
+    found = compile_model(small_model()[2], "cuda-sm90", cache_dir=tmp_path)
+    assert found.path == built.path
+    assert found.manifest["device_code"]["format"] == "fatbin"
+    assert len([p for p in tmp_path.iterdir() if (p / "manifest.json").is_file()]) == 1
 
 
 def test_cuda_run_is_refused_without_a_gpu():
@@ -175,11 +192,12 @@ def test_jetson_build_is_aarch64_with_sm87_device_code():
         assert ("elf", "sm_87") in fatbin_entries(file.read())
 
 
-def test_cross_build_without_the_cross_compiler_is_refused(monkeypatch):
+def test_cross_build_without_the_cross_compiler_is_refused(monkeypatch, tmp_path):
     if targets_module.local_machine() == "aarch64":
         pytest.skip("arm64 is native here")
     real_which = shutil.which
     monkeypatch.setattr(shutil, "which", lambda name, *a, **k:
                         None if name == "aarch64-linux-gnu-gcc" else real_which(name, *a, **k))
+    # An empty cache: a cached build would be served without the cross compiler.
     with pytest.raises(BackendError, match=r"'arm64': cannot build \(aarch64-linux-gnu-gcc not found\)"):
-        compile_model(small_model()[2], "arm64")
+        compile_model(small_model()[2], "arm64", cache_dir=tmp_path)
