@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import datetime
+import functools
 import gc
 import importlib.metadata
 import json
@@ -59,7 +60,7 @@ def _onnxruntime_runner(spec, filters, threads, target="cpu") -> Runner:
     return Runner(op.backend, "cpu", op, threads, True)
 
 
-def _tvm_runner(spec, filters, threads, target="host") -> Runner:
+def _tvm_runner(spec, filters, threads, target="host", cache_dir=None) -> Runner:
     import tempfile
 
     from .op import Conv1DTranspose
@@ -77,8 +78,14 @@ def _tvm_runner(spec, filters, threads, target="host") -> Runner:
     # in a process that starts up. With the previous instance still holding its 128 MB,
     # demucs-dec1's hit took 58-335 ms on this VM (first touch of fresh memory), one-off
     # runs 2026-11-25.
-    with tempfile.TemporaryDirectory(prefix="conv1d-transpose-bench-") as cache_dir:
-        os.chmod(cache_dir, 0o700)
+    # A cache of the user's (`--cache-dir`): artifacts built elsewhere, e.g. for a GPU
+    # machine whose TVM is runtime-only. Its first make may be a hit, not a build.
+    given = cache_dir is not None
+    with contextlib.ExitStack() as stack:
+        if not given:
+            cache_dir = stack.enter_context(
+                tempfile.TemporaryDirectory(prefix="conv1d-transpose-bench-"))
+            os.chmod(cache_dir, 0o700)
         op, compile_s = make(cache_dir)
         loads = []
         for _ in range(3):
@@ -89,7 +96,8 @@ def _tvm_runner(spec, filters, threads, target="host") -> Runner:
         load_s = statistics.median(loads)
     timing = {"compile_s": round(compile_s, 3), "load_ms": round(load_s * 1e3, 2),
               "load_ms_each": [round(t * 1e3, 2) for t in loads]}
-    note = (f"compile {compile_s:.1f} s, cache hit {load_s * 1e3:.0f} ms. {note}").strip()
+    first = "first make (cache given)" if given else "compile"
+    note = (f"{first} {compile_s:.1f} s, cache hit {load_s * 1e3:.0f} ms. {note}").strip()
     if op.backend != f"tvm:{target}":
         note = f"asked for tvm:{target}, got {op.backend}. {note}".strip()
     device = getattr(op._session, "device", None)  # an RPCSession: the remote device
@@ -143,7 +151,18 @@ def runnable_tvm_targets() -> list[str]:
 
 def default_backends(targets=None) -> list[str]:
     targets = targets or runnable_tvm_targets()
-    return [f"tvm:{t}" for t in targets] + [REFERENCE_BACKEND, "tensorflow", "torch"]
+    # With a CUDA target, torch on the same GPU is the peer to beat there.
+    gpu_peer = ["torch:cuda"] if any(_is_cuda_target(t) for t in targets) else []
+    return [f"tvm:{t}" for t in targets] + [REFERENCE_BACKEND, "tensorflow", "torch", *gpu_peer]
+
+
+def _is_cuda_target(name: str) -> bool:
+    try:
+        from .compile.targets import load_targets
+        entry = load_targets().get(name)
+    except Exception:
+        return False
+    return entry is not None and entry.family == "cuda" and not entry.rpc
 
 
 def parse_backends(backends, targets=None) -> list[tuple[str, str]]:
@@ -176,8 +195,11 @@ def parse_backends(backends, targets=None) -> list[tuple[str, str]]:
                     raise ArgumentError(f"backends: {('tvm:' + t)!r} names no target in "
                                         f"targets.yaml; known: {', '.join(known_targets)}")
                 parsed.append(("tvm", t))
+        elif family == "torch" and target == "cuda":
+            parsed.append((family, "cuda"))
         elif target not in ("", "cpu"):
-            raise ArgumentError(f"backends: {name!r}: {family} runs on 'cpu' only here")
+            where = "'cpu' or 'cuda'" if family == "torch" else "'cpu' only"
+            raise ArgumentError(f"backends: {name!r}: {family} runs on {where} here")
         else:
             parsed.append((family, "cpu"))
     if not parsed:
@@ -196,6 +218,8 @@ def _tvm_target_names() -> list[str]:
 def _display_name(family: str, target: str) -> str:
     if family == "tvm":
         return f"tvm:{target}"
+    if family == "torch" and target == "cuda":
+        return "torch:cuda"
     return REFERENCE_BACKEND if family == "onnxruntime" else family
 
 
@@ -385,7 +409,8 @@ def _progress(enabled: bool):
 
 
 def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=None,
-              quick=False, progress=True, *, rounds=None, targets=None) -> dict:
+              quick=False, progress=True, *, rounds=None, targets=None,
+              cache_dir=None) -> dict:
     """Check and time `backends` on `workloads`; returns the JSON document.
 
     Args:
@@ -398,6 +423,8 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
       threads: worker threads for every backend (default: physical cores).
       quick: few rounds and calls (for demos and tests). rounds: override the rounds.
       targets: TVM targets that 'tvm' expands to (default: those that run here).
+      cache_dir: an artifact cache for the TVM backends (default: a fresh one, so that
+        the compile time is measured); e.g. artifacts built on another machine.
       progress: show a progress bar on stderr.
     Returns:
       {"header": {...}, "records": [...]}; see README ("Benchmarks").
@@ -450,7 +477,10 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
                           "compile_s": None, "load_ms": None}
                 runner = None
                 try:
-                    runner = RUNNERS[family](spec, f, threads, target)
+                    factory = RUNNERS[family]
+                    if family == "tvm" and cache_dir is not None:
+                        factory = functools.partial(factory, cache_dir=cache_dir)
+                    runner = factory(spec, f, threads, target)
                     record.update(backend=runner.backend, threads=runner.threads, note=runner.note,
                                   **getattr(runner, "build_timing", {}))
                     y = runner.call(x)
@@ -704,14 +734,17 @@ def _make_command():
     @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
     @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
     @click.option("--quick", is_flag=True, help="Few rounds and calls: a smoke run.")
+    @click.option("--cache-dir", type=click.Path(file_okay=False),
+                  help="Artifact cache for the TVM backends (default: a fresh one, so that "
+                       "compile time is measured), e.g. artifacts built on another machine.")
     @_friendly_errors
     def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
-              quick, **layer):
+              quick, cache_dir, **layer):
         """Check every backend against the reference, then time them interleaved."""
         workloads = select_workloads(only, layer)
         document = run_bench(workloads, split(backends) or None, dtype, repeat, threads, quick,
                              progress=sys.stderr.isatty(), rounds=rounds,
-                             targets=split(targets) or None)
+                             targets=split(targets) or None, cache_dir=cache_dir)
         render(document, console)
         if json_path:
             with open(json_path, "w") as stream:

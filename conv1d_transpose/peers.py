@@ -109,14 +109,26 @@ def torch_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
     puts the odd cropped position at the end, which torch cannot express: then compute
     the uncropped output and slice `[pad_begin, pad_begin + O)`, zero-filling past the
     last contribution.
+
+    target 'cuda' runs it on GPU 0 (cuDNN, TF32 off so that float32 stays float32); each
+    call copies the input there and the output back, as TVM's CUDA session does.
     """
     try:
         import torch
         import torch.nn.functional as F
     except ImportError:
         raise Unavailable("torch not installed (pip install torch)") from None
-    pinned, note = _pin_torch_threads(torch, threads)
-    weight = torch.from_numpy(np.ascontiguousarray(filters.transpose(2, 1, 0)))
+    on_gpu = target == "cuda"
+    if on_gpu:
+        if not torch.cuda.is_available():
+            raise Unavailable(f"torch {torch.__version__} sees no CUDA GPU")
+        # cuDNN would otherwise round float32 operands to TF32 (10-bit mantissa).
+        torch.backends.cudnn.allow_tf32 = False
+        pinned, note = True, ""
+    else:
+        pinned, note = _pin_torch_threads(torch, threads)
+    device = torch.device("cuda" if on_gpu else "cpu")
+    weight = torch.from_numpy(np.ascontiguousarray(filters.transpose(2, 1, 0))).to(device)
     symmetric = spec.pad_begin == spec.pad_end
     padding, output_padding = (spec.pad_begin, spec.output_padding) if symmetric else (0, 0)
     begin, width = spec.pad_begin, spec.out_width
@@ -124,7 +136,7 @@ def torch_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
 
     def call(x):
         with torch.inference_mode():
-            data = torch.from_numpy(x)
+            data = torch.from_numpy(x).to(device)
             if nwc:
                 data = data.permute(0, 2, 1)
             y = F.conv_transpose1d(data, weight, stride=spec.stride, padding=padding,
@@ -135,13 +147,16 @@ def torch_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
                     y = F.pad(y, (0, width - y.shape[2]))
             if nwc:
                 y = y.permute(0, 2, 1)
-            return y.contiguous().numpy()
+            return y.contiguous().cpu().numpy()
 
     try:
         call(np.zeros(spec.input_shape, spec.dtype))
     except Exception as error:  # e.g. a dtype torch's CPU kernels lack
         raise Unavailable(f"torch {torch.__version__} refuses this call: "
                           f"{_first_line(error)}") from None
+    if on_gpu:
+        return Runner("torch:cuda", "cuda", call, None, True,
+                      f"{torch.cuda.get_device_name(0)}, cuDNN, TF32 off")
     return Runner("torch", "cpu", call, torch.get_num_threads(), pinned, note)
 
 

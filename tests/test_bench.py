@@ -137,3 +137,47 @@ def test_tvm_records_carry_compile_and_cache_hit_times(tmp_path):
     assert tvm_record["backend"] == "tvm:host" and tvm_record["status"] == "ok"
     assert tvm_record["compile_s"] > 0 and tvm_record["load_ms"] > 0
     assert ort_record["compile_s"] is None and ort_record["load_ms"] is None
+
+
+def test_torch_on_the_gpu_is_a_backend_of_its_own():
+    assert parse_backends("torch:cuda,torch") == [("torch", "cuda"), ("torch", "cpu")]
+    with pytest.raises(ValueError, match=r"'torch:gpu': torch runs on 'cpu' or 'cuda'"):
+        parse_backends("torch:gpu")
+    with pytest.raises(ValueError, match=r"'onnxruntime:cuda': onnxruntime runs on 'cpu' only"):
+        parse_backends("onnxruntime:cuda")
+    # A CUDA target brings its GPU peer into the default set; a CPU-only set does not.
+    assert "torch:cuda" in bench_module.default_backends(["host", "cuda-sm90"])
+    assert "torch:cuda" not in bench_module.default_backends(["host"])
+
+
+def test_torch_on_the_gpu_is_checked_or_skipped_with_its_reason():
+    workload = Workload("tiny", batch=1, width=8, cin=4, cout=4, kernel=4, stride=2)
+    document = run_bench([workload], ["onnxruntime", "torch:cuda"], quick=True, progress=False)
+    _, record = document["records"]
+    assert record["backend"] == "torch:cuda"
+    try:
+        import torch
+        gpu = torch.cuda.is_available()
+    except ImportError:
+        gpu = None
+    if gpu:
+        assert record["status"] == "ok" and record["max_abs_err"] < 1e-5, record
+    else:
+        reason = "sees no CUDA GPU" if gpu is False else "torch not installed"
+        assert record["status"].startswith("skipped: ") and reason in record["status"], record
+        assert record["rank"] is None
+
+
+def test_a_given_cache_dir_is_used_and_a_second_run_builds_nothing(tmp_path):
+    cache = tmp_path / "cache"
+    args = [*TINY, "--quick", "--backends", "tvm:host", "--targets", "host",
+            "--cache-dir", str(cache), "--json", str(tmp_path / "bench.json")]
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    built = sorted(p.name for p in cache.iterdir() if (p / "manifest.json").is_file())
+    assert len(built) == 1
+    record, = json.loads((tmp_path / "bench.json").read_text())["records"]
+    assert record["status"] == "ok" and record["note"].startswith("first make (cache given)")
+    result = invoke(*args)
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in cache.iterdir() if (p / "manifest.json").is_file()) == built
