@@ -113,6 +113,8 @@ def _tvm_runner(spec, filters, threads, target="host", cache_dir=None) -> Runner
             return runner
         note = f"ran on {device}{via}; times include RPC transfers. {note}".strip()
         runner = Runner(op.backend, target, op, None, True, note)
+    elif not getattr(op._session, "_on_cpu", True):  # a GPU: TVM's CPU threads don't apply
+        runner = Runner(op.backend, target, op, None, True, note)
     else:
         runner = Runner(op.backend, target, op, actual, pinned, note)
     runner.build_timing = timing
@@ -250,6 +252,16 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def _gpu_model() -> str | None:
+    """'NVIDIA H100 80GB HBM3 (sm_90)' for CUDA device 0, or None without one."""
+    try:
+        from .compile.targets import cuda_device
+        device = cuda_device()
+    except Exception:
+        return None
+    return f"{device[0]} (sm_{device[1][0]}{device[1][1]})" if device else None
 
 
 def physical_cores() -> int:
@@ -450,6 +462,7 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
     header = {
         "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
         "cpu_model": _cpu_model(), "cores": {"logical": os.cpu_count(), "physical": physical_cores()},
+        "gpu": _gpu_model() if any(t == "cuda" or _is_cuda_target(t) for _, t in requested) else None,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": _versions(), "dtype": dtype, "settings": {**settings, "quick": bool(quick)},
         "gemm": f"{GEMM_FORM}, in {'float64' if dtype == 'float64' else 'float32'}",
@@ -564,6 +577,8 @@ def render(document, console=None) -> None:
     blas = h["blas"] or {}
     console.print(f"[bold]{h['cpu_model']}[/] ({h['cores']['physical']} cores), {h['machine']}, "
                   f"{h['date']}, {h['dtype']}, {h['threads']['requested']} threads")
+    if h.get("gpu"):
+        console.print(f"GPU: [bold]{h['gpu']}[/]")
     console.print(f"[dim]{versions}; BLAS {blas.get('library')} {blas.get('version') or ''} "
                   f"({blas.get('threads')} threads)[/]")
     console.print(f"[dim]sgemm: {h['gemm']}[/]")

@@ -44,6 +44,7 @@ def test_quick_run_writes_the_documented_json(quick_run):
     assert set(header["versions"]) >= {"numpy", "onnxruntime", "tvm", "tensorflow", "torch",
                                        "conv1d-transpose"}
     assert header["sgemm_gflops"]["custom"] > 0
+    assert header["gpu"] is None  # named only when a GPU backend was asked for
     records = document["records"]
     assert [r["backend"] for r in records] == ["onnxruntime:cpu", *PEERS]
     for record in records:
