@@ -1,6 +1,7 @@
 """Builds for targets other than this CPU: CUDA (device code in the library) and aarch64
 (cross-linked ELF). Runs are checked where this machine can run them and refused with
 the reason where it cannot."""
+import os
 import shutil
 import struct
 import subprocess
@@ -201,3 +202,25 @@ def test_cross_build_without_the_cross_compiler_is_refused(monkeypatch, tmp_path
     # An empty cache: a cached build would be served without the cross compiler.
     with pytest.raises(BackendError, match=r"'arm64': cannot build \(aarch64-linux-gnu-gcc not found\)"):
         compile_model(small_model()[2], "arm64", cache_dir=tmp_path)
+
+
+@needs_nvcc
+def test_the_gpu_tool_builds_kernel_variants_with_device_code(tmp_path):
+    # tools/gpu (README "CUDA") stages what a lent GPU machine checks and times; its build
+    # step is what could rot here, so it runs on a one-layer suite.
+    import json
+
+    workloads = tmp_path / "w.yaml"
+    workloads.write_text("workloads:\n  - {name: tiny, batch: 1, width: 9, cin: 8, cout: 40, "
+                         "kernel: 4, stride: 2, padding: SAME}\n")
+    env = {**os.environ, "WORKLOADS": str(workloads), "ROWS": "1,4", "THREADS": "32,64",
+           "JOBS": "1"}
+    script = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu", "build_variants.py")
+    proc = subprocess.run([sys.executable, script, str(tmp_path / "out")], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    index = json.loads((tmp_path / "out" / "index.json").read_text())
+    assert sorted(index) == ["tiny__r1_t32", "tiny__r1_t64", "tiny__r4_t32", "tiny__r4_t64"]
+    for tag in index:
+        with open(tmp_path / "out" / f"{tag}.so", "rb") as file:
+            assert ("elf", "sm_90") in fatbin_entries(file.read())

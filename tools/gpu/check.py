@@ -1,0 +1,259 @@
+"""On the GPU machine (run by run.sh): verify and time what prepare.sh staged, with a
+runtime-only TVM. Sections: environment, kernel_sweep (env VARIANTS: staged dirs),
+product_run_cli, op_api, tvm_default, call_overhead; env ONLY picks some. Writes
+$OUT/check.json."""
+import json, os, statistics, subprocess, sys, time, traceback
+import numpy as np
+
+OUT = os.environ.get("OUT", "/tmp/out")
+HERE = os.path.dirname(os.path.abspath(__file__))
+results = {"sections": {}}
+
+
+def save():
+    with open(os.path.join(OUT, "check.json"), "w") as f:
+        json.dump(results, f, indent=1, default=str)
+
+
+def section(fn):
+    only = os.environ.get("ONLY")
+    if only and fn.__name__ not in only.split(","):
+        return
+    t0 = time.time()
+    try:
+        results["sections"][fn.__name__] = {"result": fn()}
+    except Exception:
+        results["sections"][fn.__name__] = {"error": traceback.format_exc()}
+        print(traceback.format_exc(), flush=True)
+    results["sections"][fn.__name__]["seconds"] = round(time.time() - t0, 1)
+    print(f"== {fn.__name__}: {time.time() - t0:.1f} s", flush=True)
+    save()
+
+
+@section
+def environment():
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,clocks.max.sm,memory.total",
+                          "--format=csv,noheader"], capture_output=True, text=True).stdout.strip()
+    import tvm
+    from conv1d_transpose.compile.targets import cuda_device
+    from conv1d_transpose.runtime.tvm_backend import load_cuda_runtime
+    load_cuda_runtime()
+    dev = tvm.cuda(0)
+    info = {"nvidia_smi": smi, "tvm": tvm.__version__, "runtime_only": tvm.base._RUNTIME_ONLY,
+            "cuda_device": cuda_device(), "tvm_device_exists": dev.exist,
+            "compute_version": dev.compute_version, "python": sys.version.split()[0],
+            "numpy": np.__version__}
+    print(info, flush=True)
+    return info
+
+
+def _reference(spec, x, f):
+    from conv1d_transpose.graph.reference import TOLERANCES, magnitude, reference_conv1d_transpose
+    exact = reference_conv1d_transpose(x, f, spec)
+    rtol, atol = TOLERANCES[spec.dtype]
+    return exact, rtol * magnitude(x, f, spec) + atol
+
+
+def _torch_kernel_ms(spec, x, f):
+    """torch conv_transpose1d on device-resident NCW data (its native layout), TF32 off."""
+    import torch
+    import torch.nn.functional as F
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = True
+    xt = torch.from_numpy(x).cuda()
+    if spec.data_format == "NWC":
+        xt = xt.permute(0, 2, 1).contiguous()
+    w = torch.from_numpy(np.ascontiguousarray(f.transpose(2, 1, 0))).cuda()
+    sym = spec.pad_begin == spec.pad_end
+    pad, opad = (spec.pad_begin, spec.output_padding) if sym else (0, 0)
+    def call():
+        return F.conv_transpose1d(xt, w, stride=spec.stride, padding=pad, output_padding=opad,
+                                  dilation=spec.dilation)
+    with torch.inference_mode():
+        for _ in range(5):
+            call()
+        torch.cuda.synchronize()
+        times = []
+        for _ in range(7):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            for _ in range(20):
+                call()
+            b.record()
+            torch.cuda.synchronize()
+            times.append(a.elapsed_time(b) / 20)
+    return statistics.median(times)
+
+
+@section
+def kernel_sweep():
+    import tvm
+    from conv1d_transpose.compile.kernels import schedule_cuda
+    from conv1d_transpose.compile.kernels.polyphase import Geometry, pack_filters, plan_layout
+    from conv1d_transpose.workloads import load_workloads
+    dev = tvm.cuda(0)
+    index, workloads = {}, {}
+    for name in os.environ.get("VARIANTS", "variants,variants-outside").split(","):
+        vdir = os.path.join(HERE, name)
+        part = json.load(open(os.path.join(vdir, "index.json")))
+        wfile = next(iter(part.values())).get("workloads")
+        for w in load_workloads(os.path.join(HERE, wfile) if wfile else None):
+            workloads[w.name] = w
+        for tag, info in part.items():
+            index[tag] = {**info, "dir": vdir}
+    rows, cached = [], {}
+    for tag, info in index.items():
+        w = workloads[info["workload"]]
+        spec = w.spec()
+        if w.name not in cached:
+            x, f = w.arrays()
+            exact, bound = _reference(spec, x, f)
+            try:
+                torch_ms = _torch_kernel_ms(spec, x, f)
+            except Exception as e:
+                torch_ms = f"error: {e}"
+            cached[w.name] = (x, f, exact, bound, torch_ms)
+            print(w.name, "torch kernel ms", torch_ms, flush=True)
+        x, f, exact, bound, torch_ms = cached[w.name]
+        g = Geometry.from_spec(spec)
+        plan = schedule_cuda.CudaPlan(info["rows"], info["threads"])
+        layout = plan_layout(g, schedule_cuda.tiling(g, plan))
+        row = {"tag": tag, **{k: v for k, v in info.items() if k != "dir"}, "torch_ms": torch_ms,
+               "flops": spec.flops}
+        try:
+            mod = tvm.runtime.load_module(os.path.join(info["dir"], tag + ".so"))
+            xt = tvm.runtime.tensor(x, dev)
+            ft = tvm.runtime.tensor(pack_filters(f, layout), dev)
+            out = tvm.runtime.empty(spec.output_shape, spec.dtype, dev)
+            mod["main"](xt, ft, out)
+            got = out.numpy().astype(np.float64)
+            err = np.abs(got - exact)
+            row["max_abs_err"] = float(err.max())
+            row["ok"] = bool((err <= bound).all())
+            ev = mod.time_evaluator("main", dev, number=20, repeat=7, min_repeat_ms=10)
+            row["ms"] = 1e3 * statistics.median(list(ev(xt, ft, out).results))
+        except Exception as e:
+            row["error"] = str(e)[:500]
+        print(tag, {k: row.get(k) for k in ("ok", "max_abs_err", "ms", "torch_ms", "error")}, flush=True)
+        rows.append(row)
+    return rows
+
+
+@section
+def product_run_cli():
+    """`conv1d-transpose run` on cached cuda-sm90 artifacts, checked against the reference."""
+    from conv1d_transpose import Conv1DTranspose
+    from conv1d_transpose.graph.reference import max_error
+    from conv1d_transpose.workloads import find_workload
+    outs = []
+    for name, dtype in (("hifigan-up3", "float32"), ("stream-chunk", "float16")):
+        w = find_workload(name)
+        spec = w.spec(dtype); x, f = w.arrays(dtype, seed=3)
+        _, f = w.arrays(dtype)
+        op = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
+                             spec.dilation, backend="tvm", target="cuda-sm90",
+                             cache_dir=os.path.join(HERE, "cache"))
+        art = op._session.artifact.path
+        del op
+        np.save("/tmp/x.npy", x)
+        proc = subprocess.run([sys.executable, "-m", "conv1d_transpose.cli", "run", art,
+                               "--input", "/tmp/x.npy", "--output", "/tmp/y.npy"],
+                              capture_output=True, text=True, cwd="/tmp")
+        row = {"workload": name, "dtype": dtype, "rc": proc.returncode,
+               "stdout": proc.stdout[-800:], "stderr": proc.stderr[-800:]}
+        if proc.returncode == 0:
+            row["max_abs_err"], row["ok"] = max_error(np.load("/tmp/y.npy"), x, f, spec)
+        outs.append(row)
+        print(row, flush=True)
+    return outs
+
+
+@section
+def op_api():
+    """Conv1DTranspose(target='cuda-sm90') from the cache (a runtime-only TVM cannot
+    compile), against the reference, with dynamic shapes refused/accepted as designed."""
+    from conv1d_transpose import Conv1DTranspose
+    from conv1d_transpose.graph.reference import max_error
+    from conv1d_transpose.workloads import load_workloads
+    rows = []
+    for w in load_workloads():
+        for dtype in ("float32", "float16") if w.name == "stream-chunk" else ("float32",):
+            if w.name == "demucs-dec1":
+                continue
+            spec = w.spec(dtype)
+            x, f = w.arrays(dtype)
+            t0 = time.time()
+            op = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
+                                 spec.dilation, backend="tvm", target="cuda-sm90",
+                                 cache_dir=os.path.join(HERE, "cache"))
+            load = time.time() - t0
+            y = op(x)
+            err, ok = max_error(y, x, f, spec)
+            rows.append({"workload": w.name, "dtype": dtype, "backend": op.backend, "ok": ok,
+                         "max_abs_err": err, "load_s": round(load, 3)})
+            print(rows[-1], flush=True)
+    return rows
+
+
+
+
+
+@section
+def tvm_default():
+    """TVM's own CUDA build (no polyphase lowering), device-resident input."""
+    import glob
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+    from conv1d_transpose.workloads import find_workload
+    dev = tvm.cuda(0)
+    rows = []
+    for path in sorted(glob.glob(os.path.join(HERE, "default", "*.so"))):
+        name = os.path.basename(path)[:-3]
+        w = find_workload(name)
+        spec = w.spec(); x, f = w.arrays()
+        exact, bound = _reference(spec, x, f)
+        vm = VirtualMachine(tvm.runtime.load_module(path), dev)
+        xt = tvm.runtime.tensor(x, dev)
+        got = vm["main"](xt).numpy().astype(np.float64)
+        ok = bool((np.abs(got - exact) <= bound).all())
+        ev = vm.time_evaluator("main", dev, number=3, repeat=5, min_repeat_ms=10)
+        ms = 1e3 * statistics.median(list(ev(xt).results))
+        rows.append({"workload": name, "ok": ok, "ms": ms})
+        print(rows[-1], flush=True)
+    return rows
+
+
+@section
+def call_overhead():
+    """numpy in -> numpy out on the GPU: the op (one device input buffer per thread) vs a
+    fresh device tensor per call (the previous path), interleaved, medians."""
+    import tvm
+    from conv1d_transpose import Conv1DTranspose
+    from conv1d_transpose.workloads import find_workload
+    rows = []
+    for name in ("hifigan-up4", "hifigan-up1", "stream-chunk"):
+        w = find_workload(name)
+        spec = w.spec(); x, f = w.arrays()
+        op = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
+                             spec.dilation, backend="tvm", target="cuda-sm90",
+                             cache_dir=os.path.join(HERE, "cache"))
+        s = op._session
+        def fresh():
+            return s._main(tvm.runtime.tensor(x, s._device), *s._params).numpy()
+        def staged():
+            return op(x)
+        times = {"staged": [], "fresh": []}
+        for fn in (fresh, staged):
+            for _ in range(5):
+                fn()
+        for _ in range(15):
+            for key, fn in (("fresh", fresh), ("staged", staged)):
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    fn()
+                times[key].append((time.perf_counter() - t0) / 10 * 1e3)
+        row = {"workload": name, **{k: statistics.median(v) for k, v in times.items()}}
+        row["same"] = bool(np.array_equal(fresh(), staged()))
+        rows.append(row)
+        print(row, flush=True)
+    return rows
