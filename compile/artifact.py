@@ -568,21 +568,18 @@ def _lookup(root, entry, model_sha256, source, options, warn):
     machine would make. For CUDA without nvcc here, an artifact built elsewhere with nvcc
     (device code ready to load) is looked for first: it is what a GPU box without nvcc
     or TVM's compiler should run."""
-    alternatives = []
+    candidates = [options]
     if entry.family == "cuda" and options.get("cuda_device_code") == "source":
-        alternatives.append({**options, "cuda_device_code": "nvcc-fatbin",
-                             "nvcc_flags": list(_build.NVCC_FLAGS)})
-    for other in alternatives:
-        key = _cache.cache_key(model_sha256, entry.target_dict(), other)
+        candidates.insert(0, {**options, "cuda_device_code": "nvcc-fatbin",
+                              "nvcc_flags": list(_build.NVCC_FLAGS)})
+    for choice in candidates:
+        key = _cache.cache_key(model_sha256, entry.target_dict(), choice)
         final = os.path.join(root, key)
         expected = _expected(entry, model_sha256, key, source)
-        artifact = _cached(final, expected, warn=False)
-        if artifact is not None:
+        ours = choice is options
+        artifact = _cached(final, expected, warn=warn and ours)
+        if artifact is not None or ours:
             return artifact, key, final, expected
-    key = _cache.cache_key(model_sha256, entry.target_dict(), options)
-    final = os.path.join(root, key)
-    expected = _expected(entry, model_sha256, key, source)
-    return _cached(final, expected, warn=warn), key, final, expected
 
 
 def _require_tvm() -> None:
