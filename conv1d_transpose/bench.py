@@ -138,15 +138,20 @@ RUNNERS = {
 }
 
 
-def runnable_tvm_targets() -> list[str]:
-    """Names in targets.yaml whose code can run on this machine ('host' always)."""
+def _target_entries() -> dict:
+    """targets.yaml's entries, or {} where the compile stage is missing or broken (the
+    bench still runs its other backends)."""
     try:
         from .compile.targets import load_targets
-        entries = load_targets()
-    except Exception:  # the compile stage missing or broken: the host is still a target
-        return ["host"]
+        return load_targets()
+    except Exception:
+        return {}
+
+
+def runnable_tvm_targets() -> list[str]:
+    """Names in targets.yaml whose code can run on this machine ('host' always)."""
     # Remote (rpc) targets only when asked for: a default run never waits on a device.
-    names = [name for name, entry in entries.items()
+    names = [name for name, entry in _target_entries().items()
              if name == "host" or (not entry.rpc and entry.capabilities().can_run)]
     return names if "host" in names else ["host", *names]
 
@@ -154,17 +159,15 @@ def runnable_tvm_targets() -> list[str]:
 def default_backends(targets=None) -> list[str]:
     targets = targets or runnable_tvm_targets()
     # With a CUDA target, torch on the same GPU is the peer to beat there.
-    gpu_peer = ["torch:cuda"] if any(_is_cuda_target(t) for t in targets) else []
+    gpu_peer = ["torch:cuda"] if _local_cuda_targets(targets) else []
     return [f"tvm:{t}" for t in targets] + [REFERENCE_BACKEND, "tensorflow", "torch", *gpu_peer]
 
 
-def _is_cuda_target(name: str) -> bool:
-    try:
-        from .compile.targets import load_targets
-        entry = load_targets().get(name)
-    except Exception:
-        return False
-    return entry is not None and entry.family == "cuda" and not entry.rpc
+def _local_cuda_targets(names) -> list[str]:
+    """Those of `names` that are CUDA targets run on this machine's GPU (not over RPC)."""
+    entries = _target_entries()
+    return [n for n in names
+            if n in entries and entries[n].family == "cuda" and not entries[n].rpc]
 
 
 def parse_backends(backends, targets=None) -> list[tuple[str, str]]:
@@ -210,11 +213,7 @@ def parse_backends(backends, targets=None) -> list[tuple[str, str]]:
 
 
 def _tvm_target_names() -> list[str]:
-    try:
-        from .compile.targets import load_targets
-        return list(load_targets())
-    except Exception:
-        return []
+    return list(_target_entries())
 
 
 def _display_name(family: str, target: str) -> str:
@@ -462,7 +461,8 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
     header = {
         "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
         "cpu_model": _cpu_model(), "cores": {"logical": os.cpu_count(), "physical": physical_cores()},
-        "gpu": _gpu_model() if any(t == "cuda" or _is_cuda_target(t) for _, t in requested) else None,
+        "gpu": _gpu_model() if any(t == "cuda" for _, t in requested) or _local_cuda_targets(
+            [t for family, t in requested if family == "tvm"]) else None,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": _versions(), "dtype": dtype, "settings": {**settings, "quick": bool(quick)},
         "gemm": f"{GEMM_FORM}, in {'float64' if dtype == 'float64' else 'float32'}",

@@ -48,6 +48,8 @@ def environment():
 
 
 def _reference(spec, x, f):
+    # graph.reference.max_error's bound, computed once per layer rather than once for each
+    # of its ~20 plans (demucs-dec1's reference alone is a 2 GFLOP float64 sum).
     from conv1d_transpose.graph.reference import TOLERANCES, magnitude, reference_conv1d_transpose
     exact = reference_conv1d_transpose(x, f, spec)
     rtol, atol = TOLERANCES[spec.dtype]
@@ -55,7 +57,10 @@ def _reference(spec, x, f):
 
 
 def _torch_kernel_ms(spec, x, f):
-    """torch conv_transpose1d on device-resident NCW data (its native layout), TF32 off."""
+    """torch conv_transpose1d on device-resident NCW data (its native layout), TF32 off.
+
+    Kernel time only, so not peers.torch_runner (which copies and maps TF's padding): an
+    uneven SAME crop is left out here, a slice that costs nothing on the GPU."""
     import torch
     import torch.nn.functional as F
     torch.backends.cudnn.allow_tf32 = False
