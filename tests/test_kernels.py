@@ -7,6 +7,7 @@ SAME/VALID, output_padding, NWC/NCW, batch 0..2, every dtype) and every schedule
 (register tiles, the "rows" and "filters" orders, the blocked reduction, AVX-512, AVX2,
 SSE, NEON, CUDA). SPEC.md section 6: a kernel that is fast and wrong is easy to make.
 """
+import dataclasses
 import itertools
 import shutil
 
@@ -126,9 +127,16 @@ SCHEDULES = {
     "rows-dilated-ncw": ((1, 40, 128, 40, 128, 3, 1, 4, "SAME", "NCW"), "rows"),
     # Phases with different tap counts (K=3, s=2): one block per phase, shared input copy.
     "rows-uneven-phases": ((2, 30, 130, 59, 40, 3, 2, 1, "SAME", "NCW"), "rows"),
-    # Large filters: (channel block, phase) panels are the parallel loop (hifigan-up2).
-    "filters": ((2, 5, 256, 40, 128, 16, 8, 1, "SAME", "NWC"), "filters"),
-    "filters-ncw": ((1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NCW"), "filters"),
+    # Large filters: (channel block, phase) panels are the parallel loop (hifigan-up2),
+    # in the Winograd F(2,2) form (K = 2s, 256 input channels).
+    "filters": ((2, 5, 256, 40, 128, 16, 8, 1, "SAME", "NWC"), "filters-winograd"),
+    # The same in the direct form (fewer than 256 input channels).
+    "filters-direct": ((2, 5, 96, 40, 128, 16, 8, 1, "SAME", "NWC"), "filters"),
+    # F(2,2) with row tiles (phases in the tile): K = 2s = 4, 33 rows (odd), output
+    # width 65 (cropped).
+    "rows-winograd": ((1, 33, 256, 65, 32, 4, 2, 1, "SAME", "NWC"), "rows-winograd"),
+    "filters-ncw": ((1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NCW"), "filters-winograd"),
+    "filters-ncw-direct": ((1, 5, 96, 40, 128, 16, 8, 1, "SAME", "NCW"), "filters"),
     # A filter panel larger than L2: the reduction is blocked (demucs-dec1-like, VALID).
     "filters-blocked": ((1, 9, 600, 40, 64, 8, 4, 1, "VALID", "NWC"), "filters-blocked"),
     # (NCW tiles are one vector wide, so a blocked NCW panel needs more input channels.)
@@ -145,7 +153,8 @@ SCHEDULES = {
 
 def plan_name(spec, target):
     plan = schedule_cpu.plan(Geometry.from_spec(spec), schedule_cpu.describe_target(target))
-    return plan.order + ("-blocked" if plan.blocked else "")
+    return plan.order + ("-blocked" if plan.blocked else "") + \
+        ("-winograd" if plan.winograd else "")
 
 
 @pytest.mark.parametrize("name", SCHEDULES)
@@ -476,6 +485,118 @@ def test_cuda_plan_rule_keeps_the_gpu_busy_and_tiles_long_layers(width, channels
     # A longer layer never gets fewer rows per thread.
     longer = Geometry.from_spec(make(1, 2 * width, cin, 2 * width * s, cout, k, s, 1, "SAME", "NWC"))
     assert choose_plan(longer).rows >= plan.rows
+
+
+# --- the Winograd F(2,2) form ----------------------------------------------------------
+
+
+def run_plan(spec, cpu_plan, x, f, target=None):
+    """The kernel of one CPU plan, built and run on its own (as `tune` does)."""
+    target = target or host_target()
+    func, layout = schedule_cpu.build(Geometry.from_spec(spec), target, cpu_plan)
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      target=target).jit()
+    args = [tvm.runtime.tensor(x), tvm.runtime.tensor(pack_filters(f, layout)),
+            tvm.runtime.empty(spec.output_shape, spec.dtype)]
+    lib["main"](*args)
+    return args[2].numpy()
+
+
+def winograd_plans(spec):
+    """Every F(2,2) plan the tuner would try for the shape, and the rules' own."""
+    geometry, cpu = Geometry.from_spec(spec), schedule_cpu.describe_target(host_target())
+    plans = [p for p in schedule_cpu.candidate_plans(geometry, cpu) if p.winograd]
+    return plans + [schedule_cpu.plan(geometry, cpu, winograd=True)]
+
+
+WINOGRAD_CASES = [
+    (1, 9, 20, 18, 24, 4, 2, 1, "SAME", "NWC"),  # padded channels, 9 rows (odd)
+    (2, 7, 16, 34, 16, 8, 4, 1, "VALID", "NWC"),  # batch 2, VALID: edge pairs cut
+    (1, 6, 8, 29, 12, 10, 5, 1, "SAME", "NWC"),  # stride 5, output width 29 of 26..30
+    (1, 12, 8, 13, 8, 2, 1, 1, "VALID", "NWC"),  # stride 1, K = 2
+    (2, 9, 20, 18, 24, 4, 2, 1, "SAME", "NCW"),  # NCW: transposed in, lanes to rows out
+    (1, 6, 8, 29, 12, 10, 5, 1, "SAME", "NCW"),
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=lambda c: "-".join(map(str, c)))
+def test_winograd_plans_match_reference(case):
+    from conv1d_transpose.compile.kernels import winograd
+
+    spec = make(*case)
+    assert winograd.applies(Geometry.from_spec(spec))
+    x, f = random_arrays(spec)
+    plans = winograd_plans(spec)
+    assert {p.order for p in plans} == {"rows", "filters"}
+    for cpu_plan in plans:
+        error, ok = max_error(run_plan(spec, cpu_plan, x, f), x, f, spec)
+        assert ok, (cpu_plan, error)
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float64"])
+def test_winograd_float16_and_float64_match_reference(dtype):
+    spec = make(2, 9, 20, 18, 24, 4, 2, 1, "SAME", "NWC", dtype=dtype)
+    x, f = random_arrays(spec)
+    for cpu_plan in winograd_plans(spec)[-3:]:
+        error, ok = max_error(run_plan(spec, cpu_plan, x, f), x, f, spec)
+        assert ok, (cpu_plan, error)
+
+
+@pytest.mark.parametrize("layout", ["NWC", "NCW"])
+@pytest.mark.parametrize("special", ["nonfinite", "overflow"])
+def test_winograd_gives_tensorflows_answer_where_its_transform_would_not(special, layout):
+    # x[u] = Inf makes m1 = (x[u-1] - Inf) G1 and m2 = Inf (G0 + G1): Inf - Inf = NaN
+    # where the direct sum has +-Inf; +-3e38 neighbours overflow in x[u+1] - x[u] where
+    # the direct products stay finite. The fix pass must give the direct answer there,
+    # and leave every other pair as it was.
+    spec = make(2, 12, 20, 24, 24, 4, 2, 1, "SAME", layout)
+    x, f = random_arrays(spec)
+    f = np.abs(f) * 0.01  # one sign: an Inf input gives Inf, not NaN, in the direct sum
+    nwc = x if layout == "NWC" else x.transpose(0, 2, 1)  # a view: writes go to x
+    if special == "nonfinite":
+        nwc[0, 3, 5], nwc[1, 8, 0], nwc[1, 0, 19] = np.inf, np.nan, -np.inf
+    else:
+        nwc[0, 4, :], nwc[0, 5, :], nwc[1, 11, 7] = 3e38, -3e38, 3e38
+    exact = None
+    for cpu_plan in winograd_plans(spec)[-2:]:
+        y = run_plan(spec, cpu_plan, x, f)
+        error, ok = max_error(y, x, f, spec)
+        assert ok, (cpu_plan, error)
+        exact = y if exact is None else exact
+    if special == "nonfinite":
+        assert np.isinf(exact).any()  # TF's Inf, which the transform alone makes NaN
+
+
+def test_winograd_form_applies_where_every_phase_has_two_adjacent_taps():
+    from conv1d_transpose.compile.kernels import winograd
+
+    def applies(*case):
+        return winograd.applies(Geometry.from_spec(make(*case)))
+
+    assert applies(1, 8, 4, 16, 4, 4, 2, 1, "SAME", "NWC")  # K = 2s
+    assert applies(1, 8, 4, 9, 4, 2, 1, 1, "VALID", "NWC")  # s = 1, K = 2
+    assert not applies(1, 8, 4, 16, 4, 3, 2, 1, "SAME", "NWC")  # phases with 2 and 1 taps
+    assert not applies(1, 8, 4, 16, 4, 6, 2, 1, "SAME", "NWC")  # 3 taps per phase
+    assert not applies(1, 8, 4, 24, 4, 4, 2, 3, "VALID", "NWC")  # d = 3: taps 3 rows apart
+    assert applies(1, 8, 4, 16, 4, 4, 2, 1, "SAME", "NCW")
+    symbolic = dataclasses.replace(Geometry.from_spec(make(1, 8, 4, 16, 4, 4, 2, 1, "SAME",
+                                                           "NWC")), batch=None)
+    assert not winograd.applies(symbolic)  # a symbolic batch (e.g. an ONNX dim_param)
+
+
+def test_winograd_filters_are_g1_g0_plus_g1_and_g0():
+    spec = make(1, 5, 3, 10, 5, 4, 2, 1, "SAME", "NWC")
+    _, f = random_arrays(spec)
+    geometry = Geometry.from_spec(spec)
+    tiling = Tiling(rows=2, out_tile=4, in_tile=3)
+    direct = pack_filters(f, plan_layout(geometry, tiling))
+    layout = plan_layout(geometry, tiling, winograd=True)
+    packed = pack_filters(f, layout)
+    assert packed.shape == layout.filters_shape == direct.shape[:1] + (3,) + direct.shape[2:]
+    g0, g1 = direct[:, 0], direct[:, 1]
+    np.testing.assert_array_equal(packed[:, 0], g1)
+    np.testing.assert_array_equal(packed[:, 2], g0)
+    np.testing.assert_allclose(packed[:, 1], g0 + g1, rtol=1e-6)
 
 
 def test_packed_filters_hold_every_tap_once():

@@ -165,20 +165,28 @@ class KernelLayout:
     zero_blocks: tuple[str, ...]
     filters_shape: tuple[int, ...]  # packed: [out_blocks, max_taps, in_channels, s, out_tile]
     merged: bool  # one block computes all phases (phase index r is a block variable)
+    # The Winograd F(2,2) form (winograd.py): rows in pairs, filters [.., 3, in, s, out_tile].
+    winograd: bool = False
 
     @property
     def pad_block(self) -> str:
         return "pad"
 
 
-def plan_layout(geometry: Geometry, tiling: Tiling) -> KernelLayout:
+def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False) -> KernelLayout:
     """The kernel's sizes for a tiling: padded rows/channels, the padded input window, and
     its blocks: one accumulate/store pair for all phases when they share tap count and an
     affine input shift (d = 1 with K a multiple of s, or s = 1), else one pair per active
-    phase, plus a zero-filling block per phase that no tap reaches."""
+    phase, plus a zero-filling block per phase that no tap reaches.
+
+    winograd: the F(2,2) form (winograd.py), where `tiling.rows` counts pairs of rows.
+    """
     dec = decompose(geometry)
     s, e = dec.stride, dec.row_step
-    padded_rows = _round_up(dec.rows, tiling.rows)
+    if winograd:
+        padded_rows = 2 * _round_up(-(-dec.rows // 2), tiling.rows)
+    else:
+        padded_rows = _round_up(dec.rows, tiling.rows)
     cin = _round_up(geometry.in_channels, tiling.in_tile)
     out_blocks = -(-geometry.out_channels // tiling.out_tile)
     active = dec.active
@@ -193,9 +201,10 @@ def plan_layout(geometry: Geometry, tiling: Tiling) -> KernelLayout:
     else:
         groups = tuple((f"accumulate_r{p.r}", f"store_r{p.r}", (p.r,)) for p in active)
     zero = tuple(f"zero_r{p.r}" for p in dec.phases if p.taps == 0)
+    taps = 3 if winograd else dec.max_taps
     return KernelLayout(geometry, dec, tiling, padded_rows, cin, out_blocks, first,
                         last - first + 1, groups, zero,
-                        (out_blocks, dec.max_taps, cin, s, tiling.out_tile), beta is not None)
+                        (out_blocks, taps, cin, s, tiling.out_tile), beta is not None, winograd)
 
 
 def pack_filters(filters: np.ndarray, layout: KernelLayout) -> np.ndarray:
@@ -215,7 +224,11 @@ def pack_filters(filters: np.ndarray, layout: KernelLayout) -> np.ndarray:
             packed[:cout, j, :cin, p.r] = f[k].astype(geometry.accumulate_dtype)
     packed = packed.reshape(layout.out_blocks, layout.tiling.out_tile, dec.max_taps,
                             layout.in_channels, dec.stride)
-    return np.ascontiguousarray(packed.transpose(0, 2, 3, 4, 1))
+    packed = np.ascontiguousarray(packed.transpose(0, 2, 3, 4, 1))
+    if layout.winograd:
+        from .winograd import transform_filters
+        return transform_filters(packed)
+    return packed
 
 
 def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase") -> str:
@@ -323,4 +336,7 @@ def build_primfunc(layout: KernelLayout, name: str = "conv1d_transpose_polyphase
     import tvm
     from tvm.script import tirx as T  # noqa: F401  (used by the parsed source)
 
+    if layout.winograd:
+        from .winograd import winograd_source
+        return tvm.script.from_source(winograd_source(layout, name))
     return tvm.script.from_source(kernel_source(layout, name))

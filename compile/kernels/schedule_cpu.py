@@ -69,16 +69,49 @@ class CpuPlan:
     # width. LLVM legalizes a <48 x float> (three AVX-512 vectors) with a storm of
     # shuffles (4.5 GFLOP/s); three <16 x float> are plain.
     lanes: int = 16
+    # The Winograd F(2,2) form (winograd.py): `tiling.rows` counts pairs of rows.
+    winograd: bool = False
 
 
 def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
          rows: int | None = None, order: str | None = None,
-         phases_in_tile: bool | None = None) -> CpuPlan:
+         phases_in_tile: bool | None = None, winograd: bool | None = None) -> CpuPlan:
     """A schedule for any shape, from its sizes alone (no tuning).
 
     The keyword arguments override the choices the rules below make (the tuner's knobs,
     `candidate_plans`); everything else is derived from them.
     """
+    import dataclasses as _dataclasses
+
+    from . import winograd as _winograd
+    from .polyphase import decompose
+
+    applies = _winograd.applies(geometry)
+    direct = _plan(geometry, cpu, vectors, rows, order, phases_in_tile)
+    if winograd is None:
+        # Kernel ms, direct -> F(2,2) with the same tile, Zen 4, 2026-11-26: hifigan-up1
+        # 3.92 -> 3.31, hifigan-up2 7.56 -> 6.39, ncw-up2 8.15 -> 7.36; with 128 input
+        # channels (hifigan-up3) 4.04 -> 4.36, the transforms weighing more. A panel
+        # beyond L2 (demucs-dec1) took 11.9 ms blocked, 12.0 in F(2,2) with this tile and
+        # 8.9 with phases in the tile: `tune` finds that one.
+        winograd = applies and geometry.in_channels >= 256 and not direct.blocked
+    if not (winograd and applies):
+        return direct
+    tiling = direct.tiling
+    if rows is None:
+        # The tile counts pairs of rows: as many as fit, split evenly over the pairs.
+        pairs = -(-decompose(geometry).rows // 2)
+        tiles = -(-pairs // min(tiling.rows, pairs))
+        tiling = _dataclasses.replace(tiling, rows=-(-pairs // tiles))
+    # The F(2,2) schedule has no blocked reduction and no NCW phase order: a plain
+    # register tile in either loop order.
+    return _dataclasses.replace(direct, blocked=False, chunk_tiles=0, phases_inner=False,
+                                tiling=_dataclasses.replace(tiling,
+                                                            in_tile=geometry.in_channels),
+                                winograd=True)
+
+
+def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     from .polyphase import decompose
 
     dec = decompose(geometry)
@@ -141,7 +174,8 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
 def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
     """The plans the tuner times for a shape: the rules' own plan first, then every
     register tile that fits the register file (1-4 channel vectors by several row
-    counts), in both loop orders, with and without phases in the tile."""
+    counts), in both loop orders, with and without phases in the tile, in the direct and
+    (where it exists) the Winograd F(2,2) form."""
     from .polyphase import decompose
 
     dec = decompose(geometry)
@@ -149,25 +183,31 @@ def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
     lanes = cpu.vector_bits // (8 * element)
     budget = cpu.registers - 8 if cpu.registers >= 32 else cpu.registers - 4
     most = max(1, min(4 if cpu.registers >= 32 else 2, -(-geometry.out_channels // lanes)))
+    from .winograd import applies as _applies
+    applies = _applies(geometry)
     plans = [plan(geometry, cpu)]
     for vectors in range(1, most + 1):
         for phases_in_tile in (False, True):
             row_vectors = vectors * (dec.stride if phases_in_tile else 1)
             if row_vectors > budget:
                 continue
-            fit = max(1, min(budget // row_vectors, 14, max(dec.rows, 1)))
-            if phases_in_tile and fit < 2:
-                continue  # one row of every phase: no reuse of the filter vectors
-            # Row counts: the most that fit, and those that split the rows into equal
-            # tiles with less padding.
-            tiles = -(-max(dec.rows, 1) // fit)
-            even = -(-max(dec.rows, 1) // tiles)
-            # (A one-row tile only where one row is all that fits: its split of extent
-            # 1 can leave the store's loops unchainable for reorder.)
-            for rows in sorted(r for r in {fit, even, fit - 2, fit // 2} if r >= min(2, fit)):
-                for order in ("rows", "filters"):
-                    plans.append(plan(geometry, cpu, vectors=vectors, rows=rows, order=order,
-                                      phases_in_tile=phases_in_tile))
+            # In the F(2,2) form a tile row is a pair of output rows.
+            for winograd in (False, True) if applies else (False,):
+                units = max(-(-dec.rows // 2) if winograd else dec.rows, 1)
+                fit = max(1, min(budget // row_vectors, 14, units))
+                if phases_in_tile and fit < 2:
+                    continue  # one row of every phase: no reuse of the filter vectors
+                # Row counts: the most that fit, and those that split the rows into
+                # equal tiles with less padding.
+                even = -(-units // -(-units // fit))
+                # (A one-row tile only where one row is all that fits: its split of
+                # extent 1 can leave the store's loops unchainable for reorder.)
+                for rows in sorted(r for r in {fit, even, fit - 2, fit // 2}
+                                   if r >= min(2, fit)):
+                    for order in ("rows", "filters"):
+                        plans.append(plan(geometry, cpu, vectors=vectors, rows=rows,
+                                          order=order, phases_in_tile=phases_in_tile,
+                                          winograd=winograd))
     unique = []
     for item in plans:
         if item not in unique:
@@ -319,6 +359,9 @@ def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
     from .polyphase import build_primfunc
 
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))
-    layout = plan_layout(geometry, cpu_plan.tiling)
+    layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd)
     func = build_primfunc(layout)
+    if cpu_plan.winograd:
+        from . import winograd
+        return winograd.schedule(func, layout, cpu_plan), layout
     return schedule(func, layout, cpu_plan), layout
