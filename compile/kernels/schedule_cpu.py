@@ -15,6 +15,10 @@ column vector (AVX-512: 6 rows x 4 vectors = 24 zmm accumulators; NEON: 6 x 4 q-
   accumulators of a chunk of rows kept in a local array. In NCW the phases of a row
   chunk run back to back, so each output line is finished while it is in cache.
 
+Where every phase has two adjacent taps (K = 2s, d = 1), a plan may take the Winograd
+F(2,2) form instead (`winograd=True`, scheduled in winograd.py): the same register tile
+over pairs of rows, 3/4 of the multiply-adds.
+
 SPEC.md section 6: every loop transform comes before decompose_reduction.
 """
 from __future__ import annotations
