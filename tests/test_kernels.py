@@ -129,13 +129,12 @@ SCHEDULES = {
     "rows-uneven-phases": ((2, 30, 130, 59, 40, 3, 2, 1, "SAME", "NCW"), "rows"),
     # Large filters: (channel block, phase) panels are the parallel loop (hifigan-up2),
     # in the Winograd F(2,2) form (K = 2s, 256 input channels).
-    "filters": ((2, 5, 256, 40, 128, 16, 8, 1, "SAME", "NWC"), "filters-winograd"),
-    # The same in the direct form (fewer than 256 input channels).
+    "filters": ((2, 20, 256, 160, 128, 16, 8, 1, "SAME", "NWC"), "filters-winograd"),
+    # The same in the direct form (below 16 MFLOP, F(2,2)'s launches would cost more).
     "filters-direct": ((2, 5, 96, 40, 128, 16, 8, 1, "SAME", "NWC"), "filters"),
-    # F(2,2) with row tiles (phases in the tile): K = 2s = 4, 33 rows (odd), output
-    # width 65 (cropped).
-    "rows-winograd": ((1, 33, 256, 65, 32, 4, 2, 1, "SAME", "NWC"), "rows-winograd"),
-    "filters-ncw": ((1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NCW"), "filters-winograd"),
+    # F(2,2) with row tiles (phases in the tile): K = 2s = 4, output width 599 (cropped).
+    "rows-winograd": ((1, 300, 256, 599, 32, 4, 2, 1, "SAME", "NWC"), "rows-winograd"),
+    "filters-ncw": ((1, 20, 256, 160, 128, 16, 8, 1, "SAME", "NCW"), "filters-winograd"),
     "filters-ncw-direct": ((1, 5, 96, 40, 128, 16, 8, 1, "SAME", "NCW"), "filters"),
     # A filter panel larger than L2: the reduction is blocked (demucs-dec1-like, VALID).
     "filters-blocked": ((1, 9, 600, 40, 64, 8, 4, 1, "VALID", "NWC"), "filters-blocked"),
@@ -378,7 +377,8 @@ def aarch64_tools():
 @pytest.mark.parametrize("case, dtype", [
     ((2, 37, 20, 74, 70, 4, 2, 1, "SAME", "NWC"), "float32"),  # rows, two channel blocks
     ((2, 30, 13, 59, 40, 3, 2, 1, "SAME", "NCW"), "float32"),  # uneven phases, NCW
-    ((1, 5, 256, 40, 128, 16, 8, 1, "SAME", "NWC"), "float32"),  # filters order
+    ((1, 20, 256, 160, 128, 16, 8, 1, "SAME", "NWC"), "float32"),  # F(2,2), filters order
+    ((1, 5, 96, 40, 128, 16, 8, 1, "SAME", "NWC"), "float32"),  # direct, filters order
     ((1, 9, 600, 40, 64, 8, 4, 1, "VALID", "NCW"), "float32"),  # blocked, phases inner
     ((1, 11, 24, 46, 40, 3, 4, 2, "VALID", "NWC"), "float16"),  # inactive phases
     ((1, 12, 8, 24, 12, 4, 2, 1, "SAME", "NCW"), "float64"),
@@ -582,6 +582,23 @@ def test_winograd_form_applies_where_every_phase_has_two_adjacent_taps():
     symbolic = dataclasses.replace(Geometry.from_spec(make(1, 8, 4, 16, 4, 4, 2, 1, "SAME",
                                                            "NWC")), batch=None)
     assert not winograd.applies(symbolic)  # a symbolic batch (e.g. an ONNX dim_param)
+
+
+def test_plan_rule_takes_winograd_where_it_saves_more_than_it_costs():
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    cpu = CpuTarget(512, 32, 2, 1 << 20)
+
+    def rule(*case):
+        return schedule_cpu.plan(Geometry.from_spec(make(*case)), cpu).winograd
+
+    assert rule(1, 200, 512, 1600, 256, 16, 8, 1, "SAME", "NWC")  # hifigan-up1
+    assert rule(1, 1600, 256, 12800, 128, 16, 8, 1, "SAME", "NCW")  # ncw-up2
+    assert rule(4, 500, 128, 2000, 64, 8, 4, 1, "SAME", "NWC")  # 128 channels, input in cache
+    assert not rule(1, 12800, 128, 25600, 64, 4, 2, 1, "SAME", "NWC")  # ... not in cache
+    assert not rule(1, 10, 64, 80, 64, 16, 8, 1, "SAME", "NWC")  # 10 MFLOP: launches cost more
+    assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC")  # blocked reduction
+    assert not rule(1, 200, 512, 1600, 256, 15, 8, 1, "SAME", "NWC")  # K != 2s
 
 
 def test_winograd_filters_are_g1_g0_plus_g1_and_g0():

@@ -92,13 +92,21 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
 
     applies = _winograd.applies(geometry)
     direct = _plan(geometry, cpu, vectors, rows, order, phases_in_tile)
-    if winograd is None:
-        # Kernel ms, direct -> F(2,2) with the same tile, Zen 4, 2026-11-26: hifigan-up1
-        # 3.92 -> 3.31, hifigan-up2 7.56 -> 6.39, ncw-up2 8.15 -> 7.36; with 128 input
-        # channels (hifigan-up3) 4.04 -> 4.36, the transforms weighing more. A panel
-        # beyond L2 (demucs-dec1) took 11.9 ms blocked, 12.0 in F(2,2) with this tile and
-        # 8.9 with phases in the tile: `tune` finds that one.
-        winograd = applies and geometry.in_channels >= 256 and not direct.blocked
+    if winograd is None and applies:
+        # F(2,2) saves a quarter of the multiply-adds and costs passes over the input
+        # (the transform) and the output (the check), plus three parallel launches. So:
+        # many input channels, or an input that stays in cache; and not below ~16 MFLOP,
+        # where the launches (~15 us) outweigh the saving. Kernel ms, direct -> F(2,2)
+        # with the same tile, Zen 4, 2026-11-26: hifigan-up1 3.92 -> 3.31, hifigan-up2
+        # 7.56 -> 6.39, ncw-up2 8.15 -> 7.36, stride5-k10 2.35 -> 1.90; in cache,
+        # batch4-k8-s4 (128 channels) 1.17 -> 1.00, ncw-s5-k10 (160) 1.86 -> 1.49; but
+        # hifigan-up3 (128 channels, 6.5 MB of input) 4.08 -> 4.29. A panel beyond L2
+        # (demucs-dec1) took 11.9 ms blocked, 12.0 in F(2,2) with this tile and 8.9 with
+        # phases in the tile: `tune` finds that one.
+        input_bytes = geometry.batch * geometry.in_width * geometry.in_channels * 4
+        winograd = (not direct.blocked and geometry.flops >= 16e6
+                    and (geometry.in_channels >= 256
+                         or input_bytes <= cpu.cores * cpu.l2_bytes))
     if not (winograd and applies):
         return direct
     tiling = direct.tiling
