@@ -303,14 +303,7 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         # left rolled) keeps LLVM from promoting it to registers, and the whole
         # reduction then runs through memory (4.5 instead of 90 GFLOP/s, seen on NCW
         # with 48 channels). In NCW the vector's lanes go to separate output rows.
-        store_loops = sch.get_loops(store_block)
-        outer_stmt = sch.get(outer)
-        below = next(i for i, item in enumerate(store_loops) if sch.get(item).same_as(outer_stmt))
-        for item in store_loops[below + 1:-1]:
-            sch.unroll(item)
-        _vectorize_channels(sch, store_loops[-1], cpu_plan.lanes)
-        init = sch.decompose_reduction(block, a_cio)
-        _vectorize_channels(sch, sch.get_loops(init)[-1], cpu_plan.lanes)
+        finish_tile(sch, store_block, outer, block, a_cio, cpu_plan.lanes)
 
     if pad is not None:
         loops = sch.get_loops(pad)
@@ -323,17 +316,34 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
                 sch.parallel(p if symbolic_batch else sch.fuse(n, p))
                 sch.vectorize(ci)
             else:
-                # A transpose: 16 x 16 tiles, read along the input rows.
-                po, pi = sch.split(p, [None, 16])
-                cio, cii = sch.split(ci, [None, 16])
-                sch.reorder(po, cio, cii, pi)
-                sch.parallel(po if symbolic_batch else sch.fuse(n, po))
+                parallel_transpose(sch, n, p, ci, symbolic_batch)
     for name in layout.zero_blocks:
         n, qq, co = sch.get_loops(sch.get_sblock(name))
         sch.parallel(qq if symbolic_batch else sch.fuse(n, qq))
         if nwc:
             sch.vectorize(co)
     return sch.mod["main"]
+
+
+def finish_tile(sch, store_block, outer, block, reduction_loop, lanes):
+    """The store's loops below `outer` (one tile) unrolled, its channels vectorized; the
+    accumulators' init split off at `reduction_loop` and vectorized too."""
+    store_loops = sch.get_loops(store_block)
+    outer_stmt = sch.get(outer)
+    below = next(i for i, item in enumerate(store_loops) if sch.get(item).same_as(outer_stmt))
+    for item in store_loops[below + 1:-1]:
+        sch.unroll(item)
+    _vectorize_channels(sch, store_loops[-1], lanes)
+    init = sch.decompose_reduction(block, reduction_loop)
+    _vectorize_channels(sch, sch.get_loops(init)[-1], lanes)
+
+
+def parallel_transpose(sch, n, p, ci, symbolic_batch=False):
+    """The NCW input copy (a transpose) in 16 x 16 tiles, read along the input rows."""
+    po, pi = sch.split(p, [None, 16])
+    cio, cii = sch.split(ci, [None, 16])
+    sch.reorder(po, cio, cii, pi)
+    sch.parallel(po if symbolic_batch else sch.fuse(n, po))
 
 
 def _vectorize_channels(sch, loop, lanes):

@@ -148,7 +148,8 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     three GEMMs (k) one after another inside it, each over the input channels."""
     import tvm
 
-    from .schedule_cpu import _vectorize_channels, loops_by_variable
+    from .schedule_cpu import (_vectorize_channels, finish_tile, loops_by_variable,
+                               parallel_transpose)
 
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
     tiling = layout.tiling
@@ -186,14 +187,7 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     for item in tile_loops:
         sch.unroll(item)
     _vectorize_channels(sch, a_coi, cpu_plan.lanes)
-    store_loops = sch.get_loops(store)
-    outer_stmt = sch.get(outer)
-    below = next(i for i, item in enumerate(store_loops) if sch.get(item).same_as(outer_stmt))
-    for item in store_loops[below + 1:-1]:
-        sch.unroll(item)
-    _vectorize_channels(sch, store_loops[-1], cpu_plan.lanes)
-    init = sch.decompose_reduction(block, a_ci)
-    _vectorize_channels(sch, sch.get_loops(init)[-1], cpu_plan.lanes)
+    finish_tile(sch, store, outer, block, a_ci, cpu_plan.lanes)
     # The check runs over the same parallel split as the store.
     n, t, r, coo, h, coi = sch.get_loops(sch.get_sblock("check"))
     if cpu_plan.order == "rows":
@@ -208,11 +202,7 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         sch.parallel(sch.fuse(n, p))
         sch.vectorize(ci)
     else:
-        # A transpose: 16 x 16 tiles, read along the input rows.
-        po, pi = sch.split(p, [None, 16])
-        cio, cii = sch.split(ci, [None, 16])
-        sch.reorder(po, cio, cii, pi)
-        sch.parallel(sch.fuse(n, po))
+        parallel_transpose(sch, n, p, ci)
     n, t, k, ci = sch.get_loops(sch.get_sblock("transform"))
     sch.parallel(sch.fuse(n, t))
     sch.vectorize(ci)
