@@ -26,9 +26,6 @@ runs = []
 import os
 for arg0 in sys.argv[3:]:
     arg = arg0
-    os.environ.pop("WINO_NOFIX", None)
-    if arg.startswith("nofix:"):
-        os.environ["WINO_NOFIX"] = "1"; arg = arg[6:]
     if arg == "generic":
         sched = {"kind": "generic"}
     elif arg == "record":
