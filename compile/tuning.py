@@ -11,8 +11,9 @@ Two searches, both on the kernel that the compiler would build:
 
 Every candidate is built, run and checked against the numpy reference before it is
 timed (SPEC.md section 6: MetaSchedule produced a wrong kernel and reported it fast);
-the finalists are timed again, interleaved with the untuned schedule, in several fresh
-processes (see `PROCESSES`), and a record is kept only when it is correct. A record is
+the finalists (the first pass's fastest, the generic schedule and the schedule of the
+record being replaced) are timed again, interleaved, in several fresh processes (see
+`PROCESSES`), and a record is kept only when it is correct. A record is
 small, reviewable JSON: the plan's fields, or the MetaSchedule trace (its sampled
 decisions), never the IR.
 
@@ -527,9 +528,8 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
         good += _metaschedule(bench, geometry, target, plans[0].tiling.out_tile, trials,
                               database, resume, seed, report, refused)
     # The finalists, timed again in turns so that a noisy moment hits all of them.
-    finalists = sorted(good, key=lambda c: c.ms)[:4]
-    if generic not in finalists:
-        finalists.append(generic)
+    finalists = _finalists(good, generic,
+                           RecordStore(database).get(workload_key(geometry), target_key(target)))
     for candidate in finalists:
         candidate.times.clear()
     if processes:
@@ -571,6 +571,20 @@ def _machine(remote: _Remote | None) -> str:
         return f"{platform.machine()} {os.cpu_count()} cpus"
     emulated = " (emulated: times are qemu's, not a board's)" if remote.emulated else ""
     return f"{remote.remote.name} over RPC at {remote.address}{emulated}"
+
+
+def _finalists(good: list, generic, previous: Record | None, fastest: int = 4) -> list:
+    """The candidates of the final timing: the first pass's `fastest`, the generic
+    schedule, and the schedule of `previous`, the record this run replaces. The first
+    pass times each candidate once, in one process; a noisy moment there must not retire
+    a schedule that won a full final before."""
+    incumbent = next((c for c in good if previous is not None
+                      and c.schedule == previous.schedule), None)
+    finalists = sorted(good, key=lambda c: c.ms)[:fastest]
+    for must in (generic, incumbent):
+        if must is not None and not any(c is must for c in finalists):
+            finalists.append(must)
+    return finalists
 
 
 def _final_timing_in_processes(spec, target, finalists, generic, rounds, threads, processes,

@@ -229,6 +229,24 @@ def test_a_plan_must_beat_the_generic_schedule_in_every_process():
     assert tuning._pick(candidates, candidates[2], per_process).name == "generic"
 
 
+def test_the_replaced_records_schedule_always_reaches_the_final_timing():
+    names = ["generic"] + [f"plan {i}" for i in range(1, 8)]
+    good = [tuning.Candidate(name, {"kind": "plan", "plan": {"n": i}})
+            for i, name in enumerate(names)]
+    for index, candidate in enumerate(good):
+        candidate.ms = 1.0 - 0.01 * index  # plan 7 fastest ... generic slowest
+    generic = good[0]
+
+    def final(previous):
+        return [c.name for c in tuning._finalists(good, generic, previous)]
+
+    assert final(None) == ["plan 7", "plan 6", "plan 5", "plan 4", "generic"]
+    won_before = record("w", {"kind": "plan", "plan": {"n": 1}})
+    assert final(won_before) == ["plan 7", "plan 6", "plan 5", "plan 4", "generic", "plan 1"]
+    already_in = record("w", dict(good[6].schedule))
+    assert final(already_in) == final(None)
+
+
 def test_tune_refuses_a_negative_process_count(tmp_path):
     with pytest.raises(ArgumentError, match=r"processes=-1 must be >= 0"):
         tuning.tune(small_spec(), target(), database=str(tmp_path / "t.json"), processes=-1)
