@@ -578,8 +578,12 @@ def _finalists(good: list, generic, previous: Record | None, fastest: int = 4) -
     schedule, and the schedule of `previous`, the record this run replaces. The first
     pass times each candidate once, in one process; a noisy moment there must not retire
     a schedule that won a full final before."""
-    incumbent = next((c for c in good if previous is not None
-                      and c.schedule == previous.schedule), None)
+    schedule = previous.schedule if previous is not None else None
+    if schedule and schedule.get("kind") == "plan":
+        # (A plan recorded before a CpuPlan field existed lacks it: compare in full.)
+        schedule = {"kind": "plan", "plan": plan_to_dict(plan_from_dict(schedule["plan"]))}
+    incumbent = next((c for c in good if schedule is not None and c.schedule == schedule),
+                     None)
     finalists = sorted(good, key=lambda c: c.ms)[:fastest]
     for must in (generic, incumbent):
         if must is not None and not any(c is must for c in finalists):

@@ -231,8 +231,10 @@ def test_a_plan_must_beat_the_generic_schedule_in_every_process():
 
 def test_the_replaced_records_schedule_always_reaches_the_final_timing():
     names = ["generic"] + [f"plan {i}" for i in range(1, 8)]
-    good = [tuning.Candidate(name, {"kind": "plan", "plan": {"n": i}})
-            for i, name in enumerate(names)]
+    plans = [tuning.plan_to_dict(schedule_cpu.CpuPlan(schedule_cpu.Tiling(i + 1, 16, 64),
+                                                      False, "rows")) for i in range(8)]
+    good = [tuning.Candidate(name, {"kind": "plan", "plan": plan})
+            for name, plan in zip(names, plans)]
     for index, candidate in enumerate(good):
         candidate.ms = 1.0 - 0.01 * index  # plan 7 fastest ... generic slowest
     generic = good[0]
@@ -241,8 +243,11 @@ def test_the_replaced_records_schedule_always_reaches_the_final_timing():
         return [c.name for c in tuning._finalists(good, generic, previous)]
 
     assert final(None) == ["plan 7", "plan 6", "plan 5", "plan 4", "generic"]
-    won_before = record("w", {"kind": "plan", "plan": {"n": 1}})
+    won_before = record("w", {"kind": "plan", "plan": dict(plans[1])})
     assert final(won_before) == ["plan 7", "plan 6", "plan 5", "plan 4", "generic", "plan 1"]
+    # A record written before the plan had its `winograd` field is the same plan.
+    older = {key: value for key, value in plans[1].items() if key != "winograd"}
+    assert final(record("w", {"kind": "plan", "plan": older}))[-1] == "plan 1"
     already_in = record("w", dict(good[6].schedule))
     assert final(already_in) == final(None)
 
