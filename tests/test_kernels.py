@@ -382,6 +382,7 @@ def aarch64_tools():
     ((1, 9, 600, 40, 64, 8, 4, 1, "VALID", "NCW"), "float32"),  # blocked, phases inner
     ((1, 11, 24, 46, 40, 3, 4, 2, "VALID", "NWC"), "float16"),  # inactive phases
     ((1, 12, 8, 24, 12, 4, 2, 1, "SAME", "NCW"), "float64"),
+    ((1, 1000, 64, 1000, 64, 3, 1, 4, "SAME", "NWC"), "float32"),  # F(2,3), dilation 4
 ], ids=lambda c: "-".join(map(str, c)) if isinstance(c, tuple) else c)
 def test_aarch64_neon_kernel_matches_reference_under_qemu(aarch64_tools, tmp_path, case, dtype):
     import subprocess
@@ -503,7 +504,7 @@ def run_plan(spec, cpu_plan, x, f, target=None):
 
 
 def winograd_plans(spec):
-    """Every F(2,2) plan the tuner would try for the shape, and the rules' own."""
+    """Every Winograd plan the tuner would try for the shape, and the rules' own."""
     geometry, cpu = Geometry.from_spec(spec), schedule_cpu.describe_target(host_target())
     plans = [p for p in schedule_cpu.candidate_plans(geometry, cpu) if p.winograd]
     return plans + [schedule_cpu.plan(geometry, cpu, winograd=True)]
@@ -516,6 +517,11 @@ WINOGRAD_CASES = [
     (1, 12, 8, 13, 8, 2, 1, 1, "VALID", "NWC"),  # stride 1, K = 2
     (2, 9, 20, 18, 24, 4, 2, 1, "SAME", "NCW"),  # NCW: transposed in, lanes to rows out
     (1, 6, 8, 29, 12, 10, 5, 1, "SAME", "NCW"),
+    (2, 17, 16, 17, 16, 2, 1, 3, "SAME", "NWC"),  # F(2,2), taps 3 rows apart
+    # F(2,3): the dilated workload's form (d = 4: pairs of rows 4 apart), NCW
+    (1, 40, 24, 40, 20, 3, 1, 4, "SAME", "NCW"),
+    (2, 13, 16, 17, 16, 3, 1, 2, "VALID", "NWC"),  # d = 2, batch 2, VALID
+    (1, 11, 16, 39, 24, 9, 3, 1, "VALID", "NWC"),  # K = 3s, stride 3
 ]
 
 
@@ -534,29 +540,37 @@ def test_winograd_plans_match_reference(case):
 
 
 @pytest.mark.parametrize("dtype", ["float16", "float64"])
-def test_winograd_float16_and_float64_match_reference(dtype):
-    spec = make(2, 9, 20, 18, 24, 4, 2, 1, "SAME", "NWC", dtype=dtype)
+@pytest.mark.parametrize("case", [(2, 9, 20, 18, 24, 4, 2, 1, "SAME", "NWC"),
+                                  (1, 40, 24, 40, 20, 3, 1, 4, "SAME", "NWC")],
+                         ids=["F22", "F23"])
+def test_winograd_float16_and_float64_match_reference(dtype, case):
+    spec = make(*case, dtype=dtype)
     x, f = random_arrays(spec)
     for cpu_plan in winograd_plans(spec)[-3:]:
         error, ok = max_error(run_plan(spec, cpu_plan, x, f), x, f, spec)
         assert ok, (cpu_plan, error)
 
 
+@pytest.mark.parametrize("form", ["F22", "F23"])
 @pytest.mark.parametrize("layout", ["NWC", "NCW"])
 @pytest.mark.parametrize("special", ["nonfinite", "overflow"])
-def test_winograd_gives_tensorflows_answer_where_its_transform_would_not(special, layout):
+def test_winograd_gives_tensorflows_answer_where_its_transform_would_not(special, layout,
+                                                                        form):
     # x[u] = Inf makes m1 = (x[u-1] - Inf) G1 and m2 = Inf (G0 + G1): Inf - Inf = NaN
     # where the direct sum has +-Inf; +-3e38 neighbours overflow in x[u+1] - x[u] where
     # the direct products stay finite. The fix pass must give the direct answer there,
-    # and leave every other pair as it was.
-    spec = make(2, 12, 20, 24, 24, 4, 2, 1, "SAME", layout)
+    # and leave every other pair as it was. F(2,3) (d = 2: taps two rows apart) also
+    # needs its middle tap, which none of its four products' matrices is.
+    e = 1 if form == "F22" else 2
+    spec = make(2, 12, 20, 24, 24, 4, 2, 1, "SAME", layout) if form == "F22" else \
+        make(2, 12, 20, 12, 24, 3, 1, 2, "SAME", layout)
     x, f = random_arrays(spec)
     f = np.abs(f) * 0.01  # one sign: an Inf input gives Inf, not NaN, in the direct sum
     nwc = x if layout == "NWC" else x.transpose(0, 2, 1)  # a view: writes go to x
     if special == "nonfinite":
         nwc[0, 3, 5], nwc[1, 8, 0], nwc[1, 0, 19] = np.inf, np.nan, -np.inf
     else:
-        nwc[0, 4, :], nwc[0, 5, :], nwc[1, 11, 7] = 3e38, -3e38, 3e38
+        nwc[0, 4, :], nwc[0, 4 + e, :], nwc[1, 11, 7] = 3e38, -3e38, 3e38
     exact = None
     for cpu_plan in winograd_plans(spec)[-2:]:
         y = run_plan(spec, cpu_plan, x, f)
@@ -576,8 +590,11 @@ def test_winograd_form_applies_where_every_phase_has_two_adjacent_taps():
     assert applies(1, 8, 4, 16, 4, 4, 2, 1, "SAME", "NWC")  # K = 2s
     assert applies(1, 8, 4, 9, 4, 2, 1, 1, "VALID", "NWC")  # s = 1, K = 2
     assert not applies(1, 8, 4, 16, 4, 3, 2, 1, "SAME", "NWC")  # phases with 2 and 1 taps
-    assert not applies(1, 8, 4, 16, 4, 6, 2, 1, "SAME", "NWC")  # 3 taps per phase
-    assert not applies(1, 8, 4, 24, 4, 4, 2, 3, "VALID", "NWC")  # d = 3: taps 3 rows apart
+    assert applies(1, 8, 4, 16, 4, 6, 2, 1, "SAME", "NWC")  # 3 taps per phase: F(2,3)
+    assert applies(1, 8, 4, 8, 4, 3, 1, 2, "SAME", "NWC")  # s = 1, d = 2: rows 2 apart
+    assert not applies(1, 8, 4, 16, 4, 8, 2, 1, "SAME", "NWC")  # 4 taps per phase
+    assert not applies(1, 8, 4, 16, 4, 5, 2, 2, "SAME", "NWC")  # d = 2, s = 2: one phase idle
+    assert not applies(1, 8, 4, 24, 4, 4, 2, 3, "VALID", "NWC")  # phases shifted apart
     assert applies(1, 8, 4, 16, 4, 4, 2, 1, "SAME", "NCW")
     symbolic = dataclasses.replace(Geometry.from_spec(make(1, 8, 4, 16, 4, 4, 2, 1, "SAME",
                                                            "NWC")), batch=None)
@@ -595,6 +612,7 @@ def test_plan_rule_takes_winograd_where_it_saves_more_than_it_costs():
     assert rule(1, 200, 512, 1600, 256, 16, 8, 1, "SAME", "NWC")  # hifigan-up1
     assert rule(1, 1600, 256, 12800, 128, 16, 8, 1, "SAME", "NCW")  # ncw-up2
     assert rule(4, 500, 128, 2000, 64, 8, 4, 1, "SAME", "NWC")  # 128 channels, input in cache
+    assert rule(1, 4000, 128, 4000, 128, 3, 1, 4, "SAME", "NWC")  # dilated: F(2,3)
     assert not rule(1, 12800, 128, 25600, 64, 4, 2, 1, "SAME", "NWC")  # ... not in cache
     assert not rule(1, 10, 64, 80, 64, 16, 8, 1, "SAME", "NWC")  # 10 MFLOP: launches cost more
     assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC")  # blocked reduction
@@ -614,6 +632,23 @@ def test_winograd_filters_are_g1_g0_plus_g1_and_g0():
     np.testing.assert_array_equal(packed[:, 0], g1)
     np.testing.assert_array_equal(packed[:, 2], g0)
     np.testing.assert_allclose(packed[:, 1], g0 + g1, rtol=1e-6)
+
+
+def test_winograd_f23_filters_are_its_four_products_then_the_middle_tap():
+    spec = make(1, 8, 3, 8, 5, 3, 1, 2, "SAME", "NWC")
+    _, f = random_arrays(spec)
+    geometry = Geometry.from_spec(spec)
+    tiling = Tiling(rows=2, out_tile=4, in_tile=3)
+    direct = pack_filters(f, plan_layout(geometry, tiling))
+    layout = plan_layout(geometry, tiling, winograd=True)
+    packed = pack_filters(f, layout)
+    assert packed.shape == layout.filters_shape == direct.shape[:1] + (5,) + direct.shape[2:]
+    g0, g1, g2 = direct[:, 0], direct[:, 1], direct[:, 2]  # taps reading rows q+c, -e, -2e
+    np.testing.assert_array_equal(packed[:, 0], g2)
+    np.testing.assert_allclose(packed[:, 1], (g0 + g1 + g2) / 2, rtol=1e-6)
+    np.testing.assert_allclose(packed[:, 2], (g0 - g1 + g2) / 2, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(packed[:, 3], g0)
+    np.testing.assert_array_equal(packed[:, 4], g1)
 
 
 def test_packed_filters_hold_every_tap_once():

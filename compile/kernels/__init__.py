@@ -2,8 +2,9 @@
 
 `build_kernel(geometry, target)` gives the scheduled PrimFunc `(input, packed_filters) ->
 output` for a CPU (llvm: x86, aarch64) or CUDA target, with the `KernelLayout` that
-`pack_filters` needs to lay the filters out for it. On CPUs, shapes with K = 2s may get
-the Winograd F(2,2) form of it (winograd.py).
+`pack_filters` needs to lay the filters out for it. On CPUs, shapes with two or three
+taps per phase (K = 2s, K = 3s, dilated stride 1) may get the Winograd F(2,2) or F(2,3)
+form of it (winograd.py).
 """
 from __future__ import annotations
 

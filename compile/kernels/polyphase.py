@@ -165,7 +165,8 @@ class KernelLayout:
     zero_blocks: tuple[str, ...]
     filters_shape: tuple[int, ...]  # packed: [out_blocks, max_taps, in_channels, s, out_tile]
     merged: bool  # one block computes all phases (phase index r is a block variable)
-    # The Winograd F(2,2) form (winograd.py): rows in pairs, filters [.., 3, in, s, out_tile].
+    # The Winograd F(2,r) form (winograd.py): rows in pairs, filters
+    # [.., winograd.filter_slots(r), in, s, out_tile].
     winograd: bool = False
 
     @property
@@ -179,12 +180,13 @@ def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False) -> K
     affine input shift (d = 1 with K a multiple of s, or s = 1), else one pair per active
     phase, plus a zero-filling block per phase that no tap reaches.
 
-    winograd: the F(2,2) form (winograd.py), where `tiling.rows` counts pairs of rows.
+    winograd: the F(2,r) form (winograd.py), where `tiling.rows` counts pairs of rows.
     """
     dec = decompose(geometry)
     s, e = dec.stride, dec.row_step
     if winograd:
-        padded_rows = 2 * _round_up(-(-dec.rows // 2), tiling.rows)
+        from .winograd import padded_rows as _winograd_rows
+        padded_rows = _winograd_rows(dec.rows, e, tiling.rows)
     else:
         padded_rows = _round_up(dec.rows, tiling.rows)
     cin = _round_up(geometry.in_channels, tiling.in_tile)
@@ -201,7 +203,11 @@ def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False) -> K
     else:
         groups = tuple((f"accumulate_r{p.r}", f"store_r{p.r}", (p.r,)) for p in active)
     zero = tuple(f"zero_r{p.r}" for p in dec.phases if p.taps == 0)
-    taps = 3 if winograd else dec.max_taps
+    if winograd:
+        from .winograd import filter_slots
+        taps = filter_slots(dec.max_taps)
+    else:
+        taps = dec.max_taps
     return KernelLayout(geometry, dec, tiling, padded_rows, cin, out_blocks, first,
                         last - first + 1, groups, zero,
                         (out_blocks, taps, cin, s, tiling.out_tile), beta is not None, winograd)

@@ -15,9 +15,10 @@ column vector (AVX-512: 6 rows x 4 vectors = 24 zmm accumulators; NEON: 6 x 4 q-
   accumulators of a chunk of rows kept in a local array. In NCW the phases of a row
   chunk run back to back, so each output line is finished while it is in cache.
 
-Where every phase has two adjacent taps (K = 2s, d = 1), a plan may take the Winograd
-F(2,2) form instead (`winograd=True`, scheduled in winograd.py): the same register tile
-over pairs of rows, 3/4 of the multiply-adds.
+Where every phase has the same two or three equally spaced taps (K = 2s or 3s, or a
+dilated stride-1 layer), a plan may take the Winograd F(2,2) or F(2,3) form instead
+(`winograd=True`, scheduled in winograd.py): the same register tile over pairs of rows,
+3/4 or 2/3 of the multiply-adds.
 
 SPEC.md section 6: every loop transform comes before decompose_reduction.
 """
@@ -73,7 +74,7 @@ class CpuPlan:
     # width. LLVM legalizes a <48 x float> (three AVX-512 vectors) with a storm of
     # shuffles (4.5 GFLOP/s); three <16 x float> are plain.
     lanes: int = 16
-    # The Winograd F(2,2) form (winograd.py): `tiling.rows` counts pairs of rows.
+    # The Winograd F(2,r) form (winograd.py): `tiling.rows` counts pairs of rows.
     winograd: bool = False
 
 
@@ -102,7 +103,8 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         # batch4-k8-s4 (128 channels) 1.17 -> 1.00, ncw-s5-k10 (160) 1.86 -> 1.49; but
         # hifigan-up3 (128 channels, 6.5 MB of input) 4.08 -> 4.29. A panel beyond L2
         # (demucs-dec1) took 11.9 ms blocked, 12.0 in F(2,2) with this tile and 8.9 with
-        # phases in the tile: `tune` finds that one.
+        # phases in the tile: `tune` finds that one. F(2,3), which saves a third, on the
+        # dilated layer (128 channels, 2 MB of input): 1.79 -> 1.39 ms.
         input_bytes = geometry.batch * geometry.in_width * geometry.in_channels * 4
         winograd = (not direct.blocked and geometry.flops >= 16e6
                     and (geometry.in_channels >= 256
@@ -112,10 +114,10 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     tiling = direct.tiling
     if rows is None:
         # The tile counts pairs of rows: as many as fit, split evenly over the pairs.
-        pairs = -(-decompose(geometry).rows // 2)
+        pairs = _winograd.pairs_of(decompose(geometry))
         tiles = -(-pairs // min(tiling.rows, pairs))
         tiling = _dataclasses.replace(tiling, rows=-(-pairs // tiles))
-    # The F(2,2) schedule has no blocked reduction and no NCW phase order: a plain
+    # The Winograd schedule has no blocked reduction and no NCW phase order: a plain
     # register tile in either loop order.
     return _dataclasses.replace(direct, blocked=False, chunk_tiles=0, phases_inner=False,
                                 tiling=_dataclasses.replace(tiling,
@@ -187,7 +189,7 @@ def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
     """The plans the tuner times for a shape: the rules' own plan first, then every
     register tile that fits the register file (1-4 channel vectors by several row
     counts), in both loop orders, with and without phases in the tile, in the direct and
-    (where it exists) the Winograd F(2,2) form."""
+    (where it exists) the Winograd F(2,r) form."""
     from .polyphase import decompose
 
     dec = decompose(geometry)
@@ -195,7 +197,7 @@ def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
     lanes = cpu.vector_bits // (8 * element)
     budget = cpu.registers - 8 if cpu.registers >= 32 else cpu.registers - 4
     most = max(1, min(4 if cpu.registers >= 32 else 2, -(-geometry.out_channels // lanes)))
-    from .winograd import applies as _applies
+    from .winograd import applies as _applies, pairs_of
     applies = _applies(geometry)
     plans = [plan(geometry, cpu)]
     for vectors in range(1, most + 1):
@@ -203,9 +205,9 @@ def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
             row_vectors = vectors * (dec.stride if phases_in_tile else 1)
             if row_vectors > budget:
                 continue
-            # In the F(2,2) form a tile row is a pair of output rows.
+            # In the F(2,r) form a tile row is a pair of output rows.
             for winograd in (False, True) if applies else (False,):
-                units = max(-(-dec.rows // 2) if winograd else dec.rows, 1)
+                units = max(pairs_of(dec) if winograd else dec.rows, 1)
                 fit = max(1, min(budget // row_vectors, 14, units))
                 if phases_in_tile and fit < 2:
                     continue  # one row of every phase: no reuse of the filter vectors

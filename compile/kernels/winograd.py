@@ -1,4 +1,4 @@
-"""The Winograd F(2,2) form of the polyphase kernel: 3 multiplies where it takes 4.
+"""The Winograd forms of the polyphase kernel: F(2,2) and F(2,3), fewer multiplies.
 
 Where every phase has two taps, one row apart, with one input shift (d = 1 and K = 2s:
 every HiFi-GAN and Demucs upsampler), output rows `q = 2t` and `2t + 1` of a phase are,
@@ -12,8 +12,15 @@ with `u = 2t + c` the input row of tap 0 and G0, G1 the taps' [in, out] matrices
 (Winograd's minimal filtering, Lavin and Gray 2016, arXiv:1509.09308). Three GEMMs over
 half the rows replace two over all of them: 3/4 of the multiply-adds, for a transform
 of the input (two subtractions per pair and channel) and of the filters (once, at
-compile time). The transforms' coefficients are all +-1, so rounding stays at the
-direct form's order (checked against the reference like every kernel).
+compile time). With three taps per phase (K = 3s, or the dilated stride-1 layer of
+WaveNet-like decoders) F(2,3) does four GEMMs where the direct form does six: 2/3. Taps
+e = d/gcd(s, d) rows apart pair row q with q + e. Both forms' coefficients are +-1 on the
+data (1/2 on F(2,3)'s filters, exact in binary), and each output is a sum over its own
+taps' input rows only, so rounding stays at the direct form's order (checked against the
+reference like every kernel). F(3,2) (3 rows from 4 products) was tried and left out:
+its outputs mix in rows outside their taps, so a row with no input (output_padding, a
+silent stretch) came out at 4e-6 instead of 0, over float32's tolerance, for at most
+1.11x (Zen 4, 2026-11-26).
 
 The transform would break one exact property: an Inf in the input gives Inf - Inf = NaN
 in m, where TensorFlow's direct sum has +-Inf, and a huge finite pair may overflow in a
@@ -26,47 +33,133 @@ from __future__ import annotations
 
 import numpy as np
 
-from .polyphase import Geometry, KernelLayout, _inside, decompose
+from .polyphase import Geometry, KernelLayout, _inside, _round_up, decompose
+
+
+# F(2, r) for correlation with r taps, y_h = sum_i d_(h+i) g_i over the r + 1 input rows
+# d_i = x[u + i e] of one pair (g_i = G_(r-1-i): tap j reads row q + c - j e):
+#     y = A^T [(G g) . (B^T d)]
+# as (B^T, G, A^T). F(2,2) is the form above; F(2,3) is Lavin and Gray's (points 0, +-1,
+# infinity): 4 products for 6. In both, each output's sum uses only the input rows of its
+# own taps (a zero input window gives an exact zero, as in the direct form), every data
+# and output coefficient is +-1, and F(2,3)'s filter rows carry a 1/2, exact in binary.
+TRANSFORMS = {
+    2: (((1, -1, 0), (0, 1, 0), (0, -1, 1)),
+        ((1, 0), (1, 1), (0, 1)),
+        ((1, 1, 0), (0, 1, 1))),
+    3: (((1, 0, -1, 0), (0, 1, 1, 0), (0, -1, 1, 0), (0, 1, 0, -1)),
+        ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
+        ((1, 1, 1, 0), (0, 1, -1, -1))),
+}
 
 
 def applies(geometry: Geometry) -> bool:
-    """Whether the F(2,2) form exists for this shape (and this kernel generator has it):
-    every phase with two taps one row apart and one shared input shift, a static batch
-    (either layout)."""
+    """Whether a Winograd form exists for this shape (and this kernel generator has it):
+    every phase with the same two or three taps (F(2,2), F(2,3)), equally spaced rows
+    apart (any dilation), one shared input shift, a static batch (either layout)."""
     dec = decompose(geometry)
-    return (geometry.batch is not None and dec.row_step == 1 and dec.uniform_shift_step() == 0
-            and all(p.taps == 2 for p in dec.phases) and dec.rows >= 2)
+    return (geometry.batch is not None and dec.uniform_shift_step() == 0
+            and len({p.taps for p in dec.phases}) == 1 and dec.phases[0].taps in TRANSFORMS
+            and dec.rows >= 2)
+
+
+def taps(layout_or_geometry) -> int:
+    """r of the F(2, r) form: the taps of every phase."""
+    geometry = getattr(layout_or_geometry, "geometry", layout_or_geometry)
+    return decompose(geometry).phases[0].taps
+
+
+def filter_slots(r: int) -> int:
+    """Packed filter matrices of F(2, r): the r + 1 products', then the direct taps that
+    are none of them (F(2,3)'s middle tap G1), which the fix pass needs exactly."""
+    return r + 1 + (r - 2)
 
 
 def transform_filters(packed: np.ndarray) -> np.ndarray:
-    """Direct packed filters `[blocks, 2, in, s, out_tile]` (taps G0, G1) ->
-    `[blocks, 3, in, s, out_tile]` = (G1, G0 + G1, G0): the matrices of m1, m2, m3."""
-    g0, g1 = packed[:, 0], packed[:, 1]
-    # G0 + G1 rounded once, from the exact sum.
-    both = (g0.astype(np.float64) + g1.astype(np.float64)).astype(packed.dtype)
-    return np.ascontiguousarray(np.stack([g1, both, g0], axis=1))
+    """Direct packed filters `[blocks, r, in, s, out_tile]` (taps G0 .. G(r-1)) ->
+    `[blocks, filter_slots(r), in, s, out_tile]`: (G g) then the missing direct taps.
+    F(2,2): (G1, G0 + G1, G0); F(2,3): (G2, (G0 + G1 + G2)/2, (G0 - G1 + G2)/2, G0, G1).
+    Each is rounded once, from the exact sum."""
+    r = packed.shape[1]
+    g = [packed[:, r - 1 - i].astype(np.float64) for i in range(r)]
+    rows = [sum(c * gi for c, gi in zip(coefficients, g)) for coefficients in TRANSFORMS[r][1]]
+    rows += [packed[:, j] for j in range(1, r - 1)]
+    return np.ascontiguousarray(np.stack(rows, axis=1).astype(packed.dtype))
+
+
+def direct_tap_slot(r: int, j: int) -> int:
+    """Slot of direct tap G_j among the packed matrices (for the fix pass)."""
+    return {0: r, r - 1: 0}.get(j, r + j)
+
+
+def padded_rows(rows: int, row_step: int, tile_pairs: int) -> int:
+    """Output rows a kernel of `tile_pairs`-pair tiles covers: pairs (q, q + e) of rows,
+    e = row_step, in blocks of 2e rows, the pairs rounded up to whole tiles."""
+    count = _round_up(-(-rows // (2 * row_step)) * row_step, tile_pairs)
+    return 2 * row_step * -(-count // row_step)
+
+
+def pairs_of(dec) -> int:
+    """Pairs (q, q + e) that cover a decomposition's rows, e = row_step."""
+    return -(-dec.rows // (2 * dec.row_step)) * dec.row_step
+
+
+def pairs(layout: KernelLayout) -> int:
+    """Pairs in a kernel: rounded up to whole tiles."""
+    return _round_up(pairs_of(layout.decomposition), layout.tiling.rows)
+
+
+def _combination(coefficients, terms) -> str:
+    """`sum(c * term)` for +-1 coefficients, as TVMScript."""
+    out = ""
+    for c, term in zip(coefficients, terms):
+        if c:
+            assert c in (1, -1), c
+            sign = (" + " if c > 0 else " - ") if out else ("" if c > 0 else "-")
+            out += sign + term
+    return out
+
+
+def _select(variable: str, expressions: list[str]) -> str:
+    """The expression for `variable == i` (a loop the schedule unrolls)."""
+    out = expressions[-1]
+    for i in range(len(expressions) - 2, -1, -1):
+        out = f"T.if_then_else({variable} == {i}, {expressions[i]}, {out})"
+    return out
 
 
 def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase") -> str:
-    """TVMScript of the unscheduled F(2,2) kernel: pad, transform, accumulate, store, fix."""
+    """TVMScript of the unscheduled F(2, r) kernel: pad, transform, accumulate, store, fix."""
     g, dec, t = layout.geometry, layout.decomposition, layout.tiling
     acc, dtype = g.accumulate_dtype, g.dtype
     N, W, O, Cout, Cin = g.batch, g.in_width, g.out_width, g.out_channels, g.in_channels
-    S, rho = dec.stride, dec.offset
+    S, rho, e = dec.stride, dec.offset, dec.row_step
     CI, COO, COT, P = layout.in_channels, layout.out_blocks, t.out_tile, layout.padded_width
-    TP = layout.padded_rows // 2
+    R = taps(layout)
+    data, _, output = TRANSFORMS[R]
+    TP = pairs(layout)
     w0 = layout.input_first_row
-    # Input row (of xp) of tap 0 for output row q: q + c (tap j reads q + c - j).
+    # Input row (of xp) of tap 0 for output row q: q + c (tap j reads q + c - j e).
     c = dec.q_first - dec.phases[0].shift - w0
     nwc = g.data_format == "NWC"
+
+    def row(pair: str, h: str) -> str:
+        """Output row (of its phase) of row h of a pair: q0 + h e, q0 = the pair's first."""
+        if e == 1:
+            return f"{pair} * 2 + {h}"
+        return f"{pair} // {e} * {2 * e} + {pair} % {e} + {h} * {e}"
 
     def out_at(o, co):
         return f"out[vn, {o}, {co}]" if nwc else f"out[vn, {co}, {o}]"
 
     x_read = f"x[vn, vp + {w0}, vci]" if nwc else f"x[vn, vci, vp + {w0}]"
-    position = f"(vt * 2 + vh) * {S} + vr - {rho}"
+    position = f"({row('vt', 'vh')}) * {S} + vr - {rho}"
     inside = _inside(position, -rho, O, Cout, COT)
-    inside_fix = _inside(f"(vt * 2 + h) * {S} + r - {rho}", -rho, O)
+    fix_position = f"({row('vt', 'h')}) * {S} + r - {rho}"
+    inside_fix = _inside(fix_position, -rho, O)
+    # The pair's input rows d_i = x[q0 + c - (r - 1) e + i e].
+    rows = [f"xp[vn, {row('vt', '0')} + {c - (R - 1) * e + i * e}, vci]" for i in range(R + 1)]
+    products = [f"acc0[vn, vt, {k}, vr, vcoo, vcoi]" for k in range(R + 1)]
     lines = [
         "@T.prim_func(private=True, s_tir=True)",
         f"def {name}(x: T.Buffer({g.input_shape}, \"{dtype}\"), "
@@ -74,25 +167,25 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         f"out: T.Buffer({g.output_shape}, \"{dtype}\")):",
         "    T.func_attr({\"tirx.noalias\": True})",
         f"    xp = T.sblock_alloc_buffer(({N}, {P}, {CI}), \"{acc}\")",
-        f"    xw = T.sblock_alloc_buffer(({N}, {TP}, 3, {CI}), \"{acc}\")",
+        f"    xw = T.sblock_alloc_buffer(({N}, {TP}, {R + 1}, {CI}), \"{acc}\")",
         f"    flags = T.sblock_alloc_buffer(({N}, {TP}, {S}, {COO}), \"int32\")",
         f"    for n, p, ci in T.grid({N}, {P}, {CI}):",
         "        with T.sblock(\"pad\"):",
         "            vn, vp, vci = T.axis.remap(\"SSS\", [n, p, ci])",
         f"            xp[vn, vp, vci] = T.if_then_else(vp + {w0} >= 0 and vp + {w0} < {W} "
         f"and vci < {Cin}, T.Cast(\"{acc}\", {x_read}), T.Cast(\"{acc}\", 0))",
-        # k = 0, 1, 2: x[u-1] - x[u], x[u], x[u+1] - x[u].
-        f"    for n, t, k, ci in T.grid({N}, {TP}, 3, {CI}):",
+        # xw[k] = (B^T d)_k; for F(2,2) x[u-1] - x[u], x[u], x[u+1] - x[u].
+        f"    for n, t, k, ci in T.grid({N}, {TP}, {R + 1}, {CI}):",
         "        with T.sblock(\"transform\"):",
         "            vn, vt, vk, vci = T.axis.remap(\"SSSS\", [n, t, k, ci])",
-        f"            xw[vn, vt, vk, vci] = T.if_then_else(vk == 1, xp[vn, vt * 2 + {c}, vci], "
-        f"xp[vn, vt * 2 + {c - 1} + vk, vci] - xp[vn, vt * 2 + {c}, vci])",
+        f"            xw[vn, vt, vk, vci] = "
+        f"{_select('vk', [_combination(b, rows) for b in data])}",
         # The two GEMM stages in a scope of their own: the check reads `out`, which the
         # fix then writes, and a scope with such a read before a write is no "stage
         # pipeline" for compute_at.
         "    with T.sblock(\"gemm\"):",
-        f"        acc0 = T.sblock_alloc_buffer(({N}, {TP}, 3, {S}, {COO}, {COT}), \"{acc}\")",
-        f"        for n, t, k, r, coo, coi, ci in T.grid({N}, {TP}, 3, {S}, {COO}, {COT}, {CI}):",
+        f"        acc0 = T.sblock_alloc_buffer(({N}, {TP}, {R + 1}, {S}, {COO}, {COT}), \"{acc}\")",
+        f"        for n, t, k, r, coo, coi, ci in T.grid({N}, {TP}, {R + 1}, {S}, {COO}, {COT}, {CI}):",
         "            with T.sblock(\"accumulate\"):",
         "                vn, vt, vk, vr, vcoo, vcoi, vci = T.axis.remap(\"SSSSSSR\", "
         "[n, t, k, r, coo, coi, ci])",
@@ -100,12 +193,13 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         f"                    acc0[vn, vt, vk, vr, vcoo, vcoi] = T.Cast(\"{acc}\", 0)",
         "                acc0[vn, vt, vk, vr, vcoo, vcoi] = acc0[vn, vt, vk, vr, vcoo, vcoi] "
         "+ xw[vn, vt, vk, vci] * filters[vcoo, vk, vci, vr, vcoi]",
+        # y_h = (A^T m)_h, h unrolled by the schedule.
         f"        for n, t, h, r, coo, coi in T.grid({N}, {TP}, 2, {S}, {COO}, {COT}):",
         "            with T.sblock(\"store\"):",
         "                vn, vt, vh, vr, vcoo, vcoi = T.axis.remap(\"SSSSSS\", [n, t, h, r, coo, coi])",
         f"                if {inside}:",
         f"                    {out_at(position, f'vcoo * {COT} + vcoi')} = T.Cast(\"{dtype}\", "
-        "acc0[vn, vt, vh, vr, vcoo, vcoi] + acc0[vn, vt, vh + 1, vr, vcoo, vcoi])",
+        f"{_select('vh', [_combination(a, products) for a in output])})",
         # Whether a pair's outputs in one (phase, channel block) are all finite: read
         # back by the thread that stored them, while they are in its cache. Rows are
         # clamped into [0, O): a pair cut by the edge may check a neighbour's row (at
@@ -117,9 +211,10 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         "                flags[vn, vt, vr, vcoo] = 0",
         "            flags[vn, vt, vr, vcoo] = T.max(flags[vn, vt, vr, vcoo], T.if_then_else("
         f"T.isfinite({out_at(f'T.max(T.min({position}, {O - 1}), 0)', f'T.min(vcoo * {COT} + vcoi, {Cout - 1})')}), 0, 1))",
-        # The direct form for a pair of rows with a non-finite output (G0 = filters[:, 2],
-        # G1 = filters[:, 0]); an opaque block, run only for such pairs. Parallel in the
-        # source: it reads what it writes (out), which the schedule's parallel refuses.
+        # The direct form for a pair of rows with a non-finite output (tap j's matrix in
+        # slot direct_tap_slot(R, j)); an opaque block, run only for such pairs. Parallel
+        # in the source: it reads what it writes (out), which the schedule's parallel
+        # refuses.
         f"    for n in range({N}):",
         f"      for t in T.parallel({TP}):",
         "        with T.sblock(\"fix\"):",
@@ -133,10 +228,11 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         f"                for h, r, co in T.grid(2, {S}, {Cout}):",
         f"                    if {inside_fix}:",
         f"                        total[0] = T.Cast(\"{acc}\", 0)",
-        f"                        for j, ci in T.grid(2, {Cin}):",
-        f"                            total[0] = total[0] + xp[vn, vt * 2 + h + {c} - j, ci] * "
-        f"filters[co // {COT}, 2 - 2 * j, ci, r, co % {COT}]",
-        f"                        {out_at(f'(vt * 2 + h) * {S} + r - {rho}', 'co')} = "
+        f"                        for j, ci in T.grid({R}, {Cin}):",
+        f"                            total[0] = total[0] + xp[vn, {row('vt', 'h')} + {c} - j * {e}, ci] * "
+        f"filters[co // {COT}, {_select('j', [str(direct_tap_slot(R, j)) for j in range(R)])}, "
+        f"ci, r, co % {COT}]",
+        f"                        {out_at(fix_position, 'co')} = "
         f"T.Cast(\"{dtype}\", total[0])",
     ]
     return "\n".join(lines) + "\n"
@@ -145,7 +241,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
 def schedule(func, layout: KernelLayout, cpu_plan):
     """The CPU schedule of `winograd_source`'s kernel, after schedule_cpu.schedule: the
     same register tile (`rows` pairs x channel vectors, optionally x phases), with the
-    three GEMMs (k) one after another inside it, each over the input channels."""
+    r + 1 GEMMs (k) one after another inside it, each over the input channels."""
     import tvm
 
     from .schedule_cpu import (_vectorize_channels, finish_tile, loops_by_variable,
@@ -205,5 +301,6 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         parallel_transpose(sch, n, p, ci)
     n, t, k, ci = sch.get_loops(sch.get_sblock("transform"))
     sch.parallel(sch.fuse(n, t))
+    sch.unroll(k)
     sch.vectorize(ci)
     return sch.mod["main"]
