@@ -623,6 +623,35 @@ def render(document, console=None) -> None:
             table.caption = "\n".join(notes)
             table.caption_justify = "left"
         console.print(table)
+    means = geomean_vs_onnxruntime(document)
+    if means:
+        count = next(iter(means.values()))[1]
+        console.print(f"geometric mean vs onnxruntime over the {count} workload(s) of at least "
+                      f"{MEAN_MIN_MFLOP} MFLOP: " +
+                      ", ".join(f"{name} {mean:.2f}x" for name, (mean, _) in means.items()))
+
+
+# The workloads a geometric mean over the suite counts: the performance bars' "every
+# workload of at least 50 MFLOP" (the streaming chunk has a bar of its own).
+MEAN_MIN_MFLOP = 50
+
+
+def geomean_vs_onnxruntime(document, min_mflop: float = MEAN_MIN_MFLOP) -> dict:
+    """{backend: (geometric mean of its speedup over onnxruntime, workloads counted)} over
+    the workloads of at least `min_mflop` where onnxruntime and the backend both ran;
+    a backend missing on one of them is left out, so every mean covers the same layers."""
+    import math
+
+    large = [w["name"] for w in document["header"]["workloads"]
+             if w["flops"] >= min_mflop * 1e6]
+    ratios: dict[str, dict[str, float]] = {}
+    for r in document["records"]:
+        if r["workload"] in large and r["speedup_vs_onnxruntime"] and \
+                not r["backend"].startswith("onnxruntime"):
+            ratios.setdefault(r["backend"], {})[r["workload"]] = r["speedup_vs_onnxruntime"]
+    return {name: (math.exp(sum(math.log(v) for v in values.values()) / len(values)),
+                   len(values))
+            for name, values in ratios.items() if large and set(values) == set(large)}
 
 
 def _busy_note(header) -> str:

@@ -65,6 +65,25 @@ def test_quick_run_plots_a_png(quick_run):
         assert image.format == "PNG" and image.size[0] > 0 and image.size[1] > 0
 
 
+def test_geometric_mean_counts_the_large_workloads_every_backend_ran():
+    def record(workload, backend, speedup):
+        return {"workload": workload, "backend": backend, "speedup_vs_onnxruntime": speedup}
+
+    document = {
+        "header": {"workloads": [{"name": "a", "flops": 60e6}, {"name": "b", "flops": 900e6},
+                                 {"name": "tiny", "flops": 40e6}]},
+        "records": [record("a", "onnxruntime:cpu", 1.0), record("b", "onnxruntime:cpu", 1.0),
+                    record("tiny", "onnxruntime:cpu", 1.0),
+                    record("a", "tvm:host", 2.0), record("b", "tvm:host", 8.0),
+                    record("tiny", "tvm:host", 100.0),  # under 50 MFLOP: not counted
+                    record("a", "torch", 0.5), record("b", "torch", None)],  # torch failed on b
+    }
+    means = bench_module.geomean_vs_onnxruntime(document)
+    assert set(means) == {"tvm:host"}
+    mean, count = means["tvm:host"]
+    assert count == 2 and mean == pytest.approx(4.0)
+
+
 def test_unknown_backend_is_a_usage_error_naming_it():
     result = invoke(*TINY, "--quick", "--backends", "onnxruntime,mxnet")
     assert result.exit_code == 2
