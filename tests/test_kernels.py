@@ -619,15 +619,21 @@ def test_plan_rule_takes_winograd_where_it_saves_more_than_it_costs():
     assert not rule(1, 200, 512, 1600, 256, 15, 8, 1, "SAME", "NWC")  # K != 2s
 
 
-def test_winograd_filters_are_g1_g0_plus_g1_and_g0():
-    spec = make(1, 5, 3, 10, 5, 4, 2, 1, "SAME", "NWC")
+def direct_and_winograd_filters(*case):
+    """The direct and the Winograd packed filters of one layer, same tiling."""
+    spec = make(*case)
     _, f = random_arrays(spec)
     geometry = Geometry.from_spec(spec)
     tiling = Tiling(rows=2, out_tile=4, in_tile=3)
-    direct = pack_filters(f, plan_layout(geometry, tiling))
     layout = plan_layout(geometry, tiling, winograd=True)
     packed = pack_filters(f, layout)
-    assert packed.shape == layout.filters_shape == direct.shape[:1] + (3,) + direct.shape[2:]
+    assert packed.shape == layout.filters_shape
+    return pack_filters(f, plan_layout(geometry, tiling)), packed
+
+
+def test_winograd_filters_are_g1_g0_plus_g1_and_g0():
+    direct, packed = direct_and_winograd_filters(1, 5, 3, 10, 5, 4, 2, 1, "SAME", "NWC")
+    assert packed.shape == direct.shape[:1] + (3,) + direct.shape[2:]
     g0, g1 = direct[:, 0], direct[:, 1]
     np.testing.assert_array_equal(packed[:, 0], g1)
     np.testing.assert_array_equal(packed[:, 2], g0)
@@ -635,14 +641,8 @@ def test_winograd_filters_are_g1_g0_plus_g1_and_g0():
 
 
 def test_winograd_f23_filters_are_its_four_products_then_the_middle_tap():
-    spec = make(1, 8, 3, 8, 5, 3, 1, 2, "SAME", "NWC")
-    _, f = random_arrays(spec)
-    geometry = Geometry.from_spec(spec)
-    tiling = Tiling(rows=2, out_tile=4, in_tile=3)
-    direct = pack_filters(f, plan_layout(geometry, tiling))
-    layout = plan_layout(geometry, tiling, winograd=True)
-    packed = pack_filters(f, layout)
-    assert packed.shape == layout.filters_shape == direct.shape[:1] + (5,) + direct.shape[2:]
+    direct, packed = direct_and_winograd_filters(1, 8, 3, 8, 5, 3, 1, 2, "SAME", "NWC")
+    assert packed.shape == direct.shape[:1] + (5,) + direct.shape[2:]
     g0, g1, g2 = direct[:, 0], direct[:, 1], direct[:, 2]  # taps reading rows q+c, -e, -2e
     np.testing.assert_array_equal(packed[:, 0], g2)
     np.testing.assert_allclose(packed[:, 1], (g0 + g1 + g2) / 2, rtol=1e-6)

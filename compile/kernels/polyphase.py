@@ -186,7 +186,7 @@ def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False) -> K
     s, e = dec.stride, dec.row_step
     if winograd:
         from .winograd import padded_rows as _winograd_rows
-        padded_rows = _winograd_rows(dec.rows, e, tiling.rows)
+        padded_rows = _winograd_rows(dec, tiling.rows)
     else:
         padded_rows = _round_up(dec.rows, tiling.rows)
     cin = _round_up(geometry.in_channels, tiling.in_tile)

@@ -92,11 +92,11 @@ def direct_tap_slot(r: int, j: int) -> int:
     return {0: r, r - 1: 0}.get(j, r + j)
 
 
-def padded_rows(rows: int, row_step: int, tile_pairs: int) -> int:
+def padded_rows(dec, tile_pairs: int) -> int:
     """Output rows a kernel of `tile_pairs`-pair tiles covers: pairs (q, q + e) of rows,
     e = row_step, in blocks of 2e rows, the pairs rounded up to whole tiles."""
-    count = _round_up(-(-rows // (2 * row_step)) * row_step, tile_pairs)
-    return 2 * row_step * -(-count // row_step)
+    e = dec.row_step
+    return 2 * e * -(-_round_up(pairs_of(dec), tile_pairs) // e)
 
 
 def pairs_of(dec) -> int:
