@@ -40,8 +40,11 @@ from .workloads import load_workloads
 # The pause outlasts the worker threads that keep spinning after a call: onnxruntime's,
 # OpenBLAS's, and torch's OpenMP threads (KMP_BLOCKTIME defaults to 200 ms), which
 # otherwise slow whichever backend runs next.
+# A quick run pauses as long: with 10 ms, `make demo`'s bench of hifigan-up1 gave tvm:host
+# 11.4-16.0 ms (0.61x-0.77x onnxruntime) where 0.25 s gave 3.6-4.2 ms (1.40x-1.42x),
+# 2026-11-26, AMD EPYC Zen 4, 2 vCPUs.
 FULL = {"repeat": 10, "rounds": 8, "warmup": 2, "pause_s": 0.25, "batch_s": 1.0}
-QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.01, "batch_s": 0.2}
+QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.25, "batch_s": 0.2}
 
 REFERENCE_BACKEND = "onnxruntime:cpu"
 GEMM_FORM = ("numpy.matmul [M, K] @ [K, N] with M = batch*in_width, "
