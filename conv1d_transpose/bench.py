@@ -47,6 +47,9 @@ FULL = {"repeat": 10, "rounds": 8, "warmup": 2, "pause_s": 0.25, "batch_s": 1.0}
 QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.25, "batch_s": 0.2}
 
 REFERENCE_BACKEND = "onnxruntime:cpu"
+# The workloads a geometric mean over the suite counts: the performance bars' "every
+# workload of at least 50 MFLOP" (the streaming chunk has a bar of its own).
+MEAN_MIN_MFLOP = 50
 GEMM_FORM = ("numpy.matmul [M, K] @ [K, N] with M = batch*in_width, "
              "N = out_channels*kernel_width, K = in_channels: the same FLOPs as the layer "
              "(its GEMM + col2im form)")
@@ -634,17 +637,10 @@ def render(document, console=None) -> None:
                       ", ".join(f"{name} {mean:.2f}x" for name, (mean, _) in means.items()))
 
 
-# The workloads a geometric mean over the suite counts: the performance bars' "every
-# workload of at least 50 MFLOP" (the streaming chunk has a bar of its own).
-MEAN_MIN_MFLOP = 50
-
-
 def geomean_vs_onnxruntime(document, min_mflop: float = MEAN_MIN_MFLOP) -> dict:
     """{backend: (geometric mean of its speedup over onnxruntime, workloads counted)} over
     the workloads of at least `min_mflop` where onnxruntime and the backend both ran;
     a backend missing on one of them is left out, so every mean covers the same layers."""
-    import math
-
     large = [w["name"] for w in document["header"]["workloads"]
              if w["flops"] >= min_mflop * 1e6]
     ratios: dict[str, dict[str, float]] = {}

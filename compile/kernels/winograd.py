@@ -19,8 +19,8 @@ data (1/2 on F(2,3)'s filters, exact in binary), and each output is a sum over i
 taps' input rows only, so rounding stays at the direct form's order (checked against the
 reference like every kernel). F(3,2) (3 rows from 4 products) was tried and left out:
 its outputs mix in rows outside their taps, so a row with no input (output_padding, a
-silent stretch) came out at 4e-6 instead of 0, over float32's tolerance, for at most
-1.11x (Zen 4, 2026-11-26).
+silent stretch) came out at 4e-6 instead of 0, over float32's tolerance, for a gain of
+at most a tenth in a trial version.
 
 The transform would break one exact property: an Inf in the input gives Inf - Inf = NaN
 in m, where TensorFlow's direct sum has +-Inf, and a huge finite pair may overflow in a
@@ -61,12 +61,6 @@ def applies(geometry: Geometry) -> bool:
     return (geometry.batch is not None and dec.uniform_shift_step() == 0
             and len({p.taps for p in dec.phases}) == 1 and dec.phases[0].taps in TRANSFORMS
             and dec.rows >= 2)
-
-
-def taps(layout_or_geometry) -> int:
-    """r of the F(2, r) form: the taps of every phase."""
-    geometry = getattr(layout_or_geometry, "geometry", layout_or_geometry)
-    return decompose(geometry).phases[0].taps
 
 
 def filter_slots(r: int) -> int:
@@ -135,7 +129,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
     N, W, O, Cout, Cin = g.batch, g.in_width, g.out_width, g.out_channels, g.in_channels
     S, rho, e = dec.stride, dec.offset, dec.row_step
     CI, COO, COT, P = layout.in_channels, layout.out_blocks, t.out_tile, layout.padded_width
-    R = taps(layout)
+    R = dec.phases[0].taps  # r of F(2, r): every phase has it (applies)
     data, _, output = TRANSFORMS[R]
     TP = pairs(layout)
     w0 = layout.input_first_row
