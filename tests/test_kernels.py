@@ -617,7 +617,12 @@ def test_plan_rule_takes_winograd_where_it_saves_more_than_it_costs():
     assert rule(1, 1600, 256, 12800, 128, 16, 8, 1, "SAME", "NCW")  # ncw-up2
     assert rule(4, 500, 128, 2000, 64, 8, 4, 1, "SAME", "NWC")  # 128 channels, input in cache
     assert rule(1, 4000, 128, 4000, 128, 3, 1, 4, "SAME", "NWC")  # dilated: F(2,3)
-    assert not rule(1, 12800, 128, 25600, 64, 4, 2, 1, "SAME", "NWC")  # ... not in cache
+    # Out of cache: in the "rows" order each tile transforms its own input (128
+    # channels: hifigan-up3), but not with 64 channels (hifigan-up4), nor in the
+    # "filters" order, whose transform is a pass over the whole input.
+    assert rule(1, 12800, 128, 25600, 64, 4, 2, 1, "SAME", "NWC")
+    assert not rule(1, 25600, 64, 51200, 32, 4, 2, 1, "SAME", "NWC")
+    assert not rule(1, 12800, 128, 102400, 128, 16, 8, 1, "SAME", "NWC")
     assert not rule(1, 10, 64, 80, 64, 16, 8, 1, "SAME", "NWC")  # 10 MFLOP: launches cost more
     assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC")  # blocked reduction
     assert not rule(1, 200, 512, 1600, 256, 15, 8, 1, "SAME", "NWC")  # K != 2s

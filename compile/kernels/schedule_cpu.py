@@ -104,11 +104,15 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         # hifigan-up3 (128 channels, 6.5 MB of input) 4.08 -> 4.29. A panel beyond L2
         # (demucs-dec1) took 11.9 ms blocked, 12.0 in F(2,2) with this tile and 8.9 with
         # phases in the tile: `tune` finds that one. F(2,3), which saves a third, on the
-        # dilated layer (128 channels, 2 MB of input): 1.79 -> 1.39 ms.
+        # dilated layer (128 channels, 2 MB of input): 1.79 -> 1.39 ms. In the "rows"
+        # order each tile transforms its own input (winograd.schedule), so the input's
+        # size no longer counts there: hifigan-up3 3.83 -> 3.28 ms (2026-11-26); with 64
+        # channels (hifigan-up4) this tile lost, 2.14 -> 3.29.
         input_bytes = geometry.batch * geometry.in_width * geometry.in_channels * 4
         winograd = (not direct.blocked and geometry.flops >= 16e6
                     and (geometry.in_channels >= 256
-                         or input_bytes <= cpu.cores * cpu.l2_bytes))
+                         or input_bytes <= cpu.cores * cpu.l2_bytes
+                         or (direct.order == "rows" and geometry.in_channels >= 128)))
     if not (winograd and applies):
         return direct
     tiling = direct.tiling
