@@ -115,6 +115,11 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
                          or (direct.order == "rows" and geometry.in_channels >= 128)))
     if not (winograd and applies):
         return direct
+    if geometry.data_format == "NCW" and vectors is None:
+        # The F(2,r) kernel stores an NWC copy of the output and transposes it at the end
+        # (winograd.py), so it takes NWC's tile, up to four vectors of channels.
+        direct = _plan(_dataclasses.replace(geometry, data_format="NWC"), cpu, vectors, rows,
+                       order, phases_in_tile)
     tiling = direct.tiling
     if rows is None:
         # The tile counts pairs of rows: as many as fit, split evenly over the pairs.
