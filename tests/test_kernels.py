@@ -628,6 +628,23 @@ def test_plan_rule_takes_winograd_where_it_saves_more_than_it_costs():
     assert not rule(1, 200, 512, 1600, 256, 15, 8, 1, "SAME", "NWC")  # K != 2s
 
 
+def test_ncw_winograd_plan_takes_a_wide_tile_only_where_it_divides_the_channels():
+    # The F(2,r) kernel writes an NWC copy of an NCW output, so it can use NWC's wide
+    # tile, but a 64-wide tile on 80 channels computes 48 padding channels.
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    cpu = CpuTarget(512, 32, 2, 1 << 20)
+
+    def tile(*case):
+        cpu_plan = schedule_cpu.plan(Geometry.from_spec(make(*case)), cpu)
+        assert cpu_plan.winograd
+        return cpu_plan.tiling.out_tile
+
+    assert tile(1, 1600, 256, 12800, 128, 16, 8, 1, "SAME", "NCW") == 64  # ncw-up2
+    assert tile(2, 600, 160, 3000, 80, 10, 5, 1, "SAME", "NCW") == 16  # ncw-s5-k10
+    assert tile(2, 600, 160, 3000, 96, 10, 5, 1, "SAME", "NCW") == 32
+
+
 def direct_and_winograd_filters(*case):
     """The direct and the Winograd packed filters of one layer, same tiling."""
     spec = make(*case)
