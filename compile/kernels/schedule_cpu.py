@@ -120,8 +120,7 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         # (winograd.py), so it takes a wider tile, up to four vectors of channels, where
         # they divide the channels: ncw-up2 (128) 8.3 -> 7.5 ms with four; but ncw-s5-k10
         # (80 channels, two 64-wide blocks) 1.60 -> 2.50 (2026-11-26).
-        lanes = cpu.vector_bits // (8 * (8 if geometry.accumulate_dtype == "float64" else 4))
-        wide = next(v for v in (4, 2, 1) if geometry.out_channels % (v * lanes) == 0
+        wide = next(v for v in (4, 2, 1) if geometry.out_channels % (v * direct.lanes) == 0
                     or v == 1)
         direct = _plan(_dataclasses.replace(geometry, data_format="NWC"), cpu, wide, rows,
                        order, phases_in_tile)
