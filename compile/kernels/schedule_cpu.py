@@ -118,8 +118,9 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     if geometry.data_format == "NCW" and vectors is None:
         # The F(2,r) kernel stores an NWC copy of the output and transposes it at the end
         # (winograd.py), so it takes a wider tile, up to four vectors of channels, where
-        # they divide the channels: ncw-up2 (128) 8.3 -> 7.5 ms with four; but ncw-s5-k10
-        # (80 channels, two 64-wide blocks) 1.60 -> 2.50 (2026-11-26).
+        # they divide the channels: ncw-up2 (128) 8.97 ms with one vector, 7.53 with four;
+        # but ncw-s5-k10 (80: two 64-wide blocks) 1.60 with one, 2.50 with four
+        # (tools/cpu/kernel_plans.py, 2026-11-26).
         wide = next(v for v in (4, 2, 1) if geometry.out_channels % (v * direct.lanes) == 0
                     or v == 1)
         direct = _plan(_dataclasses.replace(geometry, data_format="NWC"), cpu, wide, rows,

@@ -6,14 +6,14 @@ PLAN-JSON: {"kw": {plan() keywords}, "tiling": {...}, other CpuPlan fields}; WL=
 for a workloads file of your own. Used for the direct vs F(2,2) figures in
 schedule_cpu.plan and the README.
 """
-import sys, json, statistics, time, numpy as np, tvm
+import sys, json
+from kernel_timing import checked_kernel, interleaved_medians
 from conv1d_transpose.runtime.tvm_backend import configure_threads; print(configure_threads(2))
 from conv1d_transpose.workloads import find_workload
-from conv1d_transpose.compile.kernels.polyphase import Geometry, pack_filters
+from conv1d_transpose.compile.kernels.polyphase import Geometry
 from conv1d_transpose.compile.kernels import schedule_cpu
 from conv1d_transpose.compile import tuning
 from conv1d_transpose.compile.targets import get_target
-from conv1d_transpose.graph.reference import max_error
 name, rounds = sys.argv[1], int(sys.argv[2])
 import dataclasses as _dc, os
 base_name, *mods = name.split(":")
@@ -38,18 +38,9 @@ for arg0 in sys.argv[3:]:
         p = dataclasses.replace(base, tiling=tiling, **d)
         sched = {"kind": "plan", "plan": tuning.plan_to_dict(p)}
     func, layout = tuning.kernel_from_schedule(g, target, sched)
-    ex = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
-    lib = ex.jit(); dev = tvm.cpu(0)
-    packed = pack_filters(f, layout)
-    args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(packed, dev), tvm.runtime.empty(spec.output_shape, spec.dtype, dev)]
-    lib["main"](*args)
-    err, ok = max_error(args[2].numpy(), x, f, spec)
-    ev = lib.time_evaluator("main", dev, number=1, repeat=3, min_repeat_ms=40)
+    ev, args, err, ok = checked_kernel(func, layout, spec, x, f, target)
     print(arg[:150], sched.get("plan"), "err", err, ok, flush=True)
-    runs.append((arg0, ev, args, []))
-for _ in range(rounds):
-    for arg, ev, args, times in runs:
-        times.extend(ev(*args).results)
-for arg, ev, args, times in runs:
-    m = statistics.median(times)
+    runs.append((arg0, ev, args))
+medians = interleaved_medians([(ev, args) for _, ev, args in runs], rounds)
+for (arg, _, _), m in zip(runs, medians):
     print(f"{m*1e3:8.3f} ms {spec.flops/m/1e9:6.1f} GFLOP/s  {arg[:120]}")

@@ -1,0 +1,30 @@
+"""What the kernel-timing tools share: build a scheduled PrimFunc, check it against the
+reference, and time several kernels in interleaved rounds in one process."""
+import statistics
+
+import tvm
+
+from conv1d_transpose.compile.kernels.polyphase import pack_filters
+from conv1d_transpose.graph.reference import max_error
+
+
+def checked_kernel(func, layout, spec, x, f, target):
+    """(time evaluator, its arguments, max error, within tolerance) of one kernel."""
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                      target=target).jit()
+    dev = tvm.cpu(0)
+    args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(pack_filters(f, layout), dev),
+            tvm.runtime.empty(spec.output_shape, spec.dtype, dev)]
+    lib["main"](*args)
+    error, ok = max_error(args[2].numpy(), x, f, spec)
+    evaluator = lib.time_evaluator("main", dev, number=1, repeat=3, min_repeat_ms=40)
+    return evaluator, args, error, ok
+
+
+def interleaved_medians(kernels, rounds):
+    """Median seconds of each (evaluator, args), timed in turn for `rounds` rounds."""
+    times = [[] for _ in kernels]
+    for _ in range(rounds):
+        for (evaluator, args), samples in zip(kernels, times):
+            samples.extend(evaluator(*args).results)
+    return [statistics.median(samples) for samples in times]
