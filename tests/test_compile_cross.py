@@ -205,22 +205,28 @@ def test_cross_build_without_the_cross_compiler_is_refused(monkeypatch, tmp_path
 
 
 @needs_nvcc
-def test_the_gpu_tool_builds_kernel_variants_with_device_code(tmp_path):
+@pytest.mark.parametrize("plans, tags", [
+    ({"ROWS": "1,4", "THREADS": "32,64"},
+     ["tiny__r1_t32", "tiny__r1_t64", "tiny__r4_t32", "tiny__r4_t64"]),
+    # The rule's plan for the layer (a shared-memory one: 40 channels -> the 32 tile) and
+    # an explicit shared-memory plan.
+    ({"SHARED": "rule;4,16,8,4,32"}, ["tiny__r2_t16_y8_c2_k16", "tiny__r4_t16_y8_c4_k32"]),
+], ids=["register", "shared"])
+def test_the_gpu_tool_builds_kernel_variants_with_device_code(tmp_path, plans, tags):
     # tools/gpu (README "CUDA") stages what a lent GPU machine checks and times; its build
     # step is what could rot here, so it runs on a one-layer suite.
     import json
 
     workloads = tmp_path / "w.yaml"
-    workloads.write_text("workloads:\n  - {name: tiny, batch: 1, width: 9, cin: 8, cout: 40, "
+    workloads.write_text("workloads:\n  - {name: tiny, batch: 1, width: 800, cin: 8, cout: 40, "
                          "kernel: 4, stride: 2, padding: SAME}\n")
-    env = {**os.environ, "WORKLOADS": str(workloads), "ROWS": "1,4", "THREADS": "32,64",
-           "JOBS": "1"}
+    env = {**os.environ, "WORKLOADS": str(workloads), "JOBS": "1", **plans}
     script = os.path.join(os.path.dirname(__file__), "..", "tools", "gpu", "build_variants.py")
     proc = subprocess.run([sys.executable, script, str(tmp_path / "out")], env=env,
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr
     index = json.loads((tmp_path / "out" / "index.json").read_text())
-    assert sorted(index) == ["tiny__r1_t32", "tiny__r1_t64", "tiny__r4_t32", "tiny__r4_t64"]
+    assert sorted(index) == tags
     for tag in index:
         with open(tmp_path / "out" / f"{tag}.so", "rb") as file:
             assert ("elf", "sm_90") in fatbin_entries(file.read())

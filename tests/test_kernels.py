@@ -435,8 +435,11 @@ def test_cuda_build_binds_threads_and_carries_the_kernel(layout):
     (1, 5, 40, 40, 300, 16, 8, 1, "SAME", "NCW"),
     (1, 7, 8, 7, 8, 3, 1, 4, "SAME", "NWC"),
 ], ids=lambda c: "-".join(map(str, c)))
-# None: the plan rule's choice; then register tiles of rows that do not divide the rows.
-@pytest.mark.parametrize("plan", [None, (4, 32), (3, 64)], ids=str)
+# None: the plan rule's choice; then register tiles of rows that do not divide the rows;
+# then shared-memory plans (rows, threads, row_threads, channels, in_chunk): the rule's
+# three, and odd ones whose tiles divide neither rows, channels nor input channels.
+@pytest.mark.parametrize("plan", [None, (4, 32), (3, 64), (4, 32, 4, 4, 16), (4, 16, 8, 4, 32),
+                                  (2, 16, 8, 2, 16), (3, 8, 2, 3, 5)], ids=str)
 def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case, plan):
     # The CUDA schedule's loop nest, with its thread loops left serial, compiled for the
     # CPU: the GPU check runs where a GPU is (test_compile_cross, README "CUDA").
@@ -469,13 +472,13 @@ def _launch_threads(geometry, plan):
 @pytest.mark.parametrize("width", [1, 10, 50, 200, 1600, 25600])
 @pytest.mark.parametrize("channels", [(512, 256, 16, 8), (128, 64, 4, 2), (2048, 1024, 8, 4),
                                       (96, 96, 3, 1)], ids=str)
-def test_cuda_plan_rule_keeps_the_gpu_busy_and_tiles_long_layers(width, channels):
+def test_cuda_register_plan_keeps_the_gpu_busy_and_tiles_long_layers(width, channels):
     from conv1d_transpose.compile.kernels.schedule_cuda import (MAX_ROWS, MIN_LAUNCH_THREADS,
-                                                                CudaPlan, choose_plan)
+                                                                CudaPlan, register_plan)
 
     cin, cout, k, s = channels
     geometry = Geometry.from_spec(make(1, width, cin, width * s, cout, k, s, 1, "SAME", "NWC"))
-    plan = choose_plan(geometry)
+    plan = register_plan(geometry)
     assert plan.threads % 32 == 0 and plan.rows in (1, 2, 4, 8) and plan.rows <= MAX_ROWS
     assert plan.threads == (64 if cout >= 512 else 32)
     # The most rows that keep a launch at MIN_LAUNCH_THREADS: one more doubling would not.
@@ -485,7 +488,81 @@ def test_cuda_plan_rule_keeps_the_gpu_busy_and_tiles_long_layers(width, channels
         assert _launch_threads(geometry, CudaPlan(plan.rows * 2, plan.threads)) < MIN_LAUNCH_THREADS
     # A longer layer never gets fewer rows per thread.
     longer = Geometry.from_spec(make(1, 2 * width, cin, 2 * width * s, cout, k, s, 1, "SAME", "NWC"))
-    assert choose_plan(longer).rows >= plan.rows
+    assert register_plan(longer).rows >= plan.rows
+
+
+def _blocks(geometry, plan):
+    dec = decompose(geometry)
+    phases = dec.stride if dec.uniform_shift_step() is not None else 1
+    tile = plan.threads * plan.channels
+    return (geometry.batch or 1) * -(-dec.rows // (plan.rows * plan.row_threads)) * phases * \
+        -(-geometry.out_channels // tile)
+
+
+@pytest.mark.parametrize("case", [
+    # (width, cin, cout, kernel, stride, dilation)
+    (1600, 256, 128, 16, 8, 1), (64, 2048, 1024, 8, 4, 1), (25600, 64, 32, 4, 2, 1),
+    (1200, 100, 50, 6, 3, 1), (3000, 96, 96, 3, 2, 2), (10, 512, 256, 16, 8, 1),
+    (1000, 192, 96, 7, 3, 1), (4000, 128, 128, 3, 1, 4), (2000, 256, 256, 33, 1, 1),
+    (4000, 512, 128, 15, 1, 1),
+], ids=str)
+def test_cuda_plan_rule_shares_memory_where_one_group_keeps_the_gpu_busy(case):
+    from conv1d_transpose.compile.kernels.schedule_cuda import (MAX_SHARED_BYTES, MIN_BLOCKS,
+                                                                SHARED_PLANS, choose_plan,
+                                                                register_plan, shared_bytes)
+
+    width, cin, cout, k, s, d = case
+    geometry = Geometry.from_spec(make(1, width, cin, width * s, cout, k, s, d, "SAME", "NWC"))
+    plan = choose_plan(geometry)
+    dec = decompose(geometry)
+    one_group = dec.uniform_shift_step() is not None or len(dec.active) == 1
+
+    def fits(p):  # enough blocks, and shared memory within budget at the smallest chunk
+        return _blocks(geometry, p) >= MIN_BLOCKS and \
+            shared_bytes(geometry, dataclasses.replace(p, in_chunk=2)) <= MAX_SHARED_BYTES
+
+    if not plan.shared:
+        assert plan == register_plan(geometry)
+        # Fallback only where no shared plan applies: several phase groups, or no tile
+        # with MIN_BLOCKS blocks within the shared-memory budget.
+        assert not one_group or all(not fits(p) for p in SHARED_PLANS.values())
+        return
+    assert one_group
+    tile = plan.threads * plan.channels
+    assert tile in SHARED_PLANS and cout % tile == 0 or tile == min(SHARED_PLANS)
+    # The widest dividing tile that fits: every wider one that divides does not.
+    for wider, other in SHARED_PLANS.items():
+        if wider > tile and cout % wider == 0:
+            assert not fits(other)
+    assert _blocks(geometry, plan) >= MIN_BLOCKS
+    assert shared_bytes(geometry, plan) <= MAX_SHARED_BYTES
+    assert plan.in_chunk >= 1 and plan.in_chunk <= SHARED_PLANS[tile].in_chunk
+
+
+@pytest.mark.parametrize("name", ["hifigan-up2", "dilated", "hifigan-up4"])
+def test_cuda_shared_plan_stages_the_whole_blocks_tile(name):
+    # The shared buffers of the generated CUDA source hold the tile of the whole thread
+    # block (shared_bytes), not of one thread: staged with the global scope, compute_at
+    # under the thread loops sizes the padded input per thread, which runs correctly on
+    # the CPU (threads serial) and wrongly on a GPU. CUDA source needs no GPU or nvcc.
+    import re
+
+    from conv1d_transpose.compile.kernels import schedule_cuda
+    from conv1d_transpose.workloads import find_workload
+
+    geometry = Geometry.from_spec(find_workload(name).spec())
+    plan = schedule_cuda.choose_plan(geometry)
+    assert plan.shared
+    func, _ = schedule_cuda.build(geometry, plan=plan)
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host={"kind": "llvm"})
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    modules = [lib.mod, *lib.mod.imports]
+    source = "".join(m.inspect_source("cuda") for m in modules if m.kind == "cuda")
+    shared = {name: int(size) for name, size in
+              re.findall(r"__shared__ [^;]*float (\w+)\[(\d+)\];", source)}
+    assert set(shared) == {"filters_shared_ptr", "xp_shared_ptr"}
+    assert 4 * sum(shared.values()) == schedule_cuda.shared_bytes(geometry, plan)
+    assert source.count("__syncthreads()") >= 2
 
 
 # --- the Winograd F(2,2) form ----------------------------------------------------------

@@ -1,11 +1,15 @@
-"""A CUDA schedule of the polyphase kernel: threads along output channels, a register
-tile of output rows per thread.
+"""CUDA schedules of the polyphase kernel: a shared-memory GEMM-like tiling, and a
+register tile of output rows per thread where that does not apply.
 
-Threads run along the output channels (packed filters are laid out with the channel
-innermost, so a warp reads consecutive filter values and, in NWC, writes consecutive
-outputs). Each thread keeps `rows` sums in registers over (tap, input channel): every
-filter value it loads serves `rows` outputs of one phase, where a one-row thread loads a
-filter value per multiply-add and is bound by the cache's bandwidth.
+The shared-memory plan (`_schedule_shared`, most layers): a thread block computes a tile
+of output rows x output channels of one phase, each thread a small rows x channels tile
+in registers; per step of input channels the block stages the tile's filters and padded
+input rows in shared memory, so every value loaded from global memory serves a row or a
+column of the tile. The register-tile plan (layers with a phase group per phase, and
+layers too small to fill the GPU with tiles): threads run along the output channels
+(packed filters are laid out with the channel innermost, so a warp reads consecutive
+filter values and, in NWC, writes consecutive outputs), each keeping `rows` sums in
+registers, so every filter value it loads serves `rows` outputs. `choose_plan` picks.
 """
 from __future__ import annotations
 
@@ -16,8 +20,9 @@ from .schedule_cpu import loops_by_variable
 
 THREADS = 128  # threads per block of the zero-filling blocks
 
-# The plan rule below, read off a sweep of rows {1, 2, 4, 8, 16} x threads {32, 64, 128,
-# 256} on every suite layer (H100 SXM, 132 SMs, sm_90; 2026-11-26, README "CUDA"):
+# The register-tile plan's rule (register_plan), read off a sweep of rows {1, 2, 4, 8, 16}
+# x threads {32, 64, 128, 256} on every suite layer (H100 SXM, 132 SMs, sm_90; 2026-11-26,
+# README "CUDA"):
 # - a register tile of rows pays while a launch keeps at least MIN_LAUNCH_THREADS threads
 #   (about 0.4 of the 270k an H100 holds at once); past that, the lost parallelism costs
 #   more than the filter loads saved. Up to 8 rows: 16 lost on every layer.
@@ -31,14 +36,88 @@ MAX_ROWS = 8
 @dataclasses.dataclass(frozen=True)
 class CudaPlan:
     """rows: output rows (of one phase) per thread, kept in registers; threads: threads
-    per block along the output channels (a multiple of 32)."""
+    per block along the output channels (a multiple of 32 in the register-tile plan).
+
+    row_threads > 0 makes it a shared-memory plan (`_schedule_shared`): a block of
+    row_threads x threads threads computes (row_threads * rows) rows x (threads * channels)
+    output channels of one phase, each thread a rows x channels register tile, staging
+    in_chunk input channels of the input rows and filters in shared memory per step.
+    """
 
     rows: int = 1
     threads: int = 32
+    row_threads: int = 0
+    channels: int = 1
+    in_chunk: int = 1
+
+    @property
+    def shared(self) -> bool:
+        return self.row_threads > 0
+
+
+# The shared-memory plans, by output-channel tile, and their rule, read off a sweep of 15
+# plans on the nine suite layers and the six of docs/outside-suite.yaml (H200, 132 SMs,
+# sm_90; 2026-11-26, README "CUDA"; docs/cuda/h200-kernel-sweep.json):
+# - the widest channel tile that divides the output channels (padding channels are
+#   computed on zeros: a 128 tile on 96 channels was 1.24x slower than a 32 one);
+# - while the launch keeps MIN_BLOCKS blocks (about 1.5 per SM): demucs-dec1's 64 input
+#   rows make 160 blocks of the 128 tile, 1.29x slower than 640 of the 32 tile;
+# - only with one phase group (one block covers every phase, or one phase has taps), since
+#   that is where the padded input goes through shared memory; with a group per phase
+#   (1.7x slower on stride3-k7-valid), and where no tile keeps MIN_BLOCKS blocks (the
+#   streaming chunk), the register-tile plan was faster.
+# On those 15 layers the rule was within 8% of the sweep's best plan.
+SHARED_PLANS = {
+    128: CudaPlan(rows=4, threads=32, row_threads=4, channels=4, in_chunk=16),  # 16 x 128
+    64: CudaPlan(rows=4, threads=16, row_threads=8, channels=4, in_chunk=32),  # 32 x 64
+    32: CudaPlan(rows=2, threads=16, row_threads=8, channels=2, in_chunk=16),  # 16 x 32
+}
+MIN_BLOCKS = 200
+# Static shared memory per block is at most 48 KB; the filters' part grows with the taps.
+# in_chunk is halved to fit, down to 2 (a chunk of 1 would leave no input-channel loop
+# to split when a layer has one input channel); a layer that still does not fit gets
+# the register-tile plan.
+MAX_SHARED_BYTES = 32 * 1024
 
 
 def choose_plan(geometry: Geometry) -> CudaPlan:
-    """The plan rule (see MIN_LAUNCH_THREADS): the most rows per thread, up to MAX_ROWS,
+    """A shared-memory plan where one fits (see SHARED_PLANS), else the register-tile
+    plan of `register_plan`."""
+    dec = decompose(geometry)
+    merged = dec.uniform_shift_step() is not None
+    if not merged and len(dec.active) != 1:
+        return register_plan(geometry)
+    phases = dec.stride if merged else 1
+    batch = geometry.batch or 1  # symbolic batch: plan for one
+    for tile, plan in SHARED_PLANS.items():
+        if geometry.out_channels % tile and tile != min(SHARED_PLANS):
+            continue
+        block_rows = plan.rows * plan.row_threads
+        blocks = batch * -(-dec.rows // block_rows) * phases * -(-geometry.out_channels // tile)
+        if blocks < MIN_BLOCKS:
+            continue
+        chunk = plan.in_chunk
+        while chunk > 2 and shared_bytes(geometry, dataclasses.replace(plan, in_chunk=chunk)) \
+                > MAX_SHARED_BYTES:
+            chunk //= 2
+        plan = dataclasses.replace(plan, in_chunk=chunk)
+        if shared_bytes(geometry, plan) <= MAX_SHARED_BYTES:
+            return plan
+    return register_plan(geometry)
+
+
+def shared_bytes(geometry: Geometry, plan: CudaPlan) -> int:
+    """Shared memory of one block of a shared-memory plan: the filters of a channel tile
+    (every tap, in_chunk input channels) and the padded input rows they read."""
+    dec = decompose(geometry)
+    item = 8 if geometry.accumulate_dtype == "float64" else 4
+    filters = dec.max_taps * plan.in_chunk * plan.threads * plan.channels
+    rows = plan.rows * plan.row_threads + (dec.max_taps - 1) * dec.row_step
+    return item * (filters + rows * plan.in_chunk)
+
+
+def register_plan(geometry: Geometry) -> CudaPlan:
+    """The register-tile plan (see MIN_LAUNCH_THREADS): the most rows per thread, up to MAX_ROWS,
     that leave every kernel launch MIN_LAUNCH_THREADS threads; one row if none does."""
     threads = 64 if geometry.out_channels >= 512 else 32
     dec = decompose(geometry)
@@ -55,16 +134,26 @@ def choose_plan(geometry: Geometry) -> CudaPlan:
 
 def tiling(geometry: Geometry, plan: CudaPlan | None = None) -> Tiling:
     plan = plan or choose_plan(geometry)
+    if plan.shared:
+        return Tiling(rows=plan.row_threads * plan.rows, out_tile=plan.threads * plan.channels,
+                      in_tile=plan.in_chunk)
     return Tiling(rows=plan.rows, out_tile=plan.threads, in_tile=1)
 
 
-def schedule(func, layout: KernelLayout, bind_threads: bool = True):
+def schedule(func, layout: KernelLayout, bind_threads: bool = True,
+             plan: CudaPlan | None = None):
     """Apply the schedule; `bind_threads=False` leaves the thread loops serial, so that the
     same loop structure can be checked on a CPU (tests, no GPU needed)."""
     import tvm
 
     rows = layout.tiling.rows
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    if plan is not None and plan.shared:
+        _schedule_shared(sch, layout, plan, bind_threads)
+        for name in layout.zero_blocks:
+            n, qq, co = sch.get_loops(sch.get_sblock(name))
+            _bind_flat(sch, n, sch.fuse(qq, co), bind_threads)
+        return sch.mod["main"]
     if layout.groups:
         # The zero-padded input copy becomes a guarded load inside the sum.
         sch.compute_inline(sch.get_sblock(layout.pad_block))
@@ -101,6 +190,78 @@ def schedule(func, layout: KernelLayout, bind_threads: bool = True):
     return sch.mod["main"]
 
 
+def _read_index(sch, block, name: str) -> int:
+    return next(i for i, region in enumerate(sch.get(block).reads)
+                if getattr(region.source, "name", None) == name)
+
+
+def _cooperative(sch, stage, after, plan: CudaPlan, bind_threads: bool):
+    """Spread a shared-memory fill (compute_at under loop `after`) over the block's
+    row_threads x threads threads, the innermost axis fastest (coalesced reads)."""
+    loops = sch.get_loops(stage)
+    at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(after)))
+    own = loops[at + 1:]
+    flat = sch.fuse(*own) if len(own) > 1 else own[0]
+    _, ty, tx = sch.split(flat, [None, plan.row_threads, plan.threads])
+    if bind_threads:
+        sch.bind(ty, "threadIdx.y")
+        sch.bind(tx, "threadIdx.x")
+
+
+def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bool):
+    """The shared-memory plan (see CudaPlan): the accumulate block tiled like a GEMM,
+    (row tiles x phases x channel tiles) blocks of (row_threads, threads) threads, each
+    with a (rows x channels) register tile of consecutive channels (its filter values
+    are adjacent in shared memory, and its NWC stores contiguous). Per in_chunk step the
+    tile's filters and, with one phase group, its padded input rows go to shared memory:
+    every input value then serves threads * channels outputs and every filter value
+    row_threads * rows."""
+    one_group = len(layout.groups) == 1
+    if not one_group:
+        # Several phase groups read the padded input: a guarded load of the input then
+        # (the filters still go through shared memory).
+        sch.compute_inline(sch.get_sblock(layout.pad_block))
+    for accumulate, store, _ in layout.groups:
+        # Tiled from the store (the only consumer of its accumulator; several stores
+        # write the output, so the accumulate block cannot take them in).
+        block, store_block = sch.get_sblock(accumulate), sch.get_sblock(store)
+        n, qq, r, coo, coi = sch.get_loops(store_block)
+        qo, ty, rt = sch.split(qq, [None, plan.row_threads, plan.rows])
+        tx, ct = sch.split(coi, [plan.threads, plan.channels])
+        sch.reorder(qo, r, coo, ty, tx, rt, ct)
+        grid = sch.fuse(qo, r, coo)
+        if bind_threads:
+            sch.bind(n, "blockIdx.y")
+            sch.bind(grid, "blockIdx.x")
+            sch.bind(ty, "threadIdx.y")
+            sch.bind(tx, "threadIdx.x")
+        sch.compute_at(block, tx)
+        sch.set_scope(block, 0, "local")
+        loop = loops_by_variable(sch, block)
+        cio, cii = sch.split(loop["vci"], [None, plan.in_chunk])
+        tile = [loop[v] for v in ("vq", "vcoi") if v in loop]
+        sch.reorder(cio, *[loop[v] for v in ("vj",) if v in loop], cii, *tile)
+        stages = [sch.cache_read(block, _read_index(sch, block, "filters"), "shared",
+                                 consumer_blocks=[block])]
+        sch.compute_at(stages[0], cio)
+        if one_group:
+            pad = sch.get_sblock(layout.pad_block)
+            # Shared before compute_at: the region is then the whole thread block's (with
+            # the global scope, compute_at under the thread loops sizes it per thread).
+            sch.set_scope(pad, 0, "shared")
+            sch.compute_at(pad, cio)
+            if layout.geometry.data_format == "NCW":
+                # Input rows innermost: consecutive threads read consecutive NCW inputs.
+                own = sch.get_loops(pad)[-2:]
+                sch.reorder(own[1], own[0])
+            stages.append(pad)
+        for stage in stages:
+            _cooperative(sch, stage, cio, plan, bind_threads)
+        sch.decompose_reduction(block, cio)
+        for unrolled in (*tile, rt, ct):
+            sch.unroll(unrolled)
+
+
 def _bind_flat(sch, batch_loop, flat_loop, bind_threads=True):
     blocks, threads = sch.split(flat_loop, [None, THREADS])
     if bind_threads:
@@ -114,5 +275,6 @@ def build(geometry: Geometry, target=None, bind_threads: bool = True,
           plan: CudaPlan | None = None):
     """(scheduled PrimFunc, KernelLayout) for a CUDA target; `plan` defaults to
     `choose_plan(geometry)`."""
+    plan = plan or choose_plan(geometry)
     layout = plan_layout(geometry, tiling(geometry, plan))
-    return schedule(build_primfunc(layout), layout, bind_threads), layout
+    return schedule(build_primfunc(layout), layout, bind_threads, plan), layout

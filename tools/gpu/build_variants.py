@@ -2,8 +2,11 @@
 kernel-only libraries with sm_90 fatbins, for check.py to verify and time on the GPU.
 
     python tools/gpu/build_variants.py OUT_DIR   (env: WORKLOADS file, ROWS, THREADS, JOBS)
+
+With SHARED set ("rows,threads,row_threads,channels,in_chunk;..."), it builds those
+shared-memory plans instead of the ROWS x THREADS register-tile grid.
 """
-import json, os, sys, time, itertools, tempfile
+import dataclasses, json, os, sys, time, itertools, tempfile
 from concurrent.futures import ProcessPoolExecutor
 import tvm
 from conv1d_transpose.compile.kernels import schedule_cuda
@@ -14,11 +17,19 @@ from conv1d_transpose.workloads import load_workloads
 OUT = sys.argv[1]
 ROWS = [int(v) for v in os.environ.get("ROWS", "1,2,4,8").split(",")]
 THREADS = [int(v) for v in os.environ.get("THREADS", "32,64,128,256").split(",")]
+# "rule" in SHARED: the plan choose_plan gives the layer.
+SHARED = [p if p == "rule" else schedule_cuda.CudaPlan(*map(int, p.split(",")))
+          for p in os.environ.get("SHARED", "").split(";") if p]
+
+
+def plan_tag(plan) -> str:
+    tag = f"r{plan.rows}_t{plan.threads}"
+    return tag + (f"_y{plan.row_threads}_c{plan.channels}_k{plan.in_chunk}" if plan.shared else "")
 
 
 def one(job):
     name, geometry, plan = job
-    tag = f"{name}__r{plan.rows}_t{plan.threads}"
+    tag = f"{name}__{plan_tag(plan)}"
     path = os.path.join(OUT, tag + ".so")
     if os.path.exists(path):
         return tag, None
@@ -43,13 +54,15 @@ def main():
     for w in load_workloads(wfile):
         spec_name, geometry = w.name, Geometry.from_spec(w.spec())
         cap = -(-geometry.out_channels // 32) * 32
-        for rows, threads in itertools.product(ROWS, THREADS):
-            if threads > max(cap, 32):
-                continue
-            plan = schedule_cuda.CudaPlan(rows, threads)
+        plans = [schedule_cuda.choose_plan(geometry) if p == "rule" else p for p in SHARED]
+        plans = plans or [schedule_cuda.CudaPlan(rows, threads)
+                           for rows, threads in itertools.product(ROWS, THREADS)
+                           if threads <= max(cap, 32)]
+        for plan in plans:
             jobs.append((spec_name, geometry, plan))
-            index[f"{spec_name}__r{rows}_t{threads}"] = {"workload": spec_name, "rows": rows, "threads": threads,
-                                                         "workloads": os.path.basename(wfile) if wfile else None}
+            index[f"{spec_name}__{plan_tag(plan)}"] = {
+                "workload": spec_name, **dataclasses.asdict(plan),
+                "workloads": os.path.basename(wfile) if wfile else None}
     with open(os.path.join(OUT, "index.json"), "w") as f:
         json.dump(index, f, indent=1)
     with ProcessPoolExecutor(int(os.environ.get("JOBS", "2"))) as pool:
