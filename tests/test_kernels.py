@@ -493,7 +493,8 @@ def test_cuda_register_plan_keeps_the_gpu_busy_and_tiles_long_layers(width, chan
 
 def _blocks(geometry, plan):
     dec = decompose(geometry)
-    phases = dec.stride if dec.uniform_shift_step() is not None else 1
+    # Every phase group's blocks: one launch for all phases (merged), else one per phase.
+    phases = dec.stride if dec.uniform_shift_step() is not None else len(dec.active)
     tile = plan.threads * plan.channels
     return (geometry.batch or 1) * -(-dec.rows // (plan.rows * plan.row_threads)) * phases * \
         -(-geometry.out_channels // tile)
@@ -506,7 +507,7 @@ def _blocks(geometry, plan):
     (1000, 192, 96, 7, 3, 1), (4000, 128, 128, 3, 1, 4), (2000, 256, 256, 33, 1, 1),
     (4000, 512, 128, 15, 1, 1),
 ], ids=str)
-def test_cuda_plan_rule_shares_memory_where_one_group_keeps_the_gpu_busy(case):
+def test_cuda_plan_rule_shares_memory_where_a_tile_keeps_the_gpu_busy(case):
     from conv1d_transpose.compile.kernels.schedule_cuda import (MAX_SHARED_BYTES, MIN_BLOCKS,
                                                                 SHARED_PLANS, choose_plan,
                                                                 register_plan, shared_bytes)
@@ -514,8 +515,6 @@ def test_cuda_plan_rule_shares_memory_where_one_group_keeps_the_gpu_busy(case):
     width, cin, cout, k, s, d = case
     geometry = Geometry.from_spec(make(1, width, cin, width * s, cout, k, s, d, "SAME", "NWC"))
     plan = choose_plan(geometry)
-    dec = decompose(geometry)
-    one_group = dec.uniform_shift_step() is not None or len(dec.active) == 1
 
     def fits(p):  # enough blocks, and shared memory within budget at the smallest chunk
         return _blocks(geometry, p) >= MIN_BLOCKS and \
@@ -523,11 +522,10 @@ def test_cuda_plan_rule_shares_memory_where_one_group_keeps_the_gpu_busy(case):
 
     if not plan.shared:
         assert plan == register_plan(geometry)
-        # Fallback only where no shared plan applies: several phase groups, or no tile
-        # with MIN_BLOCKS blocks within the shared-memory budget.
-        assert not one_group or all(not fits(p) for p in SHARED_PLANS.values())
+        # Fallback only where no tile keeps MIN_BLOCKS blocks within the shared-memory
+        # budget.
+        assert all(not fits(p) for p in SHARED_PLANS.values())
         return
-    assert one_group
     tile = plan.threads * plan.channels
     assert tile in SHARED_PLANS and cout % tile == 0 or tile == min(SHARED_PLANS)
     # The widest dividing tile that fits: every wider one that divides does not.

@@ -49,28 +49,32 @@ class CudaPlan:
     row_threads: int = 0
     channels: int = 1
     in_chunk: int = 1
+    vector: int = 1  # elements per thread and load in the shared-memory fills
 
     @property
     def shared(self) -> bool:
         return self.row_threads > 0
 
 
-# The shared-memory plans, by output-channel tile, and their rule, read off a sweep of 15
-# plans on the nine suite layers and the six of docs/outside-suite.yaml (H200, 132 SMs,
-# sm_90; 2026-11-26, README "CUDA"; docs/cuda/h200-kernel-sweep.json):
+# The shared-memory plans, by output-channel tile, and their rule, read off two sweeps on
+# the nine suite layers and the six of docs/outside-suite.yaml (H200, 132 SMs, sm_90;
+# 2026-11-26, README "CUDA"; docs/cuda/h200-kernel-sweep*.json):
 # - the widest channel tile that divides the output channels (padding channels are
 #   computed on zeros: a 128 tile on 96 channels was 1.24x slower than a 32 one);
-# - while the launch keeps MIN_BLOCKS blocks (about 1.5 per SM): demucs-dec1's 64 input
-#   rows make 160 blocks of the 128 tile, 1.29x slower than 640 of the 32 tile;
-# - only with one phase group (one block covers every phase, or one phase has taps), since
-#   that is where the padded input goes through shared memory; with a group per phase
-#   (1.7x slower on stride3-k7-valid), and where no tile keeps MIN_BLOCKS blocks (the
-#   streaming chunk), the register-tile plan was faster.
-# On those 15 layers the rule was within 8% of the sweep's best plan.
+# - while the kernel keeps MIN_BLOCKS blocks (about 1.5 per SM), counted over its phase
+#   groups (a launch each): demucs-dec1's 64 input rows make 160 blocks of the 128 tile,
+#   1.29x slower than 640 of the 32 tile; stride3-k7-valid's three groups of 63 blocks
+#   ran 1.45x faster than the register tiles;
+# - where no tile keeps MIN_BLOCKS blocks (the streaming chunk), the register tiles
+#   (register_plan) were faster;
+# - 4-element vector loads in the shared-memory fills: 1.0-1.3x faster on 13 of 15
+#   layers, 4% slower on one (dilated).
+# On the suite's layers the rule was within 16% of the sweep's best plan (hifigan-up2:
+# 0.077 against 0.066 ms), and within 8% on seven of them.
 SHARED_PLANS = {
-    128: CudaPlan(rows=4, threads=32, row_threads=4, channels=4, in_chunk=16),  # 16 x 128
-    64: CudaPlan(rows=4, threads=16, row_threads=8, channels=4, in_chunk=32),  # 32 x 64
-    32: CudaPlan(rows=2, threads=16, row_threads=8, channels=2, in_chunk=16),  # 16 x 32
+    128: CudaPlan(rows=4, threads=32, row_threads=4, channels=4, in_chunk=16, vector=4),
+    64: CudaPlan(rows=4, threads=16, row_threads=8, channels=4, in_chunk=32, vector=4),
+    32: CudaPlan(rows=2, threads=16, row_threads=8, channels=2, in_chunk=16, vector=4),
 }
 MIN_BLOCKS = 200
 # Static shared memory per block is at most 48 KB; the filters' part grows with the taps.
@@ -84,10 +88,9 @@ def choose_plan(geometry: Geometry) -> CudaPlan:
     """A shared-memory plan where one fits (see SHARED_PLANS), else the register-tile
     plan of `register_plan`."""
     dec = decompose(geometry)
-    merged = dec.uniform_shift_step() is not None
-    if not merged and len(dec.active) != 1:
-        return register_plan(geometry)
-    phases = dec.stride if merged else 1
+    # Blocks over all phase groups: every phase in one launch (merged), else a launch per
+    # phase that has taps.
+    phases = dec.stride if dec.uniform_shift_step() is not None else len(dec.active)
     batch = geometry.batch or 1  # symbolic batch: plan for one
     for tile, plan in SHARED_PLANS.items():
         if geometry.out_channels % tile and tile != min(SHARED_PLANS):
@@ -195,14 +198,19 @@ def _read_index(sch, block, name: str) -> int:
                 if getattr(region.source, "name", None) == name)
 
 
-def _cooperative(sch, stage, after, plan: CudaPlan, bind_threads: bool):
+def _cooperative(sch, stage, after, plan: CudaPlan, bind_threads: bool, vector: int = 1):
     """Spread a shared-memory fill (compute_at under loop `after`) over the block's
-    row_threads x threads threads, the innermost axis fastest (coalesced reads)."""
+    row_threads x threads threads, the innermost axis fastest (coalesced reads), `vector`
+    consecutive elements per thread and load."""
     loops = sch.get_loops(stage)
     at = next(i for i, loop in enumerate(loops) if sch.get(loop).same_as(sch.get(after)))
     own = loops[at + 1:]
     flat = sch.fuse(*own) if len(own) > 1 else own[0]
-    _, ty, tx = sch.split(flat, [None, plan.row_threads, plan.threads])
+    if vector > 1:
+        _, ty, tx, lanes = sch.split(flat, [None, plan.row_threads, plan.threads, vector])
+        sch.vectorize(lanes)
+    else:
+        _, ty, tx = sch.split(flat, [None, plan.row_threads, plan.threads])
     if bind_threads:
         sch.bind(ty, "threadIdx.y")
         sch.bind(tx, "threadIdx.x")
@@ -218,9 +226,11 @@ def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bo
     row_threads * rows."""
     one_group = len(layout.groups) == 1
     if not one_group:
-        # Several phase groups read the padded input: a guarded load of the input then
-        # (the filters still go through shared memory).
-        sch.compute_inline(sch.get_sblock(layout.pad_block))
+        # Several phase groups read the padded input, so it cannot move into one group's
+        # tile: it stays a kernel of its own writing a global copy, which each group
+        # stages into shared memory like the filters.
+        n, p, ci = sch.get_loops(sch.get_sblock(layout.pad_block))
+        _bind_flat(sch, n, sch.fuse(p, ci), bind_threads)
     for accumulate, store, _ in layout.groups:
         # Tiled from the store (the only consumer of its accumulator; several stores
         # write the output, so the accumulate block cannot take them in).
@@ -244,7 +254,11 @@ def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bo
         stages = [sch.cache_read(block, _read_index(sch, block, "filters"), "shared",
                                  consumer_blocks=[block])]
         sch.compute_at(stages[0], cio)
-        if one_group:
+        if not one_group:
+            stages.append(sch.cache_read(block, _read_index(sch, block, "xp"), "shared",
+                                         consumer_blocks=[block]))
+            sch.compute_at(stages[-1], cio)
+        else:
             pad = sch.get_sblock(layout.pad_block)
             # Shared before compute_at: the region is then the whole thread block's (with
             # the global scope, compute_at under the thread loops sizes it per thread).
@@ -255,8 +269,13 @@ def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bo
                 own = sch.get_loops(pad)[-2:]
                 sch.reorder(own[1], own[0])
             stages.append(pad)
-        for stage in stages:
-            _cooperative(sch, stage, cio, plan, bind_threads)
+        # Vector loads need the innermost axis to be contiguous and aligned in both
+        # buffers: always so for the packed filters (channel tiles of 32 and more); for
+        # the input only in NWC with whole vectors of input channels per row.
+        vectors = [plan.vector, plan.vector if layout.geometry.data_format == "NWC" and
+                   layout.geometry.in_channels % plan.vector == 0 else 1]
+        for stage, vector in zip(stages, vectors):
+            _cooperative(sch, stage, cio, plan, bind_threads, vector)
         sch.decompose_reduction(block, cio)
         for unrolled in (*tile, rt, ct):
             sch.unroll(unrolled)
