@@ -172,10 +172,7 @@ def schedule(func, layout: KernelLayout, bind_threads: bool = True,
         # the int32 loops, and no split of a fused loop by a size that does not align
         # with it: either would make the bindings non-affine.
         grid = sch.fuse(qq, r, coo)
-        if bind_threads:
-            sch.bind(n, "blockIdx.y")
-            sch.bind(grid, "blockIdx.x")
-            sch.bind(coi, "threadIdx.x")
+        _bind(sch, bind_threads, n=n, grid=grid, tx=coi)
         sch.compute_at(block, coi)
         sch.set_scope(block, 0, "local")
         loop = loops_by_variable(sch, block)
@@ -211,9 +208,7 @@ def _cooperative(sch, stage, after, plan: CudaPlan, bind_threads: bool, vector: 
         sch.vectorize(lanes)
     else:
         _, ty, tx = sch.split(flat, [None, plan.row_threads, plan.threads])
-    if bind_threads:
-        sch.bind(ty, "threadIdx.y")
-        sch.bind(tx, "threadIdx.x")
+    _bind(sch, bind_threads, ty=ty, tx=tx)
 
 
 def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bool):
@@ -240,11 +235,7 @@ def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bo
         tx, ct = sch.split(coi, [plan.threads, plan.channels])
         sch.reorder(qo, r, coo, ty, tx, rt, ct)
         grid = sch.fuse(qo, r, coo)
-        if bind_threads:
-            sch.bind(n, "blockIdx.y")
-            sch.bind(grid, "blockIdx.x")
-            sch.bind(ty, "threadIdx.y")
-            sch.bind(tx, "threadIdx.x")
+        _bind(sch, bind_threads, n=n, grid=grid, ty=ty, tx=tx)
         sch.compute_at(block, tx)
         sch.set_scope(block, 0, "local")
         loop = loops_by_variable(sch, block)
@@ -283,11 +274,19 @@ def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bo
 
 def _bind_flat(sch, batch_loop, flat_loop, bind_threads=True):
     blocks, threads = sch.split(flat_loop, [None, THREADS])
-    if bind_threads:
-        sch.bind(batch_loop, "blockIdx.y")
-        sch.bind(blocks, "blockIdx.x")
-        sch.bind(threads, "threadIdx.x")
+    _bind(sch, bind_threads, n=batch_loop, grid=blocks, tx=threads)
     return threads
+
+
+_AXES = {"n": "blockIdx.y", "grid": "blockIdx.x", "ty": "threadIdx.y", "tx": "threadIdx.x"}
+
+
+def _bind(sch, bind_threads: bool, **loops):
+    """Bind loops to the launch: n (batch) and grid to blocks, ty and tx to threads;
+    nothing when bind_threads is False (the loops then run serially, on a CPU)."""
+    if bind_threads:
+        for name, loop in loops.items():
+            sch.bind(loop, _AXES[name])
 
 
 def build(geometry: Geometry, target=None, bind_threads: bool = True,
