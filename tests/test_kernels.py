@@ -537,6 +537,34 @@ def test_cuda_plan_rule_shares_memory_where_a_tile_keeps_the_gpu_busy(case):
     assert plan.in_chunk >= 1 and plan.in_chunk <= SHARED_PLANS[tile].in_chunk
 
 
+def _cuda_source(geometry, plan=None):
+    from conv1d_transpose.compile.kernels import schedule_cuda
+
+    func, _ = schedule_cuda.build(geometry, plan=plan)
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host={"kind": "llvm"})
+    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
+    return "".join(m.inspect_source("cuda") for m in [lib.mod, *lib.mod.imports]
+                   if m.kind == "cuda")
+
+
+@pytest.mark.parametrize("cin, data_format, input_vectors", [
+    (64, "NWC", True), (6, "NWC", False), (64, "NCW", False)])
+def test_cuda_vector_loads_read_the_input_only_where_aligned(cin, data_format, input_vectors):
+    # A float4 load from an address that is not 16-byte aligned faults on the GPU. The
+    # input rows start at multiples of cin, so only NWC inputs with cin % 4 == 0 may be
+    # read in float4s; elsewhere every load must be a scalar one (the schedule does not
+    # ask for vectors there, and the padding guard would split them anyway). The packed
+    # filters always are (channel tiles of 32 and more).
+    from conv1d_transpose.compile.kernels import schedule_cuda
+
+    geometry = Geometry.from_spec(make(1, 3000, cin, 6000, 64, 4, 2, 1, "SAME", data_format))
+    plan = schedule_cuda.choose_plan(geometry)
+    assert plan.shared and plan.vector == 4
+    source = _cuda_source(geometry, plan)
+    assert "*(float4*)(filters_ptr" in source
+    assert ("*(float4*)(x_ptr" in source) == input_vectors
+
+
 @pytest.mark.parametrize("name", ["hifigan-up2", "dilated", "hifigan-up4"])
 def test_cuda_shared_plan_stages_the_whole_blocks_tile(name):
     # The shared buffers of the generated CUDA source hold the tile of the whole thread
@@ -551,11 +579,7 @@ def test_cuda_shared_plan_stages_the_whole_blocks_tile(name):
     geometry = Geometry.from_spec(find_workload(name).spec())
     plan = schedule_cuda.choose_plan(geometry)
     assert plan.shared
-    func, _ = schedule_cuda.build(geometry, plan=plan)
-    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host={"kind": "llvm"})
-    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=target)
-    modules = [lib.mod, *lib.mod.imports]
-    source = "".join(m.inspect_source("cuda") for m in modules if m.kind == "cuda")
+    source = _cuda_source(geometry, plan)
     shared = {name: int(size) for name, size in
               re.findall(r"__shared__ [^;]*float (\w+)\[(\d+)\];", source)}
     assert set(shared) == {"filters_shared_ptr", "xp_shared_ptr"}
