@@ -207,7 +207,28 @@ class TargetEntry:
             have = features({"kind": "llvm", "mcpu": codegen.llvm_get_system_cpu()})
         except Exception:  # no TVM: nothing to compare with; building will say more
             return []
+        have -= _hidden_cpu_features(have)
         return sorted(f for f in wanted - have if _ISA_FEATURE.match(f))
+
+
+# LLVM names this CPU's model (e.g. emeraldrapids) and lists the model's features, but a
+# hypervisor or kernel may turn some off: a VM of this machine kind is an Emerald Rapids
+# whose /proc/cpuinfo has no AMX. The x86 extensions most often hidden so, checked
+# against the kernel's flags (names compared without '-', '_' and '.').
+_KERNEL_GATED = re.compile(r"^(amx|avx512)")
+
+
+def _hidden_cpu_features(llvm_features: set[str], cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The AMX and AVX-512 features of `llvm_features` that /proc/cpuinfo does not list
+    (none where it cannot be read)."""
+    try:
+        with open(cpuinfo) as file:
+            line = next(line for line in file if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return set()
+    flags = {re.sub(r"[-_.]", "", flag) for flag in line.split(":", 1)[1].split()}
+    return {f for f in llvm_features
+            if _KERNEL_GATED.match(f) and re.sub(r"[-_.]", "", f) not in flags}
 
 
 def local_machine() -> str:

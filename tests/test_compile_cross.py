@@ -210,7 +210,7 @@ def test_cross_build_without_the_cross_compiler_is_refused(monkeypatch, tmp_path
      ["tiny__r1_t32", "tiny__r1_t64", "tiny__r4_t32", "tiny__r4_t64"]),
     # The rule's plan for the layer (a shared-memory one: 40 channels -> the 32 tile) and
     # an explicit shared-memory plan.
-    ({"SHARED": "rule;4,16,8,4,32"}, ["tiny__r2_t16_y8_c2_k16", "tiny__r4_t16_y8_c4_k32"]),
+    ({"SHARED": "rule;4,16,8,4,32"}, ["tiny__r2_t16_y8_c2_k16_v4", "tiny__r4_t16_y8_c4_k32"]),
 ], ids=["register", "shared"])
 def test_the_gpu_tool_builds_kernel_variants_with_device_code(tmp_path, plans, tags):
     # tools/gpu (README "CUDA") stages what a lent GPU machine checks and times; its build

@@ -170,6 +170,18 @@ def test_cuda_capabilities_follow_nvcc_and_gpu(monkeypatch):
     assert entry.capabilities().can_run
 
 
+def test_cpu_features_the_kernel_hides_do_not_count_as_present(tmp_path):
+    # LLVM lists the features of this CPU's model; a VM may turn AMX or AVX-512 off, and
+    # then only /proc/cpuinfo says so (this machine kind: an Emerald Rapids without AMX).
+    from conv1d_transpose.compile.targets import _hidden_cpu_features
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse4_2 avx512f avx512_bf16 fma\n")
+    model = {"amx-tile", "amx-int8", "avx512f", "avx512bf16", "avx512fp16", "fma", "sse4.2"}
+    assert _hidden_cpu_features(model, str(cpuinfo)) == {"amx-tile", "amx-int8", "avx512fp16"}
+    assert _hidden_cpu_features(model, str(tmp_path / "missing")) == set()
+
+
 def test_cpu_missing_isa_features_cannot_run():
     with open("/proc/cpuinfo") as file:
         flags = set(next(line for line in file if line.startswith("flags")).split())
