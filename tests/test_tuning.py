@@ -25,9 +25,11 @@ from models import plant_wrong_plans
 tvm = pytest.importorskip("tvm")
 from tvm.relax.frontend.onnx import from_onnx  # noqa: E402
 
-# The shipped records are for this machine kind's host CPU (Zen 4); their tests name it
-# explicitly, and run its code only on such a CPU (elsewhere AVX-512 code could fault).
-SHIPPED_TARGET = {"kind": "llvm", "mcpu": "znver4"}
+# The shipped records are for the two CPUs this machine kind has come with (AMD Zen 4,
+# Intel Emerald Rapids); their tests name each explicitly, and run a record's code only
+# on its own CPU (elsewhere its instructions could fault).
+SHIPPED_TARGETS = ({"kind": "llvm", "mcpu": "znver4"}, {"kind": "llvm", "mcpu": "emeraldrapids"})
+SHIPPED_TARGET = SHIPPED_TARGETS[0]
 
 
 def host_cpu() -> str:
@@ -314,9 +316,10 @@ def shipped():
     return list(tuning.RecordStore(tuning.SHIPPED_RECORDS).records.values())
 
 
-def test_shipped_records_cover_the_suite_on_this_machine_kinds_host():
+@pytest.mark.parametrize("cpu", SHIPPED_TARGETS, ids=lambda t: t["mcpu"])
+def test_shipped_records_cover_the_suite_on_this_machine_kinds_host(cpu):
     keys = {(r.workload, r.target) for r in shipped()}
-    tkey = tuning.target_key(tvm.target.Target(SHIPPED_TARGET))
+    tkey = tuning.target_key(tvm.target.Target(cpu))
     for workload in load_workloads():
         assert (tuning.workload_key(Geometry.from_spec(workload.spec())), tkey) in keys, \
             workload.name
@@ -325,20 +328,22 @@ def test_shipped_records_cover_the_suite_on_this_machine_kinds_host():
         assert {"ms", "generic_ms", "date", "machine"} <= set(item.measured)
 
 
+@pytest.mark.parametrize("cpu", SHIPPED_TARGETS, ids=lambda t: t["mcpu"])
 @pytest.mark.parametrize("workload", [w.name for w in load_workloads()])
-def test_each_shipped_record_computes_the_reference(workload):
+def test_each_shipped_record_computes_the_reference(workload, cpu):
     (layer,) = [w for w in load_workloads() if w.name == workload]
     spec = layer.spec()
     geometry = Geometry.from_spec(spec)
-    zen4 = tvm.target.Target(SHIPPED_TARGET)
-    found = tuning.lookup(geometry, zen4, [tuning.SHIPPED_RECORDS])
+    its_cpu = tvm.target.Target(cpu)
+    found = tuning.lookup(geometry, its_cpu, [tuning.SHIPPED_RECORDS])
     assert found is not None
-    if host_cpu() != SHIPPED_TARGET["mcpu"]:
-        # Not a Zen 4 here: the record must still build (its code is not run).
-        func, _ = tuning.kernel_from_schedule(geometry, zen4, found.schedule)
-        tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}), target=zen4)
+    if host_cpu() != cpu["mcpu"]:
+        # Not that CPU here: the record must still build (its code is not run).
+        func, _ = tuning.kernel_from_schedule(geometry, its_cpu, found.schedule)
+        tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                    target=its_cpu)
         return
-    bench = tuning._Bench(spec, geometry, zen4)
+    bench = tuning._Bench(spec, geometry, its_cpu)
     candidate = tuning.Candidate(workload, found.schedule)
     assert bench.build(candidate), candidate.problem
 
