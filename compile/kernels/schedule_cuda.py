@@ -63,7 +63,7 @@ class CudaPlan:
 #   computed on zeros: a 128 tile on 96 channels was 1.24x slower than a 32 one);
 # - while the kernel keeps MIN_BLOCKS blocks (about 1.5 per SM), counted over its phase
 #   groups (a launch each): demucs-dec1's 64 input rows make 160 blocks of the 128 tile,
-#   1.29x slower than 640 of the 32 tile; stride3-k7-valid's three groups of 63 blocks
+#   1.29x slower than 640 of the 32 tile; stride3-k7-valid's three groups of 189 blocks
 #   ran 1.45x faster than the register tiles;
 # - where no tile keeps MIN_BLOCKS blocks (the streaming chunk), the register tiles
 #   (register_plan) were faster;
