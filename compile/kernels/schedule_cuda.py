@@ -67,8 +67,9 @@ class CudaPlan:
 #   ran 1.45x faster than the register tiles;
 # - where no tile keeps MIN_BLOCKS blocks (the streaming chunk), the register tiles
 #   (register_plan) were faster;
-# - 4-element vector loads in the shared-memory fills: 1.0-1.3x faster on 13 of 15
-#   layers, 4% slower on one (dilated).
+# - 4-element vector loads in the shared-memory fills: 1.01-1.29x faster on 11 of the 13
+#   layers sweep 2 ran both ways, 1% slower on ncw-up2 and 4% on dilated (and 1.05x on
+#   stride3-k7-valid in the rule check).
 # On the suite's layers the rule was within 16% of the sweep's best plan (hifigan-up2:
 # 0.077 against 0.066 ms), and within 8% on seven of them.
 SHARED_PLANS = {
