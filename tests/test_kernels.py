@@ -783,3 +783,44 @@ def test_packed_filters_hold_every_tap_once():
     packed = pack_filters(f, layout)
     assert packed.shape == layout.filters_shape
     assert np.isclose(np.abs(packed).sum(), np.abs(f).sum(), rtol=1e-5)
+
+
+def test_phase_major_filters_put_each_phases_taps_in_one_contiguous_panel():
+    spec = make(1, 5, 3, 14, 6, 5, 3, 1, "SAME", "NWC")
+    _, f = random_arrays(spec)
+    geometry = Geometry.from_spec(spec)
+    layout = plan_layout(geometry, Tiling(rows=2, out_tile=4, in_tile=2), phase_major=True)
+    packed = pack_filters(f, layout)
+    assert packed.shape == layout.filters_shape == (2, 3, 2, 4, 4)  # [block, s, taps, in, 4]
+    dec = decompose(geometry)
+    for p in dec.active:
+        for j in range(p.taps):
+            k = p.first_tap + j * dec.tap_step
+            for co in range(6):
+                np.testing.assert_array_equal(packed[co // 4, p.r, j, :3, co % 4], f[k, co])
+    # Padding channels are zero (3 of the 4 input channels are real, 6 of 8 outputs).
+    assert not packed[..., 3, :].any() and not packed[1, ..., 2:].any()
+
+
+@pytest.mark.parametrize("name", ["filters-blocked", "filters", "filters-ncw-direct",
+                                  "rows-two-channel-blocks", "rows-phases-in-tile"])
+def test_both_filter_packings_match_reference(name):
+    # The rule packs filters by phase for tiles of one phase; records tuned before that
+    # keep the interleaved packing, so both must stay right in every loop order and form.
+    spec = make(*SCHEDULES[name][0])
+    x, f = random_arrays(spec)
+    cpu_plan = schedule_cpu.plan(Geometry.from_spec(spec),
+                                 schedule_cpu.describe_target(host_target()))
+    assert cpu_plan.phase_major == (not cpu_plan.phases_in_tile)
+    for phase_major in (True, False):
+        variant = dataclasses.replace(cpu_plan, phase_major=phase_major)
+        error, ok = max_error(run_plan(spec, variant, x, f), x, f, spec)
+        assert ok, (variant, error)
+
+
+def test_records_without_a_packing_key_keep_the_interleaved_packing():
+    from conv1d_transpose.compile import tuning
+
+    saved = tuning.plan_to_dict(schedule_cpu.CpuPlan(Tiling(6, 64, 256), False, "filters"))
+    del saved["phase_major"]
+    assert tuning.plan_from_dict(saved).phase_major is False

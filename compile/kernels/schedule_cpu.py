@@ -76,6 +76,10 @@ class CpuPlan:
     lanes: int = 16
     # The Winograd F(2,r) form (winograd.py): `tiling.rows` counts pairs of rows.
     winograd: bool = False
+    # Filters packed by phase (KernelLayout.phase_major): `plan` sets it for tiles of one
+    # phase. Records tuned before it existed have no such key and keep the interleaved
+    # packing they were timed with.
+    phase_major: bool = False
 
 
 def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
@@ -174,7 +178,8 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     if order is None:
         order = "rows" if filters <= cpu.l2_bytes // 4 or panels < 2 * cpu.cores else "filters"
     if order == "rows":
-        return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "rows", lanes=lanes)
+        return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "rows", lanes=lanes,
+                       phase_major=not phases_in_tile)
     tiles = -(-dec.rows // rows)
     tile_bytes = rows * out_tile * element * (dec.stride if phases_in_tile else 1)
     blocked = panel > cpu.l2_bytes // 4
@@ -196,7 +201,7 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
             chunk_tiles //= 2
     return CpuPlan(Tiling(rows, out_tile, in_tile), phases_in_tile, "filters",
                    chunk_tiles=chunk_tiles, blocked=blocked, phases_inner=phases_inner,
-                   lanes=lanes)
+                   lanes=lanes, phase_major=not phases_in_tile)
 
 
 def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
@@ -397,7 +402,7 @@ def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
     from .polyphase import build_primfunc
 
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))
-    layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd)
+    layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd, cpu_plan.phase_major)
     func = build_primfunc(layout)
     if cpu_plan.winograd:
         from . import winograd

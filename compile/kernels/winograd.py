@@ -158,6 +158,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
     # The fix's input row, read from `x` itself (the padded copy may be per tile).
     fix_row = f"{row('vt', 'h')} + {c + w0} - j * {e}"
     fix_x = f"x[vn, {fix_row}, ci]" if nwc else f"x[vn, ci, {fix_row}]"
+    fix_slot = _select("j", [str(direct_tap_slot(R, j)) for j in range(R)])
     fix_read = (f"T.if_then_else({fix_row} >= 0 and {fix_row} < {W}, "
                 f"T.Cast(\"{acc}\", {fix_x}), T.Cast(\"{acc}\", 0))")
     lines = [
@@ -194,7 +195,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         "                with T.init():",
         f"                    acc0[vn, vt, vk, vr, vcoo, vcoi] = T.Cast(\"{acc}\", 0)",
         "                acc0[vn, vt, vk, vr, vcoo, vcoi] = acc0[vn, vt, vk, vr, vcoo, vcoi] "
-        "+ xw[vn, vt, vk, vci] * filters[vcoo, vk, vci, vr, vcoi]",
+        f"+ xw[vn, vt, vk, vci] * {layout.filter_at('vcoo', 'vr', 'vk', 'vci', 'vcoi')}",
         # y_h = (A^T m)_h, h unrolled by the schedule.
         f"        for n, t, h, r, coo, coi in T.grid({N}, {TP}, 2, {S}, {COO}, {COT}):",
         "            with T.sblock(\"store\"):",
@@ -232,8 +233,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         f"                        total[0] = T.Cast(\"{acc}\", 0)",
         f"                        for j, ci in T.grid({R}, {Cin}):",
         f"                            total[0] = total[0] + {fix_read} * "
-        f"filters[co // {COT}, {_select('j', [str(direct_tap_slot(R, j)) for j in range(R)])}, "
-        f"ci, r, co % {COT}]",
+        f"{layout.filter_at(f'co // {COT}', 'r', fix_slot, 'ci', f'co % {COT}')}",
         f"                        {out_at(fix_position, 'co')} = "
         f"T.Cast(\"{dtype}\", total[0])",
     ]

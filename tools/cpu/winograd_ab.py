@@ -44,7 +44,7 @@ geometry = Geometry.from_spec(spec)
 target = get_target("host").tvm_target()
 cpu_plan = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target), **keywords)
 assert cpu_plan.winograd, cpu_plan
-layout = plan_layout(geometry, cpu_plan.tiling, True)
+layout = plan_layout(geometry, cpu_plan.tiling, True, cpu_plan.phase_major)
 print(cpu_plan)
 labels, kernels = (rev, "working copy"), []
 for label, module in zip(labels, (old, new)):
