@@ -824,3 +824,25 @@ def test_records_without_a_packing_key_keep_the_interleaved_packing():
     saved = tuning.plan_to_dict(schedule_cpu.CpuPlan(Tiling(6, 64, 256), False, "filters"))
     del saved["phase_major"]
     assert tuning.plan_from_dict(saved).phase_major is False
+
+
+@pytest.mark.parametrize("cout, vectors", [(96, 3), (80, 3), (128, 4), (50, 4), (48, 3),
+                                           (32, 2), (16, 1), (1024, 4)])
+def test_plan_rule_pads_the_fewest_output_channels(cout, vectors):
+    spec = make(1, 200, 64, 400, cout, 4, 2, 1, "SAME", "NWC")
+    avx512 = schedule_cpu.CpuTarget(512, 32, 2)
+    plan = schedule_cpu.plan(Geometry.from_spec(spec), avx512, winograd=False)
+    assert plan.tiling.out_tile == 16 * vectors
+    # AVX2 (two 8-lane vectors at most) keeps its widest tile.
+    avx2 = schedule_cpu.plan(Geometry.from_spec(spec), schedule_cpu.CpuTarget(256, 16, 2),
+                             winograd=False)
+    assert avx2.tiling.out_tile == (8 if cout <= 8 else 16)
+
+
+@pytest.mark.parametrize("cores, order", [(2, "filters"), (3, "rows"), (4, "rows")])
+def test_plan_rule_takes_filter_panels_only_where_they_share_evenly_over_the_cores(cores,
+                                                                                  order):
+    # stride3-k7-valid: a launch per phase (taps 3, 2, 2), two 48-channel panels each.
+    spec = make(1, 1000, 192, 3004, 96, 7, 3, 1, "VALID", "NWC")
+    plan = schedule_cpu.plan(Geometry.from_spec(spec), schedule_cpu.CpuTarget(512, 32, cores))
+    assert (plan.order, plan.tiling.out_tile) == (order, 48)

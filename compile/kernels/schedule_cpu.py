@@ -158,8 +158,16 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     # rows wins: one vector measured 1.04-1.30x faster than four on ncw-up2, NCW s=5 and
     # NCW hifigan-up3/dilated shapes (on par for NCW hifigan-up1), Zen 4, 2026-11-25.
     if vectors is None:
-        vectors = 1 if geometry.data_format == "NCW" else \
-            max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
+        if geometry.data_format == "NCW":
+            vectors = 1
+        else:
+            # The fewest padded channels, then the widest tile: 96 channels take three
+            # vectors, not two blocks of four with a quarter computed on zeros
+            # (stride3-k7-valid, kernel 1.12 -> 0.91 ms in the "filters" order, Emerald
+            # Rapids, 2026-11-26, tools/cpu/kernel_plans.py).
+            most = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
+            vectors = min(range(min(2, most), most + 1),
+                          key=lambda v: (-(-cout // (v * lanes)) * v, -v))
     # Few output channels: a row of the tile covers every phase of one q (one contiguous
     # run of s*Cout outputs in NWC), sharing the broadcast input value.
     can_span_phases = beta == 0 and dec.stride > 1
@@ -176,7 +184,11 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     filters = panel * out_blocks * dec.stride
     panels = out_blocks * (dec.stride if beta is not None and not phases_in_tile else 1)
     if order is None:
-        order = "rows" if filters <= cpu.l2_bytes // 4 or panels < 2 * cpu.cores else "filters"
+        # Panels as the parallel loop need enough of them to share evenly: as many as the
+        # cores will do. stride3-k7-valid (a launch per phase, two 48-channel panels on
+        # two cores), kernel 1.47 -> 0.91 ms in the "filters" order, same day.
+        uneven = panels < 2 * cpu.cores and panels % cpu.cores
+        order = "rows" if filters <= cpu.l2_bytes // 4 or uneven else "filters"
     if order == "rows":
         return CpuPlan(Tiling(rows, out_tile, cin), phases_in_tile, "rows", lanes=lanes,
                        phase_major=not phases_in_tile)
