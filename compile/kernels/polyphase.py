@@ -173,9 +173,11 @@ class KernelLayout:
     # Each (channel block, phase) panel of filters contiguous, for a register tile of one
     # phase. Interleaved by phase, such a panel reads 256 bytes of every 1 KB (s = 4,
     # 64 channels), so it only reaches a quarter of the cache's sets: L2 holds a quarter
-    # of it. demucs-dec1 in F(2,2) (a 1.5 MB panel): 22.5 -> 9.4 ms; its direct kernel
-    # 8.98 -> 7.88 ms (kernel ms, Emerald Rapids, 2026-11-26). A tile spanning every
-    # phase reads all s phases of one channel at once: interleaved suits it.
+    # of it. Kernel ms, interleaved -> by phase, in one process (Emerald Rapids,
+    # 2026-11-26, tools/cpu/kernel_plans.py): hifigan-up2 6.08 -> 4.82, ncw-up2 6.97 ->
+    # 5.43, demucs-dec1 8.11 -> 7.50 (its F(2,2) form, 1.5 MB panels: 22.5 -> 9.4 in
+    # separate runs). A tile spanning every phase reads all s phases of one channel at
+    # once: interleaved suits it.
     phase_major: bool = False
 
     def filter_at(self, block: str, phase: str, slot: str, channel: str, lane: str) -> str:
