@@ -818,6 +818,89 @@ def test_both_filter_packings_match_reference(name):
         assert ok, (variant, error)
 
 
+def prefetched_lines(func):
+    """{(filter block, phase, tap, reduction block running): {(input channel, lane)}}
+    that the prefetch loops of a blocked kernel touch, every enclosing loop enumerated
+    and the index arithmetic evaluated (not read back from the code under test). The
+    loops above a prefetch are [..., reduction block, tile of rows, tap, line]."""
+    from tvm import s_tir, sym, tirx
+
+    found = []
+
+    def walk(stmt, loops):
+        if isinstance(stmt, tirx.For):
+            if stmt.loop_var.name == "line":
+                found.append((loops + [stmt], stmt.body))
+            else:
+                walk(stmt.body, loops + [stmt])
+        elif isinstance(stmt, tirx.SeqStmt):
+            for item in stmt.seq:
+                walk(item, loops)
+        elif isinstance(stmt, s_tir.SBlockRealize):
+            walk(stmt.block, loops)
+        elif isinstance(stmt, s_tir.SBlock):
+            walk(stmt.body, loops)
+
+    walk(func.body, [])
+    touched = {}
+    for loops, body in found:
+        call = body.value if isinstance(body, tirx.Evaluate) else body
+        indices = call.args[1].args[0].indices
+        for values in itertools.product(*(range(int(loop.extent)) for loop in loops)):
+            analyzer = sym.Analyzer()
+            for loop, value in zip(loops, values):
+                analyzer.bind(loop.loop_var, tirx.const(value, "int32"))
+            block, phase, tap, channel, lane = (int(analyzer.simplify(i)) for i in indices)
+            touched.setdefault((block, phase, tap, values[-4]), set()).add((channel, lane))
+    return touched
+
+
+def test_blocked_plans_prefetch_exactly_the_next_block_of_filters():
+    # Each tile's pass over a tap prefetches its share of that tap's next reduction
+    # block; together the tiles cover all of it (a wrong index would only cost speed,
+    # which no result would show).
+    spec = make(*SCHEDULES["filters-blocked"][0])
+    geometry, target = Geometry.from_spec(spec), host_target()
+    cpu_plan = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target))
+    assert cpu_plan.blocked and cpu_plan.prefetch and cpu_plan.phase_major
+    func, layout = schedule_cpu.build(geometry, target, cpu_plan)
+    in_tile, out_tile = layout.tiling.in_tile, layout.tiling.out_tile
+    blocks = layout.in_channels // in_tile
+    assert blocks > 2 and layout.padded_rows > layout.tiling.rows  # several tiles share
+    touched = prefetched_lines(func)
+    dec = decompose(geometry)
+    assert set(touched) == {(b, p.r, j, running) for b in range(layout.out_blocks)
+                            for p in dec.active for j in range(p.taps)
+                            for running in range(blocks)}
+    for (_, _, _, running), lines in touched.items():
+        following = (running + 1) % blocks
+        assert lines == {(following * in_tile + c, lane)
+                         for c in range(in_tile) for lane in range(0, out_tile, 16)}
+
+
+def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only():
+    spec = make(*SCHEDULES["filters-blocked"][0])
+    geometry, target = Geometry.from_spec(spec), host_target()
+    cpu = schedule_cpu.describe_target(target)
+    blocked = schedule_cpu.plan(geometry, cpu)
+    unblocked = dataclasses.replace(blocked, blocked=False, chunk_tiles=0,
+                                    tiling=dataclasses.replace(blocked.tiling, in_tile=600))
+    for cpu_plan, expected in ((blocked, True), (unblocked, False)):
+        func, _ = schedule_cpu.build(geometry, target, cpu_plan)
+        asm = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                          target=target).mod.inspect_source("asm")
+        assert ("prefetcht1" in asm) == expected
+
+
+def test_records_without_a_prefetch_key_run_without_prefetch():
+    from conv1d_transpose.compile import tuning
+
+    saved = tuning.plan_to_dict(schedule_cpu.CpuPlan(Tiling(6, 64, 256), False, "filters",
+                                                     blocked=True, prefetch=True))
+    del saved["prefetch"]
+    assert tuning.plan_from_dict(saved).prefetch is False
+
+
 def test_records_without_a_packing_key_keep_the_interleaved_packing():
     from conv1d_transpose.compile import tuning
 

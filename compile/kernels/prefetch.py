@@ -1,0 +1,140 @@
+"""Software prefetch of the filters' next reduction block, for blocked CPU plans.
+
+A blocked plan (a filter panel larger than L2, demucs-dec1's 1 MB per channel block and
+phase) runs the reduction in blocks of `in_tile` input channels; every tile of rows reads
+the block from L1/L2, but the first tile of each block waits on L3 or memory for all of
+it. Here, every tile's pass over a tap also prefetches its share of the same tap's next
+block (a short loop of `llvm.prefetch` before the pass), so the block is in L2 before the
+first tile needs it.
+
+The prefetches sit outside the innermost reduction loop on purpose: inside it, LLVM
+keeps the register tile's stores in the loop (it cannot tell the prefetch's pointer from
+the accumulators'), and the kernel ran at half speed.
+
+TVM 0.27 has no Python statement mutator, so `_replace` rebuilds the path from the
+function's body to the loop by hand (For, SeqStmt, SBlockRealize, SBlock).
+"""
+from __future__ import annotations
+
+CACHE_LINE = 64
+
+
+def insert(func, sch, entries):
+    """`func` with prefetches before each entry's reduction loop.
+
+    entries: (block, loop, layout, phase0, passes) per accumulation block: `block` its
+    (update) block and `loop` the loop over the input channels of one block, both
+    schedule handles in `sch`; phase0 the group's first phase; passes the tiles of rows
+    that each read one reduction block (they share its prefetch).
+    """
+    for block, loop, layout, phase0, passes in entries:
+        target = sch.get(loop)
+        prefetch = _prefetch_loop(target, _filters_buffer(func), layout, phase0, passes)
+        func = func.with_body(_replace(func.body, target, prefetch))
+    return func
+
+
+def _prefetch_loop(target, filters, layout, phase0, passes):
+    """`for l in range(per_pass): prefetch(line l of this pass's share)`, then `target`."""
+    from tvm import sym, tirx
+
+    from .polyphase import Geometry
+
+    geometry: Geometry = layout.geometry
+    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    in_tile = layout.tiling.in_tile
+    lines_per_channel = max(1, layout.tiling.out_tile * element // CACHE_LINE)
+    lanes_per_line = max(1, CACHE_LINE // element)
+    lines = in_tile * lines_per_channel
+    per_pass = -(-lines // max(1, passes))
+
+    realize = _find_realize(target)
+    analyzer = sym.Analyzer()
+    for var in _loop_vars(target):
+        analyzer.bind(var, tirx.const(0, "int32"))
+    binding = {iter_var.var.name: analyzer.simplify(value)
+               for iter_var, value in zip(realize.block.iter_vars, realize.iter_values)}
+    rows = layout.tiling.rows
+    tile = analyzer.simplify(binding["vq"] // rows % max(1, passes))
+    channels = layout.in_channels
+    next_block = analyzer.simplify((binding["vci"] + in_tile) % channels)
+    line = tirx.Var("line", "int32")
+    index = (tile * per_pass + line) % lines
+    channel = next_block + index // lines_per_channel
+    lane = index % lines_per_channel * lanes_per_line
+    phase = binding["vr"] + phase0
+    block, tap = binding["vcoo"], binding["vj"]
+    indices = ([block, phase, tap, channel, lane] if layout.phase_major
+               else [block, tap, channel, phase, lane])
+    call = tirx.call_llvm_intrin(
+        "void", "llvm.prefetch.p0",
+        tirx.address_of(tirx.BufferLoad(filters, indices)),
+        tirx.const(0, "int32"),  # a read
+        tirx.const(2, "int32"),  # locality 2: into L2 (prefetcht1)
+        tirx.const(1, "int32"))  # the data cache
+    loop = tirx.For(line, tirx.const(0, "int32"), tirx.const(per_pass, "int32"),
+                    tirx.ForKind.SERIAL, tirx.Evaluate(call))
+    return tirx.SeqStmt([loop, target])
+
+
+def _filters_buffer(func):
+    # TVM 0.27: a buffer parameter is a Var of buffer type, loadable as the buffer.
+    for param in func.params:
+        if param.name == "filters":
+            return param
+    raise ValueError("the kernel has no `filters` parameter")
+
+
+def _find_realize(stmt):
+    """The one SBlockRealize below `stmt` (the register tile's loops hold one block)."""
+    from tvm import s_tir, tirx
+
+    while True:
+        if isinstance(stmt, s_tir.SBlockRealize):
+            return stmt
+        if isinstance(stmt, tirx.For):
+            stmt = stmt.body
+        else:
+            raise ValueError(f"unexpected {type(stmt).__name__} in the register tile")
+
+
+def _loop_vars(stmt):
+    from tvm import tirx
+
+    out = []
+    while isinstance(stmt, tirx.For):
+        out.append(stmt.loop_var)
+        stmt = stmt.body
+    return out
+
+
+def _replace(stmt, target, replacement):
+    """`stmt` with the statement `target` (by identity) replaced."""
+    from tvm import s_tir, tirx
+
+    if stmt.same_as(target):
+        return replacement
+    if isinstance(stmt, tirx.For):
+        body = _replace(stmt.body, target, replacement)
+        if body.same_as(stmt.body):
+            return stmt
+        return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body,
+                        stmt.thread_binding, stmt.annotations, stmt.step)
+    if isinstance(stmt, tirx.SeqStmt):
+        items = [_replace(item, target, replacement) for item in stmt.seq]
+        if all(new.same_as(old) for new, old in zip(items, stmt.seq)):
+            return stmt
+        return tirx.SeqStmt(items)
+    if isinstance(stmt, s_tir.SBlockRealize):
+        block = _replace(stmt.block, target, replacement)
+        if block.same_as(stmt.block):
+            return stmt
+        return s_tir.SBlockRealize(stmt.iter_values, stmt.predicate, block)
+    if isinstance(stmt, s_tir.SBlock):
+        body = _replace(stmt.body, target, replacement)
+        if body.same_as(stmt.body):
+            return stmt
+        return s_tir.SBlock(stmt.iter_vars, stmt.reads, stmt.writes, stmt.name_hint, body,
+                            stmt.init, stmt.alloc_buffers, stmt.match_buffers,
+                            stmt.annotations)
+    return stmt
