@@ -859,9 +859,12 @@ def test_blocked_plans_prefetch_exactly_the_next_block_of_filters():
     # Each tile's pass over a tap prefetches its share of that tap's next reduction
     # block; together the tiles cover all of it (a wrong index would only cost speed,
     # which no result would show).
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
     spec = make(*SCHEDULES["filters-blocked"][0])
     geometry, target = Geometry.from_spec(spec), host_target()
-    cpu_plan = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target))
+    # The AVX-512 plan on any host: only its TIR is read here.
+    cpu_plan = schedule_cpu.plan(geometry, CpuTarget(512, 32, 2, 1 << 20))
     assert cpu_plan.blocked and cpu_plan.prefetch and cpu_plan.phase_major
     func, layout = schedule_cpu.build(geometry, target, cpu_plan)
     in_tile, out_tile = layout.tiling.in_tile, layout.tiling.out_tile
@@ -878,18 +881,24 @@ def test_blocked_plans_prefetch_exactly_the_next_block_of_filters():
                          for c in range(in_tile) for lane in range(0, out_tile, 16)}
 
 
-def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only():
-    spec = make(*SCHEDULES["filters-blocked"][0])
-    geometry, target = Geometry.from_spec(spec), host_target()
-    cpu = schedule_cpu.describe_target(target)
-    blocked = schedule_cpu.plan(geometry, cpu)
+@pytest.mark.parametrize("arch", ["host", "aarch64"])
+def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only(arch):
+    # x86: prefetcht1 (locality 2: into L2); aarch64: prfm pldl2keep.
+    # (2400 input channels: a panel beyond L2 with AVX2's tiles too.)
+    target, instruction = ((host_target(), "prefetcht1") if arch == "host" else
+                           (tvm.target.Target(AARCH64), "prfm\tpldl2keep"))
+    cin = 2400
+    spec = make(1, 9, cin, 40, 64, 8, 4, 1, "VALID", "NWC")
+    geometry = Geometry.from_spec(spec)
+    blocked = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target))
+    assert blocked.blocked and blocked.prefetch
     unblocked = dataclasses.replace(blocked, blocked=False, chunk_tiles=0,
-                                    tiling=dataclasses.replace(blocked.tiling, in_tile=600))
+                                    tiling=dataclasses.replace(blocked.tiling, in_tile=cin))
     for cpu_plan, expected in ((blocked, True), (unblocked, False)):
         func, _ = schedule_cpu.build(geometry, target, cpu_plan)
         asm = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                           target=target).mod.inspect_source("asm")
-        assert ("prefetcht1" in asm) == expected
+        assert (instruction in asm) == expected, arch
 
 
 def test_records_without_a_prefetch_key_run_without_prefetch():
