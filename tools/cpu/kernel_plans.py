@@ -3,7 +3,11 @@
     python tools/cpu/kernel_plans.py WORKLOAD ROUNDS generic|record|PLAN-JSON ...
 
 PLAN-JSON: {"kw": {plan() keywords}, "tiling": {...}, other CpuPlan fields}; WL=FILE
-for a workloads file of your own. Used for the direct vs F(2,2) figures in
+for a workloads file of your own. A "rewrite": [[old, new], ...] key edits the scheduled
+kernel's TVMScript before it is built, for trials that change what no plan can (e.g.
+every panel reading channel block 0 and phase 0 of the filters, to time the kernel with
+its filters in cache: '{"rewrite": [["filters[vcoo, vr, vj,", "filters[0, 0, vj,"]]}').
+Such a kernel is timed but its result is wrong, so the check is reported, not enforced. Used for the direct vs F(2,2) figures in
 schedule_cpu.plan and the README.
 """
 import sys, json
@@ -32,12 +36,21 @@ for arg0 in sys.argv[3:]:
         rec = tuning.lookup(g, target); sched = rec.schedule
     else:
         d = json.loads(arg)
+        rewrite = d.pop("rewrite", None)
         base = schedule_cpu.plan(g, schedule_cpu.describe_target(target), **d.pop("kw", {}))
         import dataclasses
         tiling = dataclasses.replace(base.tiling, **d.pop("tiling", {}))
         p = dataclasses.replace(base, tiling=tiling, **d)
         sched = {"kind": "plan", "plan": tuning.plan_to_dict(p)}
     func, layout = tuning.kernel_from_schedule(g, target, sched)
+    if arg not in ("generic", "record") and rewrite:
+        import tvm
+        text = func.script()
+        for old, new in rewrite:
+            assert old in text, old
+            text = text.replace(old, new)
+        parsed = tvm.script.from_source(text)
+        func = parsed if isinstance(parsed, tvm.tirx.PrimFunc) else parsed["main"]
     ev, args, err, ok = checked_kernel(func, layout, spec, x, f, target)
     print(arg[:150], sched.get("plan"), "err", err, ok, flush=True)
     runs.append((arg0, ev, args))
