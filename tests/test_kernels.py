@@ -723,8 +723,28 @@ def test_plan_rule_takes_winograd_where_it_saves_more_than_it_costs():
     assert not rule(1, 25600, 64, 51200, 32, 4, 2, 1, "SAME", "NWC")
     assert not rule(1, 12800, 128, 102400, 128, 16, 8, 1, "SAME", "NWC")
     assert not rule(1, 10, 64, 80, 64, 16, 8, 1, "SAME", "NWC")  # 10 MFLOP: launches cost more
-    assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC")  # blocked reduction
+    # Up to 32 MB of F(2,2) filters (streamed every call beyond that), blocked or not.
+    assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC")  # demucs-dec1: 96 MB
+    assert not rule(1, 64, 2048, 260, 512, 8, 4, 1, "VALID", "NWC")  # 48 MB
+    assert rule(1, 128, 1024, 516, 512, 8, 4, 1, "VALID", "NWC")  # 24 MB, blocked direct
+    assert rule(1, 200, 1024, 1600, 256, 16, 8, 1, "SAME", "NWC")  # 24 MB
+    assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NCW")
     assert not rule(1, 200, 512, 1600, 256, 15, 8, 1, "SAME", "NWC")  # K != 2s
+
+
+def test_ncw_direct_plan_takes_one_vector_unless_even_four_need_a_blocked_reduction():
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    cpu = CpuTarget(512, 32, 2, 1 << 20)
+
+    def direct(*case):
+        return schedule_cpu.plan(Geometry.from_spec(make(*case)), cpu, winograd=False)
+
+    narrow = direct(1, 1600, 256, 12800, 128, 16, 8, 1, "SAME", "NCW")  # ncw-up2
+    assert narrow.tiling.out_tile == 16 and not narrow.blocked
+    wide = direct(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NCW")  # demucs-dec1 in NCW
+    assert wide.tiling.out_tile == 64 and wide.blocked and wide.prefetch
+    assert wide.phases_inner
 
 
 def test_ncw_winograd_plan_takes_a_wide_tile_only_where_it_divides_the_channels():
@@ -818,8 +838,8 @@ def test_both_filter_packings_match_reference(name):
         assert ok, (variant, error)
 
 
-def prefetched_lines(func):
-    """{(filter block, phase, tap, reduction block running): {(input channel, lane)}}
+def prefetched_lines(func, layout):
+    """{(filter block, tap, reduction block running): {(phase, input channel, lane)}}
     that the prefetch loops of a blocked kernel touch, every enclosing loop enumerated
     and the index arithmetic evaluated (not read back from the code under test). The
     loops above a prefetch are [..., reduction block, tile of rows, tap, line]."""
@@ -842,6 +862,8 @@ def prefetched_lines(func):
             walk(stmt.body, loops)
 
     walk(func.body, [])
+    names = (("block", "phase", "tap", "channel", "lane") if layout.phase_major
+             else ("block", "tap", "channel", "phase", "lane"))
     touched = {}
     for loops, body in found:
         call = body.value if isinstance(body, tirx.Evaluate) else body
@@ -850,34 +872,46 @@ def prefetched_lines(func):
             analyzer = sym.Analyzer()
             for loop, value in zip(loops, values):
                 analyzer.bind(loop.loop_var, tirx.const(value, "int32"))
-            block, phase, tap, channel, lane = (int(analyzer.simplify(i)) for i in indices)
-            touched.setdefault((block, phase, tap, values[-4]), set()).add((channel, lane))
+            at = dict(zip(names, (int(analyzer.simplify(i)) for i in indices)))
+            touched.setdefault((at["block"], at["tap"], values[-4]), set()).add(
+                (at["phase"], at["channel"], at["lane"]))
     return touched
 
 
-def test_blocked_plans_prefetch_exactly_the_next_block_of_filters():
+@pytest.mark.parametrize("case, keywords", [
+    # Tiles of one phase, filters packed by phase.
+    (SCHEDULES["filters-blocked"][0], {}),
+    # NCW, phases inner, rows in chunks.
+    ((1, 9, 2400, 40, 64, 8, 4, 1, "VALID", "NCW"), {}),
+    # One vector by every phase (interleaved packing).
+    ((1, 9, 2400, 40, 64, 8, 4, 1, "VALID", "NCW"), {"vectors": 1, "phases_in_tile": True}),
+], ids=["nwc", "ncw", "ncw-phases-in-tile"])
+def test_blocked_plans_prefetch_exactly_the_next_block_of_filters(case, keywords):
     # Each tile's pass over a tap prefetches its share of that tap's next reduction
     # block; together the tiles cover all of it (a wrong index would only cost speed,
     # which no result would show).
     from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
 
-    spec = make(*SCHEDULES["filters-blocked"][0])
+    spec = make(*case)
     geometry, target = Geometry.from_spec(spec), host_target()
     # The AVX-512 plan on any host: only its TIR is read here.
-    cpu_plan = schedule_cpu.plan(geometry, CpuTarget(512, 32, 2, 1 << 20))
-    assert cpu_plan.blocked and cpu_plan.prefetch and cpu_plan.phase_major
+    cpu_plan = schedule_cpu.plan(geometry, CpuTarget(512, 32, 2, 1 << 20), winograd=False,
+                                 **keywords)
+    assert cpu_plan.blocked and cpu_plan.prefetch
+    assert cpu_plan.phase_major == (not cpu_plan.phases_in_tile)
+    assert cpu_plan.phases_in_tile == bool(keywords)
     func, layout = schedule_cpu.build(geometry, target, cpu_plan)
     in_tile, out_tile = layout.tiling.in_tile, layout.tiling.out_tile
     blocks = layout.in_channels // in_tile
     assert blocks > 2 and layout.padded_rows > layout.tiling.rows  # several tiles share
-    touched = prefetched_lines(func)
+    touched = prefetched_lines(func, layout)
     dec = decompose(geometry)
-    assert set(touched) == {(b, p.r, j, running) for b in range(layout.out_blocks)
-                            for p in dec.active for j in range(p.taps)
-                            for running in range(blocks)}
-    for (_, _, _, running), lines in touched.items():
+    taps = dec.active[0].taps
+    assert set(touched) == {(b, j, running) for b in range(layout.out_blocks)
+                            for j in range(taps) for running in range(blocks)}
+    for (_, _, running), lines in touched.items():
         following = (running + 1) % blocks
-        assert lines == {(following * in_tile + c, lane)
+        assert lines == {(p.r, following * in_tile + c, lane) for p in dec.active
                          for c in range(in_tile) for lane in range(0, out_tile, 16)}
 
 
@@ -890,7 +924,8 @@ def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only(arch):
     cin = 2400
     spec = make(1, 9, cin, 40, 64, 8, 4, 1, "VALID", "NWC")
     geometry = Geometry.from_spec(spec)
-    blocked = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target))
+    blocked = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target),
+                                winograd=False)
     assert blocked.blocked and blocked.prefetch
     unblocked = dataclasses.replace(blocked, blocked=False, chunk_tiles=0,
                                     tiling=dataclasses.replace(blocked.tiling, in_tile=cin))

@@ -22,28 +22,35 @@ CACHE_LINE = 64
 def insert(func, sch, entries):
     """`func` with prefetches before each entry's reduction loop.
 
-    entries: (block, loop, layout, phase0, passes) per accumulation block: `block` its
-    (update) block and `loop` the loop over the input channels of one block, both
-    schedule handles in `sch`; phase0 the group's first phase; passes the tiles of rows
-    that each read one reduction block (they share its prefetch).
+    entries: (loop, layout, phases, phases_in_tile, passes) per accumulation block:
+    `loop` the loop over the input channels of one reduction block (a schedule handle in
+    `sch`); phases the group's phases and phases_in_tile whether one tile spans them all;
+    passes the tiles of rows that each read one reduction block (they share its
+    prefetch).
     """
-    for block, loop, layout, phase0, passes in entries:
+    for loop, layout, phases, phases_in_tile, passes in entries:
         target = sch.get(loop)
-        prefetch = _prefetch_loop(target, _filters_buffer(func), layout, phase0, passes)
+        prefetch = _prefetch_loop(target, _filters_buffer(func), layout, phases,
+                                  phases_in_tile, passes)
         func = func.with_body(_replace(func.body, target, prefetch))
     return func
 
 
-def _prefetch_loop(target, filters, layout, phase0, passes):
-    """`for l in range(per_pass): prefetch(line l of this pass's share)`, then `target`."""
+def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes):
+    """`for l in range(per_pass): prefetch(line l of this pass's share)`, then `target`.
+
+    A tile's filters for one input channel and tap are `out_tile` values of its phase, or
+    of each of the group's phases where the tile spans them; the lines follow the
+    packing the plan rule gives each (by phase, and interleaved, KernelLayout)."""
     from tvm import sym, tirx
 
     from .polyphase import Geometry
 
     geometry: Geometry = layout.geometry
     element = 8 if geometry.accumulate_dtype == "float64" else 4
-    in_tile = layout.tiling.in_tile
-    lines_per_channel = max(1, layout.tiling.out_tile * element // CACHE_LINE)
+    in_tile, out_tile = layout.tiling.in_tile, layout.tiling.out_tile
+    span = out_tile * (len(phases) if phases_in_tile else 1)
+    lines_per_channel = max(1, -(-span * element // CACHE_LINE))
     lanes_per_line = max(1, CACHE_LINE // element)
     lines = in_tile * lines_per_channel
     per_pass = -(-lines // max(1, passes))
@@ -61,8 +68,10 @@ def _prefetch_loop(target, filters, layout, phase0, passes):
     line = tirx.Var("line", "int32")
     index = (tile * per_pass + line) % lines
     channel = next_block + index // lines_per_channel
-    lane = index % lines_per_channel * lanes_per_line
-    phase = binding["vr"] + phase0
+    offset = index % lines_per_channel * lanes_per_line  # within the channel's span
+    lane = offset % out_tile
+    # (A tile spanning the phases has vr among its own loops, bound to 0 above.)
+    phase = binding["vr"] + phases[0] + (offset // out_tile if phases_in_tile else 0)
     block, tap = binding["vcoo"], binding["vj"]
     indices = ([block, phase, tap, channel, lane] if layout.phase_major
                else [block, tap, channel, phase, lane])

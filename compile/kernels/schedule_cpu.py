@@ -116,8 +116,16 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         # order each tile transforms its own input (winograd.schedule), so the input's
         # size no longer counts there: hifigan-up3 3.83 -> 3.28 ms (2026-11-26); with 64
         # channels (hifigan-up4) this tile lost, 2.14 -> 3.29.
+        # Its filters, (r + 1)/r of the direct form's, are read from memory every call
+        # once they outgrow the last-level cache, and then the direct form (prefetched,
+        # blocked) wins. Kernel ms, direct (blocked) -> F(2,2), Emerald Rapids (this VM
+        # reads at DRAM speed past 64-128 MB), 2026-11-26: 24 MB of F(2,2) filters,
+        # 1024 -> 512 channels, 129 rows 3.50 -> 2.94 and hifigan-up1 with 1024 input
+        # channels 5.59 -> 4.73; 48 MB (2048 -> 512) 3.68 -> 4.15; demucs-dec1, 96 MB,
+        # 7.1 -> 8.6-9.8 in every tile tried (NCW: 7.9 -> 11.2).
         input_bytes = geometry.batch * geometry.in_width * geometry.in_channels * 4
-        winograd = (not direct.blocked and geometry.flops >= 16e6
+        winograd = (_winograd_filter_bytes(geometry) <= WINOGRAD_FILTER_BYTES
+                    and geometry.flops >= 16e6
                     and (geometry.in_channels >= 256
                          or input_bytes <= cpu.cores * cpu.l2_bytes
                          or (direct.order == "rows" and geometry.in_channels >= 128)))
@@ -148,6 +156,20 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
                                 winograd=True)
 
 
+# The most F(2,r) filter bytes the generic plan streams per call (see `plan`).
+WINOGRAD_FILTER_BYTES = 32 << 20
+
+
+def _winograd_filter_bytes(geometry: Geometry) -> int:
+    from .polyphase import decompose
+    from .winograd import filter_slots
+
+    dec = decompose(geometry)
+    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    return (filter_slots(dec.max_taps) * dec.stride * geometry.in_channels
+            * geometry.out_channels * element)
+
+
 def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     from .polyphase import decompose
 
@@ -162,15 +184,19 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     # each lane of a vector is stored to its own output row, so a narrow tile with more
     # rows wins: one vector measured 1.04-1.30x faster than four on ncw-up2, NCW s=5 and
     # NCW hifigan-up3/dilated shapes (on par for NCW hifigan-up1), Zen 4, 2026-11-25.
+    # But where even the widest tile's filter panel outgrows L2, the blocked, prefetched
+    # reduction needs the wide tile's reuse: demucs-dec1 in NCW, kernel 9.65 ms with one
+    # vector, 7.86 with four (9.95 without the prefetch), Emerald Rapids, 2026-11-26.
+    most = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
+    wide_panel = max(dec.max_taps, 1) * cin * most * lanes * element
     if vectors is None:
-        if geometry.data_format == "NCW":
+        if geometry.data_format == "NCW" and wide_panel <= cpu.l2_bytes // 4:
             vectors = 1
         else:
             # The fewest padded channels, then the widest tile: 96 channels take three
             # vectors, not two blocks of four with a quarter computed on zeros
             # (stride3-k7-valid, kernel 1.12 -> 0.91 ms in the "filters" order, Emerald
             # Rapids, 2026-11-26, tools/cpu/kernel_plans.py).
-            most = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
             vectors = min(range(min(2, most), most + 1),
                           key=lambda v: (-(-cout // (v * lanes)) * v, -v))
     # Few output channels: a row of the tile covers every phase of one q (one contiguous
@@ -224,8 +250,7 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
             chunk_tiles //= 2
     return CpuPlan(Tiling(rows, out_tile, in_tile), phases_in_tile, "filters",
                    chunk_tiles=chunk_tiles, blocked=blocked, phases_inner=phases_inner,
-                   lanes=lanes, phase_major=not phases_in_tile,
-                   prefetch=blocked and not phases_in_tile)
+                   lanes=lanes, phase_major=not phases_in_tile, prefetch=blocked)
 
 
 def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
@@ -350,9 +375,9 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         # reduction then runs through memory (4.5 instead of 90 GFLOP/s, seen on NCW
         # with 48 channels). In NCW the vector's lanes go to separate output rows.
         finish_tile(sch, store_block, outer, block, a_cio, cpu_plan.lanes)
-        if cpu_plan.prefetch and cpu_plan.blocked and not in_tile and a_q is not None:
+        if cpu_plan.prefetch and cpu_plan.blocked and a_q is not None:
             passes = cpu_plan.chunk_tiles or layout.padded_rows // tiling.rows
-            prefetches.append((block, a_cii, layout, phases[0], passes))
+            prefetches.append((a_cii, layout, phases, in_tile, passes))
 
     if pad is not None:
         loops = sch.get_loops(pad)
