@@ -116,9 +116,9 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         # order each tile transforms its own input (winograd.schedule), so the input's
         # size no longer counts there: hifigan-up3 3.83 -> 3.28 ms (2026-11-26); with 64
         # channels (hifigan-up4) this tile lost, 2.14 -> 3.29.
-        # Its filters, (r + 1)/r of the direct form's, are read from memory every call
-        # once they outgrow the last-level cache, and then the direct form (prefetched,
-        # blocked) wins. Kernel ms, direct (blocked) -> F(2,2), Emerald Rapids (this VM
+        # Its filters (3/2 of the direct form's, 5/3 for F(2,3)) are read from memory
+        # every call once they outgrow the last-level cache, and then the direct form
+        # (prefetched, blocked) wins. Kernel ms, direct (blocked) -> F(2,2), Emerald Rapids (this VM
         # reads at DRAM speed past 64-128 MB), 2026-11-26: 24 MB of F(2,2) filters,
         # 1024 -> 512 channels, 129 rows 3.50 -> 2.94 and hifigan-up1 with 1024 input
         # channels 5.59 -> 4.73; 48 MB (2048 -> 512) 3.68 -> 4.15; demucs-dec1, 96 MB,
