@@ -59,6 +59,11 @@ class Geometry:
         return ACCUMULATE[self.dtype]
 
     @property
+    def accumulate_bytes(self) -> int:
+        """Bytes of one accumulator (and packed filter) value."""
+        return 8 if self.accumulate_dtype == "float64" else 4
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         return layout_shape(self.data_format, self.batch, self.in_width, self.in_channels)
 

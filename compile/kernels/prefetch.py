@@ -44,10 +44,7 @@ def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes):
     packing the plan rule gives each (by phase, and interleaved, KernelLayout)."""
     from tvm import sym, tirx
 
-    from .polyphase import Geometry
-
-    geometry: Geometry = layout.geometry
-    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    element = layout.geometry.accumulate_bytes
     in_tile, out_tile = layout.tiling.in_tile, layout.tiling.out_tile
     span = out_tile * (len(phases) if phases_in_tile else 1)
     lines_per_channel = max(1, -(-span * element // CACHE_LINE))

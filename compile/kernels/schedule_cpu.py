@@ -165,7 +165,7 @@ def _winograd_filter_bytes(geometry: Geometry) -> int:
     from .winograd import filter_slots
 
     dec = decompose(geometry)
-    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    element = geometry.accumulate_bytes
     return (filter_slots(dec.max_taps) * dec.stride * geometry.in_channels
             * geometry.out_channels * element)
 
@@ -174,7 +174,7 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     from .polyphase import decompose
 
     dec = decompose(geometry)
-    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    element = geometry.accumulate_bytes
     lanes = cpu.vector_bits // (8 * element)
     # Accumulators: leave room for the filter vectors and one broadcast.
     budget = cpu.registers - 8 if cpu.registers >= 32 else cpu.registers - 4
@@ -261,7 +261,7 @@ def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
     from .polyphase import decompose
 
     dec = decompose(geometry)
-    element = 8 if geometry.accumulate_dtype == "float64" else 4
+    element = geometry.accumulate_bytes
     lanes = cpu.vector_bits // (8 * element)
     budget = cpu.registers - 8 if cpu.registers >= 32 else cpu.registers - 4
     most = max(1, min(4 if cpu.registers >= 32 else 2, -(-geometry.out_channels // lanes)))

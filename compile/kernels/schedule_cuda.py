@@ -114,7 +114,7 @@ def shared_bytes(geometry: Geometry, plan: CudaPlan) -> int:
     """Shared memory of one block of a shared-memory plan: the filters of a channel tile
     (every tap, in_chunk input channels) and the padded input rows they read."""
     dec = decompose(geometry)
-    item = 8 if geometry.accumulate_dtype == "float64" else 4
+    item = geometry.accumulate_bytes
     filters = dec.max_taps * plan.in_chunk * plan.threads * plan.channels
     rows = plan.rows * plan.row_threads + (dec.max_taps - 1) * dec.row_step
     return item * (filters + rows * plan.in_chunk)

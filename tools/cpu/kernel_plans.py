@@ -7,8 +7,8 @@ for a workloads file of your own. A "rewrite": [[old, new], ...] key edits the s
 kernel's TVMScript before it is built, for trials that change what no plan can (e.g.
 every panel reading channel block 0 and phase 0 of the filters, to time the kernel with
 its filters in cache: '{"rewrite": [["filters[vcoo, vr, vj,", "filters[0, 0, vj,"]]}').
-Such a kernel is timed but its result is wrong, so the check is reported, not enforced. Used for the direct vs F(2,2) figures in
-schedule_cpu.plan and the README.
+Such a kernel is timed but its result is wrong, so the check is reported, not enforced.
+Used for the direct vs F(2,2) figures in schedule_cpu.plan and the README.
 """
 import sys, json
 from kernel_timing import checked_kernel, interleaved_medians
@@ -29,7 +29,7 @@ target = get_target("host").tvm_target()
 runs = []
 import os
 for arg0 in sys.argv[3:]:
-    arg = arg0
+    arg, rewrite = arg0, None
     if arg == "generic":
         sched = {"kind": "generic"}
     elif arg == "record":
@@ -43,7 +43,7 @@ for arg0 in sys.argv[3:]:
         p = dataclasses.replace(base, tiling=tiling, **d)
         sched = {"kind": "plan", "plan": tuning.plan_to_dict(p)}
     func, layout = tuning.kernel_from_schedule(g, target, sched)
-    if arg not in ("generic", "record") and rewrite:
+    if rewrite:
         import tvm
         text = func.script()
         for old, new in rewrite:
