@@ -885,28 +885,36 @@ def prefetched_lines(func, layout):
     ((1, 9, 2400, 40, 64, 8, 4, 1, "VALID", "NCW"), {}),
     # One vector by every phase (interleaved packing).
     ((1, 9, 2400, 40, 64, 8, 4, 1, "VALID", "NCW"), {"vectors": 1, "phases_in_tile": True}),
-], ids=["nwc", "ncw", "ncw-phases-in-tile"])
-def test_blocked_plans_prefetch_exactly_the_next_block_of_filters(case, keywords):
+    # F(2,2): the taps are its three products (demucs-dec1's tuned form).
+    ((1, 40, 600, 164, 64, 8, 4, 1, "VALID", "NWC"), {"winograd": True}),
+], ids=["nwc", "ncw", "ncw-phases-in-tile", "winograd"])
+def test_blocked_plans_prefetch_exactly_the_next_block_of_filters(case, keywords,
+                                                                 monkeypatch):
     # Each tile's pass over a tap prefetches its share of that tap's next reduction
     # block; together the tiles cover all of it (a wrong index would only cost speed,
-    # which no result would show).
+    # which no result would show). (No cap: the Winograd case's filters are small.)
     from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    monkeypatch.setattr(schedule_cpu, "WINOGRAD_FILTER_BYTES", 0)
 
     spec = make(*case)
     geometry, target = Geometry.from_spec(spec), host_target()
+    winograd = keywords.pop("winograd", False)
     # The AVX-512 plan on any host: only its TIR is read here.
-    cpu_plan = schedule_cpu.plan(geometry, CpuTarget(512, 32, 2, 1 << 20), winograd=False,
+    cpu_plan = schedule_cpu.plan(geometry, CpuTarget(512, 32, 2, 1 << 20), winograd=winograd,
                                  **keywords)
-    assert cpu_plan.blocked and cpu_plan.prefetch
+    assert cpu_plan.blocked and cpu_plan.prefetch and cpu_plan.winograd == winograd
     assert cpu_plan.phase_major == (not cpu_plan.phases_in_tile)
     assert cpu_plan.phases_in_tile == bool(keywords)
     func, layout = schedule_cpu.build(geometry, target, cpu_plan)
     in_tile, out_tile = layout.tiling.in_tile, layout.tiling.out_tile
     blocks = layout.in_channels // in_tile
-    assert blocks > 2 and layout.padded_rows > layout.tiling.rows  # several tiles share
+    # Several tiles share each block.
+    assert blocks > 2 and (cpu_plan.chunk_tiles > 1 if winograd
+                           else layout.padded_rows > layout.tiling.rows)
     touched = prefetched_lines(func, layout)
     dec = decompose(geometry)
-    taps = dec.active[0].taps
+    taps = dec.active[0].taps + winograd  # F(2,r): r + 1 products
     assert set(touched) == {(b, j, running) for b in range(layout.out_blocks)
                             for j in range(taps) for running in range(blocks)}
     for (_, _, running), lines in touched.items():
@@ -915,17 +923,22 @@ def test_blocked_plans_prefetch_exactly_the_next_block_of_filters(case, keywords
                          for c in range(in_tile) for lane in range(0, out_tile, 16)}
 
 
+@pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
 @pytest.mark.parametrize("arch", ["host", "aarch64"])
-def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only(arch):
+def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only(arch, winograd,
+                                                                 monkeypatch):
     # x86: prefetcht1 (locality 2: into L2); aarch64: prfm pldl2keep.
-    # (2400 input channels: a panel beyond L2 with AVX2's tiles too.)
+    # (2400 input channels: a panel beyond L2 with AVX2's tiles too; no cap on the
+    # Winograd filters, so that they block.)
+    monkeypatch.setattr(schedule_cpu, "WINOGRAD_FILTER_BYTES", 0)
     target, instruction = ((host_target(), "prefetcht1") if arch == "host" else
                            (tvm.target.Target(AARCH64), "prfm\tpldl2keep"))
     cin = 2400
     spec = make(1, 9, cin, 40, 64, 8, 4, 1, "VALID", "NWC")
     geometry = Geometry.from_spec(spec)
     blocked = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target),
-                                winograd=False)
+                                winograd=winograd)
+    assert blocked.winograd == winograd
     assert blocked.blocked and blocked.prefetch
     unblocked = dataclasses.replace(blocked, blocked=False, chunk_tiles=0,
                                     tiling=dataclasses.replace(blocked.tiling, in_tile=cin))
@@ -934,6 +947,59 @@ def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only(arch):
         asm = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                           target=target).mod.inspect_source("asm")
         assert (instruction in asm) == expected, arch
+
+
+@pytest.mark.parametrize("case", [
+    (1, 40, 97, 164, 64, 8, 4, 1, "VALID", "NWC"),  # F(2,2); 97 channels: a padded block
+    (2, 40, 97, 164, 40, 8, 4, 1, "VALID", "NCW"),  # NCW, batch 2, padded output channels
+    (1, 40, 72, 40, 20, 3, 1, 4, "SAME", "NWC"),  # F(2,3), pairs of rows 4 apart
+], ids=["F22-nwc", "F22-ncw", "F23"])
+def test_blocked_winograd_plans_match_reference(case, monkeypatch):
+    # A Winograd panel beyond L2 (here a 64 KiB L2 and no cap on the filters the generic
+    # plan streams, so that small shapes block) runs its reduction in blocks, a chunk of
+    # tiles' accumulators kept across them, as demucs-dec1 does on a real L2; the input's
+    # Inf must still come out as TensorFlow's.
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    monkeypatch.setattr(schedule_cpu, "WINOGRAD_FILTER_BYTES", 0)
+
+    spec = make(*case)
+    geometry = Geometry.from_spec(spec)
+    x, f = random_arrays(spec)
+    nwc = x if spec.data_format == "NWC" else x.transpose(0, 2, 1)
+    nwc[0, 5, 3] = np.inf
+    f = np.abs(f)  # one sign: the Inf input gives Inf, not NaN, in the direct sum
+    small_l2 = CpuTarget(512, 32, 2, 64 << 10)
+    for rows in (None, 2):
+        cpu_plan = schedule_cpu.plan(geometry, small_l2, winograd=True, rows=rows,
+                                     order="filters", phases_in_tile=False)
+        assert cpu_plan.blocked and cpu_plan.prefetch
+        assert cpu_plan.tiling.in_tile < geometry.in_channels
+        y = run_plan(spec, cpu_plan, x, f)
+        error, ok = max_error(y, x, f, spec)
+        assert ok, (cpu_plan, error)
+        assert np.isinf(y).any()
+
+
+def test_plan_blocks_a_winograd_panel_beyond_l2_in_blocks_of_16_kib():
+    # demucs-dec1 with an AVX-512 tile of 11 pairs by two vectors: F(2,2)'s three
+    # products by 32 channels by 2048 input channels is a 768 KiB panel a phase, beyond a
+    # quarter of the 1 MiB of L2 the description assumes; blocks of 32 input channels
+    # (3 x 32 x 32 floats: 12 KiB), the 33 pairs of a phase in one chunk of three tiles.
+    # The untuned rule keeps the direct form there (96 MiB of F(2,2) filters).
+    # hifigan-up1 with 1024 input channels has a panel as large (768 KiB with its 6 x 4
+    # tile), but 24 MiB of filters, within the cap: not blocked.
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    emerald = CpuTarget(512, 32, 2)
+    demucs = Geometry.from_spec(make(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC"))
+    tuned = schedule_cpu.plan(demucs, emerald, winograd=True, vectors=2, rows=11)
+    assert (tuned.blocked, tuned.prefetch, tuned.tiling.in_tile, tuned.chunk_tiles) == \
+        (True, True, 32, 3)
+    assert not schedule_cpu.plan(demucs, emerald).winograd
+    up1 = Geometry.from_spec(make(1, 200, 1024, 1600, 256, 16, 8, 1, "SAME", "NWC"))
+    rule = schedule_cpu.plan(up1, emerald)
+    assert rule.winograd and not rule.blocked and rule.tiling.in_tile == 1024
 
 
 def test_records_without_a_prefetch_key_run_without_prefetch():

@@ -5,7 +5,8 @@ phase) runs the reduction in blocks of `in_tile` input channels; every tile of r
 the block from L1/L2, but the first tile of each block waits on L3 or memory for all of
 it. Here, every tile's pass over a tap also prefetches its share of the same tap's next
 block (a short loop of `llvm.prefetch` before the pass), so the block is in L2 before the
-first tile needs it.
+first tile needs it. The same holds for a blocked Winograd plan, whose "taps" are its
+r + 1 products (winograd.schedule).
 
 The prefetches sit outside the innermost reduction loop on purpose: inside it, LLVM
 keeps the register tile's stores in the loop (it cannot tell the prefetch's pointer from
@@ -19,24 +20,26 @@ from __future__ import annotations
 CACHE_LINE = 64
 
 
-def insert(func, sch, entries):
+def insert(func, sch, entries, rows="vq", tap="vj"):
     """`func` with prefetches before each entry's reduction loop.
 
     entries: (loop, layout, phases, phases_in_tile, passes) per accumulation block:
     `loop` the loop over the input channels of one reduction block (a schedule handle in
     `sch`); phases the group's phases and phases_in_tile whether one tile spans them all;
     passes the tiles of rows that each read one reduction block (they share its
-    prefetch).
+    prefetch). rows, tap: the accumulation block's variables for the output row and the
+    filter slot (the direct form's row and tap; the Winograd form's pair and product).
     """
     for loop, layout, phases, phases_in_tile, passes in entries:
         target = sch.get(loop)
         prefetch = _prefetch_loop(target, _filters_buffer(func), layout, phases,
-                                  phases_in_tile, passes)
+                                  phases_in_tile, passes, rows, tap)
         func = func.with_body(_replace(func.body, target, prefetch))
     return func
 
 
-def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes):
+def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes, rows_var,
+                   tap_var):
     """`for l in range(per_pass): prefetch(line l of this pass's share)`, then `target`.
 
     A tile's filters for one input channel and tap are `out_tile` values of its phase, or
@@ -59,7 +62,7 @@ def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes):
     binding = {iter_var.var.name: analyzer.simplify(value)
                for iter_var, value in zip(realize.block.iter_vars, realize.iter_values)}
     rows = layout.tiling.rows
-    tile = analyzer.simplify(binding["vq"] // rows % max(1, passes))
+    tile = analyzer.simplify(binding[rows_var] // rows % max(1, passes))
     channels = layout.in_channels
     next_block = analyzer.simplify((binding["vci"] + in_tile) % channels)
     line = tirx.Var("line", "int32")
@@ -69,7 +72,7 @@ def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes):
     lane = offset % out_tile
     # (A tile spanning the phases has vr among its own loops, bound to 0 above.)
     phase = binding["vr"] + phases[0] + (offset // out_tile if phases_in_tile else 0)
-    block, tap = binding["vcoo"], binding["vj"]
+    block, tap = binding["vcoo"], binding[tap_var]
     indices = ([block, phase, tap, channel, lane] if layout.phase_major
                else [block, tap, channel, phase, lane])
     call = tirx.call_llvm_intrin(

@@ -19,7 +19,9 @@ column vector (AVX-512: 6 rows x 4 vectors = 24 zmm accumulators; NEON: 6 x 4 q-
 Where every phase has the same two or three equally spaced taps (K = 2s or 3s, or a
 dilated stride-1 layer), a plan may take the Winograd F(2,2) or F(2,3) form instead
 (`winograd=True`, scheduled in winograd.py): the same register tile over pairs of rows,
-3/4 or 2/3 of the multiply-adds.
+3/4 or 2/3 of the multiply-adds. Its panels (the r + 1 products' filters) are blocked and
+prefetched the same way where they outgrow L2 and its filters exceed what the generic
+plan streams (a `tune` candidate).
 
 SPEC.md section 6: every loop transform comes before decompose_reduction.
 """
@@ -147,13 +149,41 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         pairs = _winograd.pairs_of(decompose(geometry))
         tiles = -(-pairs // min(tiling.rows, pairs))
         tiling = _dataclasses.replace(tiling, rows=-(-pairs // tiles))
-    # The Winograd schedule has no blocked reduction and no NCW phase order: a plain
-    # register tile in either loop order.
-    return _dataclasses.replace(direct, blocked=False, chunk_tiles=0, phases_inner=False,
-                                prefetch=False,
-                                tiling=_dataclasses.replace(tiling,
-                                                            in_tile=geometry.in_channels),
+    # The Winograd schedule has no NCW phase order. Where its filters are more than the
+    # generic plan streams (so only `tune` picks this form) and the panel of the r + 1
+    # products outgrows L2 (a quarter, as in `_plan`), its reduction is blocked as the
+    # direct form's is, in the "filters" order with a tile of one phase: blocks of 16 KiB
+    # of filters, each prefetched while the one before runs. demucs-dec1 in F(2,2) (96
+    # MB; tile 11 pairs x 2 vectors), kernel ms, interleaved in one process, Emerald
+    # Rapids, 2026-11-26: 10.2 unblocked; 16, 32, 64 channels a block (6, 12, 24 KiB)
+    # 6.89, 6.70, 7.33 (the direct form's plan: 7.23); a 6 x 4 tile with 128 channels a
+    # block, 8.6 prefetched and 10.5 not. Below the cap, where more tiles share each panel,
+    # blocking lost: hifigan-up1 with 1024 input channels (24 MB), 4.71 -> 5.92.
+    dec = decompose(geometry)
+    element = geometry.accumulate_bytes
+    slots = dec.max_taps + 1
+    panel = slots * geometry.in_channels * tiling.out_tile * element
+    blocked = (direct.order == "filters" and not direct.phases_in_tile
+               and panel > cpu.l2_bytes // 4
+               and _winograd_filter_bytes(geometry) > WINOGRAD_FILTER_BYTES)
+    in_tile, chunk_tiles = geometry.in_channels, 0
+    if blocked:
+        target = max(direct.lanes, (16 << 10) // (slots * tiling.out_tile * element))
+        in_tile = _divisor_near(geometry.in_channels, target)
+        tiles = -(-_winograd.pairs_of(dec) // tiling.rows)
+        tile_bytes = tiling.rows * slots * tiling.out_tile * element
+        chunk_tiles = max(1, min((64 << 10) // tile_bytes, tiles))
+    return _dataclasses.replace(direct, blocked=blocked, chunk_tiles=chunk_tiles,
+                                phases_inner=False, prefetch=blocked,
+                                tiling=_dataclasses.replace(tiling, in_tile=in_tile),
                                 winograd=True)
+
+
+def _divisor_near(channels: int, target: int) -> int:
+    """A block of input channels: the largest divisor of `channels` in (target/2,
+    target], else `target` (the last block is padded)."""
+    return min(channels, next((t for t in range(target, target // 2, -1)
+                               if channels % t == 0), target))
 
 
 # The most F(2,r) filter bytes the generic plan streams per call (see `plan`).
@@ -238,8 +268,7 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
         # to a phase (2048 -> 1024 channels) the first tile's wait is spread thinner:
         # 3.56 -> 3.58.
         target = max(lanes, (32 << 10) // (taps * out_tile * element))
-        in_tile = min(cin, next((t for t in range(target, target // 2, -1) if cin % t == 0),
-                                target))
+        in_tile = _divisor_near(cin, target)
         chunk_tiles = max(1, min((64 << 10) // tile_bytes, tiles))
     phases_inner = geometry.data_format == "NCW" and not phases_in_tile and dec.stride > 1
     if phases_inner:

@@ -266,6 +266,12 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     block, store = sch.get_sblock("accumulate"), sch.get_sblock("store")
     n, t, h, r, coo, coi = sch.get_loops(store)
     to, ti = sch.split(t, [None, tiling.rows])
+    # Blocked ("filters" order, a filter panel beyond L2): a chunk of tiles runs the
+    # reduction in blocks of `in_tile` channels, its accumulators in a local array across
+    # the blocks, each tile prefetching its share of the next block (prefetch.py), as in
+    # the direct form's blocked plans.
+    blocked = (cpu_plan.blocked and cpu_plan.order != "rows" and not in_tile
+               and cpu_plan.chunk_tiles > 0)
     if cpu_plan.order == "rows":
         if in_tile:
             sch.reorder(n, to, coo, ti, h, r, coi)
@@ -275,17 +281,26 @@ def schedule(func, layout: KernelLayout, cpu_plan):
             outer = r
         parallel = sch.fuse(n, to)
     else:
+        chunk = []
+        if blocked:
+            tc, to = sch.split(to, [None, cpu_plan.chunk_tiles])
+            chunk = [tc]
         if in_tile:
             sch.reorder(coo, n, to, ti, h, r, coi)
             parallel = coo
         else:
-            sch.reorder(coo, r, n, to, ti, h, coi)
+            sch.reorder(coo, r, n, *chunk, to, ti, h, coi)
             parallel = sch.fuse(coo, r)
-        outer = to
+        outer = chunk[0] if blocked else to
     sch.compute_at(block, outer)
     loop = loops_by_variable(sch, block)
     a_k, a_ci, a_t, a_coi = loop["vk"], loop["vci"], loop.get("vt"), loop["vcoi"]
     a_r = loop.get("vr") if in_tile else None
+    reduction = a_ci
+    if blocked:
+        reduction, a_ci = sch.split(a_ci, [None, tiling.in_tile])
+        a_to, a_t = sch.split(a_t, [None, tiling.rows])
+        sch.reorder(reduction, a_to, a_k, a_ci, a_t, a_coi)
     tile_loops = [item for item in (a_t, a_r) if item is not None]
     sch.reorder(a_k, a_ci, *tile_loops, a_coi)
     sch.set_scope(block, 0, "local")
@@ -296,7 +311,10 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     for item in tile_loops:
         sch.unroll(item)
     _vectorize_channels(sch, a_coi, cpu_plan.lanes)
-    finish_tile(sch, store, outer, block, a_ci, cpu_plan.lanes)
+    finish_tile(sch, store, outer, block, reduction, cpu_plan.lanes)
+    # (Every phase is a loop of its own here: vr counts from phase 0.)
+    prefetches = [(a_ci, layout, [0], False, cpu_plan.chunk_tiles)] if (
+        blocked and cpu_plan.prefetch) else []
     # The check runs over the same parallel split as the store.
     n, t, r, coo, h, coi = sch.get_loops(sch.get_sblock("check"))
     if cpu_plan.order == "rows":
@@ -333,4 +351,7 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     if not nwc:
         n, co, o = sch.get_loops(sch.get_sblock("layout"))
         parallel_transpose(sch, n, o, co)
+    if prefetches:
+        from . import prefetch
+        return prefetch.insert(sch.mod["main"], sch, prefetches, rows="vt", tap="vk")
     return sch.mod["main"]
