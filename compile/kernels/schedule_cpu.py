@@ -144,9 +144,10 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         direct = _plan(_dataclasses.replace(geometry, data_format="NWC"), cpu, wide, rows,
                        order, phases_in_tile)
     tiling = direct.tiling
+    dec = decompose(geometry)
+    pairs = _winograd.pairs_of(dec)
     if rows is None:
         # The tile counts pairs of rows: as many as fit, split evenly over the pairs.
-        pairs = _winograd.pairs_of(decompose(geometry))
         tiles = -(-pairs // min(tiling.rows, pairs))
         tiling = _dataclasses.replace(tiling, rows=-(-pairs // tiles))
     # The Winograd schedule has no NCW phase order. Where its filters are more than the
@@ -159,7 +160,6 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     # 6.89, 6.70, 7.33 (the direct form's plan: 7.23); a 6 x 4 tile with 128 channels a
     # block, 8.6 prefetched and 10.5 not. Below the cap, where more tiles share each panel,
     # blocking lost: hifigan-up1 with 1024 input channels (24 MB), 4.71 -> 5.92.
-    dec = decompose(geometry)
     element = geometry.accumulate_bytes
     slots = dec.max_taps + 1
     panel = slots * geometry.in_channels * tiling.out_tile * element
@@ -170,13 +170,18 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     if blocked:
         target = max(direct.lanes, (16 << 10) // (slots * tiling.out_tile * element))
         in_tile = _divisor_near(geometry.in_channels, target)
-        tiles = -(-_winograd.pairs_of(dec) // tiling.rows)
-        tile_bytes = tiling.rows * slots * tiling.out_tile * element
-        chunk_tiles = max(1, min((64 << 10) // tile_bytes, tiles))
+        chunk_tiles = _chunk_tiles(tiling.rows * slots * tiling.out_tile * element,
+                                   -(-pairs // tiling.rows))
     return _dataclasses.replace(direct, blocked=blocked, chunk_tiles=chunk_tiles,
                                 phases_inner=False, prefetch=blocked,
                                 tiling=_dataclasses.replace(tiling, in_tile=in_tile),
                                 winograd=True)
+
+
+def _chunk_tiles(tile_bytes: int, tiles: int) -> int:
+    """Tiles of rows per chunk of a blocked reduction: as many as keep the chunk's
+    accumulators, held across the blocks in a local array, within 64 KiB."""
+    return max(1, min((64 << 10) // tile_bytes, tiles))
 
 
 def _divisor_near(channels: int, target: int) -> int:
@@ -269,7 +274,7 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
         # 3.56 -> 3.58.
         target = max(lanes, (32 << 10) // (taps * out_tile * element))
         in_tile = _divisor_near(cin, target)
-        chunk_tiles = max(1, min((64 << 10) // tile_bytes, tiles))
+        chunk_tiles = _chunk_tiles(tile_bytes, tiles)
     phases_inner = geometry.data_format == "NCW" and not phases_in_tile and dec.stride > 1
     if phases_inner:
         # Rows per chunk: enough to reuse each filter panel, few enough that the
