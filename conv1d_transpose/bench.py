@@ -18,6 +18,7 @@ import ctypes
 import datetime
 import functools
 import gc
+import importlib
 import importlib.metadata
 import json
 import math
@@ -31,7 +32,7 @@ import numpy as np
 
 from .graph.errors import ArgumentError, Conv1DTransposeError
 from .graph.reference import max_error
-from .peers import Runner, Unavailable, tensorflow_runner, torch_runner
+from .peers import Runner, Unavailable, onnxruntime_cuda_runner, tensorflow_runner, torch_runner
 from .workloads import load_workloads
 
 # How much timing: calls per timed batch (`repeat`), interleaved rounds, untimed warm-up
@@ -47,6 +48,8 @@ FULL = {"repeat": 10, "rounds": 8, "warmup": 2, "pause_s": 0.25, "batch_s": 1.0}
 QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.25, "batch_s": 0.2}
 
 REFERENCE_BACKEND = "onnxruntime:cpu"
+# Other libraries on the GPU of a local CUDA target (peers.py), timed like tvm:<cuda>.
+GPU_PEERS = ("torch:cuda", "onnxruntime:cuda")
 # The workloads a geometric mean over the suite counts: the performance bars' "every
 # workload of at least 50 MFLOP" (the streaming chunk has a bar of its own).
 MEAN_MIN_MFLOP = 50
@@ -59,6 +62,8 @@ _ALIASES = {"tf": "tensorflow", "pytorch": "torch", "ort": "onnxruntime"}
 # --- backends -------------------------------------------------------------------------
 
 def _onnxruntime_runner(spec, filters, threads, target="cpu") -> Runner:
+    if target == "cuda":  # a peer on the GPU, not our fallback (see peers)
+        return onnxruntime_cuda_runner(spec, filters, threads, target)
     from .op import Conv1DTranspose
     op = Conv1DTranspose(filters, spec.output_shape, spec.stride, spec.padding,
                          spec.data_format, spec.dilation, backend="onnxruntime",
@@ -164,8 +169,8 @@ def runnable_tvm_targets() -> list[str]:
 
 def default_backends(targets=None) -> list[str]:
     targets = targets or runnable_tvm_targets()
-    # With a CUDA target, torch on the same GPU is the peer to beat there.
-    gpu_peer = ["torch:cuda"] if _local_cuda_targets(targets) else []
+    # With a CUDA target, torch and onnxruntime on the same GPU are the peers to beat there.
+    gpu_peer = list(GPU_PEERS) if _local_cuda_targets(targets) else []
     return [f"tvm:{t}" for t in targets] + [REFERENCE_BACKEND, "tensorflow", "torch", *gpu_peer]
 
 
@@ -206,10 +211,10 @@ def parse_backends(backends, targets=None) -> list[tuple[str, str]]:
                     raise ArgumentError(f"backends: {('tvm:' + t)!r} names no target in "
                                         f"targets.yaml; known: {', '.join(known_targets)}")
                 parsed.append(("tvm", t))
-        elif family == "torch" and target == "cuda":
+        elif f"{family}:{target}" in GPU_PEERS:
             parsed.append((family, "cuda"))
         elif target not in ("", "cpu"):
-            where = "'cpu' or 'cuda'" if family == "torch" else "'cpu' only"
+            where = "'cpu' or 'cuda'" if f"{family}:cuda" in GPU_PEERS else "'cpu' only"
             raise ArgumentError(f"backends: {name!r}: {family} runs on {where} here")
         else:
             parsed.append((family, "cpu"))
@@ -225,8 +230,8 @@ def _tvm_target_names() -> list[str]:
 def _display_name(family: str, target: str) -> str:
     if family == "tvm":
         return f"tvm:{target}"
-    if family == "torch" and target == "cuda":
-        return "torch:cuda"
+    if target == "cuda":
+        return f"{family}:cuda"
     return REFERENCE_BACKEND if family == "onnxruntime" else family
 
 
@@ -285,7 +290,15 @@ def _versions() -> dict:
             except importlib.metadata.PackageNotFoundError:
                 continue
         return None
-    return {"numpy": version("numpy"), "onnxruntime": version("onnxruntime"),
+    def imported(module):
+        try:
+            return importlib.import_module(module).__version__
+        except Exception:  # missing or broken: the distribution's record, if any
+            return None
+    # onnxruntime as imported: onnxruntime-gpu installs the same module under another
+    # distribution name, and may shadow a CPU-only onnxruntime on the path.
+    return {"numpy": version("numpy"),
+            "onnxruntime": imported("onnxruntime") or version("onnxruntime", "onnxruntime-gpu"),
             "tvm": version("apache-tvm"), "tensorflow": version("tensorflow-cpu", "tensorflow"),
             "torch": version("torch"), "conv1d-transpose": version("conv1d-transpose")}
 
@@ -646,7 +659,7 @@ def geomean_vs_onnxruntime(document, min_mflop: float = MEAN_MIN_MFLOP) -> dict:
     ratios: dict[str, dict[str, float]] = {}
     for r in document["records"]:
         if r["workload"] in large and r["speedup_vs_onnxruntime"] and \
-                not r["backend"].startswith("onnxruntime"):
+                r["backend"] != REFERENCE_BACKEND:
             ratios.setdefault(r["backend"], {})[r["workload"]] = r["speedup_vs_onnxruntime"]
     return {name: (math.exp(sum(math.log(v) for v in values.values()) / len(values)),
                    len(values))

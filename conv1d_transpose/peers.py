@@ -160,6 +160,57 @@ def torch_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
     return Runner("torch", "cpu", call, torch.get_num_threads(), pinned, note)
 
 
+def onnxruntime_cuda_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
+                            target: str | None = None) -> Runner:
+    """onnxruntime-gpu's CUDA execution provider (cuDNN, TF32 off) on GPU 0, running the
+    same ONNX model as the fallback; each call copies the input there and the output
+    back, as TVM's CUDA session does."""
+    try:
+        import onnxruntime
+    except ImportError:  # pragma: no cover - a core dependency
+        raise Unavailable("onnxruntime not installed") from None
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise Unavailable(f"onnxruntime {onnxruntime.__version__} has no CUDA execution "
+                          f"provider (pip install onnxruntime-gpu)")
+    # use_tf32=0: cuDNN would otherwise round float32 operands to TF32 (10-bit mantissa).
+    options = {"use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}
+    call = _onnxruntime_provider_call(spec, filters, "CUDAExecutionProvider", options)
+    return Runner("onnxruntime:cuda", "cuda", call, None, True,
+                  f"onnxruntime {onnxruntime.__version__}, cuDNN, TF32 off")
+
+
+def _onnxruntime_provider_call(spec, filters, provider: str, options: dict):
+    """`call(x)` running the fallback's ONNX model on one execution provider alone.
+
+    onnxruntime places a node its provider cannot run on the CPU, and falls back to the
+    CPU when the provider's libraries (CUDA, cuDNN) fail to load, printing an error and
+    carrying on: both are refused here, so that a timing is always the provider's."""
+    import onnxruntime
+
+    from .graph.onnx_export import build_model
+
+    session_options = onnxruntime.SessionOptions()
+    session_options.log_severity_level = 3
+    if provider != "CPUExecutionProvider":  # onnxruntime refuses that for the CPU itself
+        session_options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+    try:
+        session = onnxruntime.InferenceSession(
+            build_model(spec, filters, portable=True).SerializeToString(), session_options,
+            providers=[(provider, options)])
+    except Exception as error:  # onnxruntime's pybind11 exception types
+        raise Unavailable(f"onnxruntime {onnxruntime.__version__} cannot run this model on "
+                          f"{provider}: {_first_line(error)}") from None
+    if session.get_providers()[:1] != [provider]:
+        raise Unavailable(f"onnxruntime {onnxruntime.__version__} could not start "
+                          f"{provider} (got {', '.join(session.get_providers())})")
+    (input_name,) = [i.name for i in session.get_inputs()]
+
+    def call(x):
+        return session.run(None, {input_name: x})[0]
+
+    return call
+
+
 def _pin_torch_threads(torch, threads: int) -> tuple[bool, str]:
     torch.set_num_threads(threads)
     try:

@@ -1,6 +1,7 @@
 """`conv1d-transpose bench`: the JSON document, the plot, the checks that gate ranking."""
 import importlib.util
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -76,12 +77,15 @@ def test_geometric_mean_counts_the_large_workloads_every_backend_ran():
                     record("tiny", "onnxruntime:cpu", 1.0),
                     record("a", "tvm:host", 2.0), record("b", "tvm:host", 8.0),
                     record("tiny", "tvm:host", 100.0),  # under 50 MFLOP: not counted
-                    record("a", "torch", 0.5), record("b", "torch", None)],  # torch failed on b
+                    record("a", "torch", 0.5), record("b", "torch", None),  # torch failed on b
+                    # onnxruntime on the GPU is a peer like any other, not the reference
+                    record("a", "onnxruntime:cuda", 3.0), record("b", "onnxruntime:cuda", 12.0)],
     }
     means = bench_module.geomean_vs_onnxruntime(document)
-    assert set(means) == {"tvm:host"}
+    assert set(means) == {"tvm:host", "onnxruntime:cuda"}
     mean, count = means["tvm:host"]
     assert count == 2 and mean == pytest.approx(4.0)
+    assert means["onnxruntime:cuda"] == (pytest.approx(6.0), 2)
 
 
 def test_unknown_backend_is_a_usage_error_naming_it():
@@ -159,15 +163,57 @@ def test_tvm_records_carry_compile_and_cache_hit_times(tmp_path):
     assert ort_record["compile_s"] is None and ort_record["load_ms"] is None
 
 
-def test_torch_on_the_gpu_is_a_backend_of_its_own():
+def test_torch_and_onnxruntime_on_the_gpu_are_backends_of_their_own():
     assert parse_backends("torch:cuda,torch") == [("torch", "cuda"), ("torch", "cpu")]
+    assert parse_backends("ort:cuda,onnxruntime") == [("onnxruntime", "cuda"),
+                                                      ("onnxruntime", "cpu")]
     with pytest.raises(ValueError, match=r"'torch:gpu': torch runs on 'cpu' or 'cuda'"):
         parse_backends("torch:gpu")
-    with pytest.raises(ValueError, match=r"'onnxruntime:cuda': onnxruntime runs on 'cpu' only"):
-        parse_backends("onnxruntime:cuda")
-    # A CUDA target brings its GPU peer into the default set; a CPU-only set does not.
-    assert "torch:cuda" in bench_module.default_backends(["host", "cuda-sm90"])
-    assert "torch:cuda" not in bench_module.default_backends(["host"])
+    with pytest.raises(ValueError, match=r"'onnxruntime:gpu': onnxruntime runs on 'cpu' or"):
+        parse_backends("onnxruntime:gpu")
+    with pytest.raises(ValueError, match=r"'tensorflow:cuda': tensorflow runs on 'cpu' only"):
+        parse_backends("tensorflow:cuda")
+    # A CUDA target brings its GPU peers into the default set; a CPU-only set does not.
+    assert {"torch:cuda", "onnxruntime:cuda"} <= set(
+        bench_module.default_backends(["host", "cuda-sm90"]))
+    assert not {"torch:cuda", "onnxruntime:cuda"} & set(bench_module.default_backends(["host"]))
+
+
+def test_onnxruntime_on_the_gpu_is_checked_or_skipped_with_its_reason():
+    import onnxruntime
+
+    workload = Workload("tiny", batch=1, width=8, cin=4, cout=4, kernel=4, stride=2)
+    document = run_bench([workload], ["onnxruntime", "onnxruntime:cuda"], quick=True,
+                         progress=False)
+    _, record = document["records"]
+    assert record["backend"] == "onnxruntime:cuda"
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        # With onnxruntime-gpu but no usable GPU the runner refuses the CPU fallback.
+        assert record["status"] == "ok" and record["max_abs_err"] < 1e-5 or \
+            record["status"].startswith("skipped: ") and "CUDAExecutionProvider" in \
+            record["status"], record
+    else:
+        assert record["status"] == "skipped: onnxruntime %s has no CUDA execution provider " \
+            "(pip install onnxruntime-gpu)" % onnxruntime.__version__, record
+        assert record["rank"] is None
+
+
+@pytest.mark.parametrize("data_format", ["NWC", "NCW"])
+def test_an_onnxruntime_provider_runs_the_fallbacks_model_alone(data_format):
+    # The GPU peer's session, on the one provider every install has: the fallback's
+    # model, TF's answer, and a provider that is not the one asked for is refused.
+    from conv1d_transpose import peers
+
+    workload = Workload("tiny", batch=2, width=9, cin=3, cout=5, kernel=5, stride=3,
+                        data_format=data_format)
+    spec, (x, f) = workload.spec(), workload.arrays()
+    call = peers._onnxruntime_provider_call(spec, f, "CPUExecutionProvider", {})
+    error, ok = max_error(call(x), x, f, spec)
+    assert ok, error
+    with warnings.catch_warnings(), pytest.raises(peers.Unavailable,
+                                                 match="NoSuchExecutionProvider"):
+        warnings.simplefilter("ignore")  # onnxruntime warns, then runs on the CPU
+        peers._onnxruntime_provider_call(spec, f, "NoSuchExecutionProvider", {})
 
 
 def test_torch_on_the_gpu_is_checked_or_skipped_with_its_reason():
