@@ -1,6 +1,6 @@
 """On the GPU machine (run by run.sh): verify and time what prepare.sh staged, with a
 runtime-only TVM. Sections: environment, kernel_sweep (env VARIANTS: staged dirs),
-product_run_cli, op_api, tvm_default, call_overhead; env ONLY picks some. Writes
+onnxruntime_gpu, product_run_cli, op_api, tvm_default, call_overhead; env ONLY picks some. Writes
 $OUT/check.json."""
 import json, os, statistics, subprocess, sys, time, traceback
 import numpy as np
@@ -142,6 +142,61 @@ def kernel_sweep():
             row["error"] = str(e)[:500]
         print(tag, {k: row.get(k) for k in ("ok", "max_abs_err", "ms", "torch_ms", "error")}, flush=True)
         rows.append(row)
+    return rows
+
+
+@section
+def onnxruntime_gpu():
+    """onnxruntime-gpu's CUDA provider (cuDNN, TF32 off) on device-resident data (IO
+    binding), every layer of the suite and of outside-suite.yaml, each result checked
+    against the reference: the kernel-time peer beside torch's. Its time is the whole
+    ONNX model's (in NWC: Transpose, ConvTranspose, Transpose), as a user of the model
+    gets it; wall time of 20 runs queued back to back, then one device synchronize."""
+    import onnxruntime as ort
+    import torch
+    from conv1d_transpose.graph.onnx_export import build_model
+    from conv1d_transpose.workloads import load_workloads
+    rows = [{"onnxruntime": ort.__version__, "providers": ort.get_available_providers()}]
+    print(rows[0], flush=True)
+    run_options = ort.RunOptions()
+    run_options.add_run_config_entry("disable_synchronize_execution_providers", "1")
+    for wfile in (None, os.path.join(HERE, "outside-suite.yaml")):
+        for w in load_workloads(wfile):
+            spec = w.spec(); x, f = w.arrays()
+            row = {"workload": w.name, "flops": spec.flops}
+            try:
+                options = ort.SessionOptions()
+                options.log_severity_level = 3
+                options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
+                sess = ort.InferenceSession(
+                    build_model(spec, f, portable=True).SerializeToString(), options,
+                    providers=[("CUDAExecutionProvider",
+                                {"use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"})])
+                row["providers"] = sess.get_providers()
+                xin = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
+                yout = ort.OrtValue.ortvalue_from_shape_and_type(spec.output_shape, x.dtype,
+                                                                 "cuda", 0)
+                binding = sess.io_binding()
+                binding.bind_ortvalue_input(sess.get_inputs()[0].name, xin)
+                binding.bind_ortvalue_output(sess.get_outputs()[0].name, yout)
+                for _ in range(5):
+                    sess.run_with_iobinding(binding)
+                exact, bound = _reference(spec, x, f)
+                err = np.abs(yout.numpy().astype(np.float64) - exact)
+                row["max_abs_err"], row["ok"] = float(err.max()), bool((err <= bound).all())
+                times = []
+                for _ in range(7):
+                    torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    for _ in range(20):
+                        sess.run_with_iobinding(binding, run_options)
+                    torch.cuda.synchronize()
+                    times.append((time.perf_counter() - t0) / 20 * 1e3)
+                row["ms"] = statistics.median(times)
+            except Exception as e:
+                row["error"] = str(e)[:500]
+            print(row, flush=True)
+            rows.append(row)
     return rows
 
 
