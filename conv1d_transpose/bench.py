@@ -36,16 +36,26 @@ from .peers import Runner, Unavailable, onnxruntime_cuda_runner, tensorflow_runn
 from .workloads import load_workloads
 
 # How much timing: calls per timed batch (`repeat`), interleaved rounds, untimed warm-up
-# calls, the pause before each batch, and the most seconds one batch may take (a slow
-# backend gets fewer calls per batch, never fewer rounds).
+# calls, the pause before each batch and the untimed running after it, and the most
+# seconds one batch may take (a slow backend gets fewer calls per batch, never fewer
+# rounds).
 # The pause outlasts the worker threads that keep spinning after a call: onnxruntime's,
 # OpenBLAS's, and torch's OpenMP threads (KMP_BLOCKTIME defaults to 200 ms), which
 # otherwise slow whichever backend runs next.
 # A quick run pauses as long: with 10 ms, `make demo`'s bench of hifigan-up1 gave tvm:host
 # 11.4-16.0 ms (0.61x-0.77x onnxruntime) where 0.25 s gave 3.6-4.2 ms (1.40x-1.42x),
 # 2026-11-26, AMD EPYC Zen 4, 2 vCPUs.
-FULL = {"repeat": 10, "rounds": 8, "warmup": 2, "pause_s": 0.25, "batch_s": 1.0}
-QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.25, "batch_s": 0.2}
+# After the pause, each library runs untimed for at least settle_s before its batch. The
+# first calls after a sleep are slow while the CPU and the library's parked threads wake
+# up, and a batch of 10 calls of the streaming chunk (0.2 ms each) sat in that transient:
+# with one untimed call, tvm:host's median was 0.37 ms and onnxruntime's 0.58 (each
+# batch's first timed call 0.85 ms); with 20 ms, 0.216 and 0.363, as each runs alone
+# (0.20-0.21 and 0.35). Interleaved with torch and TensorFlow, 30 rounds, 2026-11-27,
+# Intel Xeon (Emerald Rapids), 2 vCPUs.
+FULL = {"repeat": 10, "rounds": 8, "warmup": 2, "pause_s": 0.25, "settle_s": 0.02,
+        "batch_s": 1.0}
+QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.25, "settle_s": 0.02,
+         "batch_s": 0.2}
 
 REFERENCE_BACKEND = "onnxruntime:cpu"
 # Other libraries on the GPU of a local CUDA target (peers.py), timed like tvm:<cuda>.
@@ -393,7 +403,10 @@ def _interleaved(entrants, x, settings, advance):
         shift = index % len(entrants)
         for entrant in entrants[shift:] + entrants[:shift]:
             time.sleep(settings["pause_s"])
-            entrant.call(x)  # untimed: wakes this library's threads, settles the others'
+            settled = time.perf_counter() + settings["settle_s"]
+            entrant.call(x)  # untimed: wakes this library's threads and the CPU
+            while time.perf_counter() < settled:
+                entrant.call(x)
             for _ in range(entrant.calls):
                 start = time.perf_counter()
                 entrant.call(x)
