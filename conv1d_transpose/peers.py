@@ -163,8 +163,8 @@ def torch_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
 def onnxruntime_cuda_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
                             target: str | None = None) -> Runner:
     """onnxruntime-gpu's CUDA execution provider (cuDNN, TF32 off) on GPU 0, running the
-    same ONNX model as the fallback; each call copies the input there and the output
-    back, as TVM's CUDA session does."""
+    `portable=True` form of the fallback's model; each call copies the input there and the
+    output back, as TVM's CUDA session does."""
     try:
         import onnxruntime
     except ImportError:  # pragma: no cover - a core dependency
@@ -172,19 +172,30 @@ def onnxruntime_cuda_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, thre
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         raise Unavailable(f"onnxruntime {onnxruntime.__version__} has no CUDA execution "
                           f"provider (pip install onnxruntime-gpu)")
-    # use_tf32=0: cuDNN would otherwise round float32 operands to TF32 (10-bit mantissa).
-    options = {"use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}
-    call = _onnxruntime_provider_call(spec, filters, "CUDAExecutionProvider", options)
+    session = onnxruntime_provider_session(spec, filters, "CUDAExecutionProvider",
+                                           CUDA_PROVIDER_OPTIONS)
+    (input_name,) = [i.name for i in session.get_inputs()]
+
+    def call(x):
+        return session.run(None, {input_name: x})[0]
+
     return Runner("onnxruntime:cuda", "cuda", call, None, True,
                   f"onnxruntime {onnxruntime.__version__}, cuDNN, TF32 off")
 
 
-def _onnxruntime_provider_call(spec, filters, provider: str, options: dict):
-    """`call(x)` running the fallback's ONNX model on one execution provider alone.
+# use_tf32=0: cuDNN would otherwise round float32 operands to TF32 (10-bit mantissa).
+CUDA_PROVIDER_OPTIONS = {"use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"}
 
-    onnxruntime places a node its provider cannot run on the CPU, and falls back to the
-    CPU when the provider's libraries (CUDA, cuDNN) fail to load, printing an error and
-    carrying on: both are refused here, so that a timing is always the provider's."""
+
+def onnxruntime_provider_session(spec, filters, provider: str, options: dict):
+    """An onnxruntime session of the layer's `portable=True` model on one execution
+    provider alone (also tools/gpu/check.py's, on device-resident data).
+
+    Explicit pads, because onnxruntime's CUDA provider (1.31.1) puts a ConvTranspose with
+    an `auto_pad` attribute, the default form's, on the CPU. onnxruntime places a node its
+    provider cannot run on the CPU, and falls back to the CPU when the provider's
+    libraries (CUDA, cuDNN) fail to load, printing an error and carrying on: both are
+    refused here (Unavailable), so that a timing is always the provider's."""
     import onnxruntime
 
     from .graph.onnx_export import build_model
@@ -203,12 +214,7 @@ def _onnxruntime_provider_call(spec, filters, provider: str, options: dict):
     if session.get_providers()[:1] != [provider]:
         raise Unavailable(f"onnxruntime {onnxruntime.__version__} could not start "
                           f"{provider} (got {', '.join(session.get_providers())})")
-    (input_name,) = [i.name for i in session.get_inputs()]
-
-    def call(x):
-        return session.run(None, {input_name: x})[0]
-
-    return call
+    return session
 
 
 def _pin_torch_threads(torch, threads: int) -> tuple[bool, str]:

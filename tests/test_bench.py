@@ -199,21 +199,35 @@ def test_onnxruntime_on_the_gpu_is_checked_or_skipped_with_its_reason():
 
 
 @pytest.mark.parametrize("data_format", ["NWC", "NCW"])
-def test_an_onnxruntime_provider_runs_the_fallbacks_model_alone(data_format):
-    # The GPU peer's session, on the one provider every install has: the fallback's
-    # model, TF's answer, and a provider that is not the one asked for is refused.
+def test_an_onnxruntime_provider_runs_the_fallbacks_model_alone(data_format, monkeypatch):
+    # The GPU peer's session, on the one provider every install has: the portable form
+    # of the fallback's model, TF's answer, and a provider that is not the one asked for
+    # is refused.
     from conv1d_transpose import peers
 
     workload = Workload("tiny", batch=2, width=9, cin=3, cout=5, kernel=5, stride=3,
                         data_format=data_format)
     spec, (x, f) = workload.spec(), workload.arrays()
-    call = peers._onnxruntime_provider_call(spec, f, "CPUExecutionProvider", {})
-    error, ok = max_error(call(x), x, f, spec)
+    from conv1d_transpose.graph import onnx_export
+
+    built = []
+    real_build_model = onnx_export.build_model
+
+    def build_model(*args, **kwargs):  # onnxruntime's CUDA provider moves auto_pad to the CPU
+        model = real_build_model(*args, **kwargs)
+        built.append([a.name for node in model.graph.node for a in node.attribute])
+        return model
+
+    monkeypatch.setattr(onnx_export, "build_model", build_model)
+    session = peers.onnxruntime_provider_session(spec, f, "CPUExecutionProvider", {})
+    assert built and "auto_pad" not in built[0] and "pads" in built[0]
+    (y,) = session.run(None, {session.get_inputs()[0].name: x})
+    error, ok = max_error(y, x, f, spec)
     assert ok, error
     with warnings.catch_warnings(), pytest.raises(peers.Unavailable,
                                                  match="NoSuchExecutionProvider"):
         warnings.simplefilter("ignore")  # onnxruntime warns, then runs on the CPU
-        peers._onnxruntime_provider_call(spec, f, "NoSuchExecutionProvider", {})
+        peers.onnxruntime_provider_session(spec, f, "NoSuchExecutionProvider", {})
 
 
 def test_torch_on_the_gpu_is_checked_or_skipped_with_its_reason():

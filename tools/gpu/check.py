@@ -154,7 +154,7 @@ def onnxruntime_gpu():
     gets it; wall time of 20 runs queued back to back, then one device synchronize."""
     import onnxruntime as ort
     import torch
-    from conv1d_transpose.graph.onnx_export import build_model
+    from conv1d_transpose.peers import CUDA_PROVIDER_OPTIONS, onnxruntime_provider_session
     from conv1d_transpose.workloads import load_workloads
     rows = [{"onnxruntime": ort.__version__, "providers": ort.get_available_providers()}]
     print(rows[0], flush=True)
@@ -165,13 +165,8 @@ def onnxruntime_gpu():
             spec = w.spec(); x, f = w.arrays()
             row = {"workload": w.name, "flops": spec.flops}
             try:
-                options = ort.SessionOptions()
-                options.log_severity_level = 3
-                options.add_session_config_entry("session.disable_cpu_ep_fallback", "1")
-                sess = ort.InferenceSession(
-                    build_model(spec, f, portable=True).SerializeToString(), options,
-                    providers=[("CUDAExecutionProvider",
-                                {"use_tf32": "0", "cudnn_conv_algo_search": "EXHAUSTIVE"})])
+                sess = onnxruntime_provider_session(spec, f, "CUDAExecutionProvider",
+                                                    CUDA_PROVIDER_OPTIONS)
                 row["providers"] = sess.get_providers()
                 xin = ort.OrtValue.ortvalue_from_numpy(x, "cuda", 0)
                 yout = ort.OrtValue.ortvalue_from_shape_and_type(spec.output_shape, x.dtype,
