@@ -438,8 +438,10 @@ def test_cuda_build_binds_threads_and_carries_the_kernel(layout):
 # None: the plan rule's choice; then register tiles of rows that do not divide the rows;
 # then shared-memory plans (rows, threads, row_threads, channels, in_chunk): the rule's
 # three, and odd ones whose tiles divide neither rows, channels nor input channels.
+# The last two skew the staged input's rows (CudaPlan.skew).
 @pytest.mark.parametrize("plan", [None, (4, 32), (3, 64), (4, 32, 4, 4, 16), (4, 16, 8, 4, 32),
-                                  (2, 16, 8, 2, 16), (3, 8, 2, 3, 5)], ids=str)
+                                  (2, 16, 8, 2, 16), (3, 8, 2, 3, 5), (4, 32, 4, 4, 16, 4, 1),
+                                  (3, 8, 2, 3, 5, 1, 2)], ids=str)
 def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case, plan):
     # The CUDA schedule's loop nest, with its thread loops left serial, compiled for the
     # CPU: the GPU check runs where a GPU is (test_compile_cross, README "CUDA").
@@ -565,7 +567,7 @@ def test_cuda_vector_loads_read_the_input_only_where_aligned(cin, data_format, i
     assert ("*(float4*)(x_ptr" in source) == input_vectors
 
 
-@pytest.mark.parametrize("name", ["hifigan-up2", "dilated", "hifigan-up4"])
+@pytest.mark.parametrize("name", ["hifigan-up2", "dilated", "hifigan-up4", "ncw-up2"])
 def test_cuda_shared_plan_stages_the_whole_blocks_tile(name):
     # The shared buffers of the generated CUDA source hold the tile of the whole thread
     # block (shared_bytes), not of one thread: staged with the global scope, compute_at
@@ -585,6 +587,15 @@ def test_cuda_shared_plan_stages_the_whole_blocks_tile(name):
     assert set(shared) == {"filters_shared_ptr", "xp_shared_ptr"}
     assert 4 * sum(shared.values()) == schedule_cuda.shared_bytes(geometry, plan)
     assert source.count("__syncthreads()") >= 2
+    # NCW fills write down the staged rows: rows in_chunk + 1 apart spread a warp's
+    # writes over the banks; NWC fills write float4s along a row, which must stay aligned.
+    ncw = geometry.data_format == "NCW"
+    assert plan.skew == (1 if ncw else 0)
+    if ncw:
+        writes = re.findall(r"xp_shared_ptr\[([^\]]*)\] = ", source)
+        assert writes and all(f"* {plan.in_chunk + 1})" in index for index in writes)
+    else:
+        assert "*(float4*)(xp_shared_ptr" in source
 
 
 # --- the Winograd F(2,2) form ----------------------------------------------------------

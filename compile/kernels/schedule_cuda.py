@@ -50,6 +50,10 @@ class CudaPlan:
     channels: int = 1
     in_chunk: int = 1
     vector: int = 1  # elements per thread and load in the shared-memory fills
+    # Elements of padding after each staged input row in shared memory (in_chunk
+    # channels a row). NCW fills write down the rows, in_chunk elements apart: a stride
+    # of in_chunk + 1 puts a warp's 32 writes in 32 banks instead of 2.
+    skew: int = 0
 
     @property
     def shared(self) -> bool:
@@ -78,6 +82,11 @@ SHARED_PLANS = {
     32: CudaPlan(rows=2, threads=16, row_threads=8, channels=2, in_chunk=16, vector=4),
 }
 MIN_BLOCKS = 200
+# NCW input rows staged in_chunk + 1 apart (CudaPlan.skew), which made the NCW kernels
+# 5-8% faster: ncw-up2 0.0967-0.0970 -> 0.0914-0.0918 ms, ncw-s5-k10 0.0320-0.0321 ->
+# 0.0294-0.0297 (four runs each; H200, 2026-11-27, README "CUDA"). In NWC the fills
+# write whole float4s along the channels, which a skew would misalign.
+NCW_SKEW = 1
 # Static shared memory per block is at most 48 KB; the filters' part grows with the taps.
 # in_chunk is halved to fit, down to 2 (a chunk of 1 would leave no input-channel loop
 # to split when a layer has one input channel); a layer that still does not fit gets
@@ -91,7 +100,8 @@ def choose_plan(geometry: Geometry) -> CudaPlan:
     dec = decompose(geometry)
     # Blocks over all phase groups: every phase in one launch (merged), else a launch per
     # phase that has taps.
-    phases = dec.stride if dec.uniform_shift_step() is not None else len(dec.active)
+    merged = dec.uniform_shift_step() is not None
+    phases = dec.stride if merged else len(dec.active)
     batch = geometry.batch or 1  # symbolic batch: plan for one
     for tile, plan in SHARED_PLANS.items():
         if geometry.out_channels % tile and tile != min(SHARED_PLANS):
@@ -100,6 +110,9 @@ def choose_plan(geometry: Geometry) -> CudaPlan:
         blocks = batch * -(-dec.rows // block_rows) * phases * -(-geometry.out_channels // tile)
         if blocks < MIN_BLOCKS:
             continue
+        if geometry.data_format == "NCW" and merged:
+            # One phase group stages the input itself: skew its rows (CudaPlan.skew).
+            plan = dataclasses.replace(plan, skew=NCW_SKEW)
         chunk = plan.in_chunk
         while chunk > 2 and shared_bytes(geometry, dataclasses.replace(plan, in_chunk=chunk)) \
                 > MAX_SHARED_BYTES:
@@ -117,7 +130,7 @@ def shared_bytes(geometry: Geometry, plan: CudaPlan) -> int:
     item = geometry.accumulate_bytes
     filters = dec.max_taps * plan.in_chunk * plan.threads * plan.channels
     rows = plan.rows * plan.row_threads + (dec.max_taps - 1) * dec.row_step
-    return item * (filters + rows * plan.in_chunk)
+    return item * (filters + rows * (plan.in_chunk + plan.skew))
 
 
 def register_plan(geometry: Geometry) -> CudaPlan:
@@ -260,6 +273,9 @@ def _schedule_shared(sch, layout: KernelLayout, plan: CudaPlan, bind_threads: bo
                 # Input rows innermost: consecutive threads read consecutive NCW inputs.
                 own = sch.get_loops(pad)[-2:]
                 sch.reorder(own[1], own[0])
+            if plan.skew:
+                # Row stride in_chunk + skew (the stride modulo in_chunk is skew).
+                sch.storage_align(pad, 0, axis=1, factor=plan.in_chunk, offset=plan.skew)
             stages.append(pad)
         # Vector loads need the innermost axis to be contiguous and aligned in both
         # buffers: always so for the packed filters (channel tiles of 32 and more); for
