@@ -3,7 +3,7 @@ kernel-only libraries with sm_90 fatbins, for check.py to verify and time on the
 
     python tools/gpu/build_variants.py OUT_DIR   (env: WORKLOADS file, ROWS, THREADS, JOBS)
 
-With SHARED set ("rows,threads,row_threads,channels,in_chunk[,vector];..."), it builds those
+With SHARED set ("rows,threads,row_threads,channels,in_chunk[,vector[,skew]];..."), it builds those
 shared-memory plans instead of the ROWS x THREADS register-tile grid.
 """
 import dataclasses, json, os, sys, time, itertools, tempfile
@@ -26,7 +26,8 @@ def plan_tag(plan) -> str:
     tag = f"r{plan.rows}_t{plan.threads}"
     if plan.shared:
         tag += f"_y{plan.row_threads}_c{plan.channels}_k{plan.in_chunk}"
-    return tag + (f"_v{plan.vector}" if plan.vector > 1 else "")
+    return tag + (f"_v{plan.vector}" if plan.vector > 1 else "") + \
+        (f"_s{plan.skew}" if plan.skew else "")
 
 
 def one(job):
