@@ -792,8 +792,9 @@ def _make_command():
     @click.option("--only", multiple=True, metavar="NAME",
                   help="Only these workloads of the suite (repeat, or comma-separated).")
     @click.option("--backends", multiple=True, metavar="LIST",
-                  help="Comma-separated: tvm:<target>, onnxruntime:cpu, tensorflow, torch "
-                       "(default: all; 'tvm' means every target in --targets).")
+                  help="Comma-separated: tvm:<target>, onnxruntime:cpu, tensorflow, torch, "
+                       "and on a GPU torch:cuda, onnxruntime:cuda (default: all that apply; "
+                       "'tvm' means every target in --targets).")
     @click.option("--targets", multiple=True, metavar="LIST",
                   help="TVM targets for 'tvm' (default: every targets.yaml entry that runs here).")
     @click.option("--dtype", default="float32", show_default=True)
