@@ -48,10 +48,11 @@ from .workloads import load_workloads
 # After the pause, each library runs untimed for at least settle_s before its batch. The
 # first calls after a sleep are slow while the CPU and the library's parked threads wake
 # up, and a batch of 10 calls of the streaming chunk (0.2 ms each) sat in that transient:
-# with one untimed call, tvm:host's median was 0.37 ms and onnxruntime's 0.58 (each
-# batch's first timed call 0.85 ms); with 20 ms, 0.216 and 0.363, as each runs alone
-# (0.20-0.21 and 0.35). Interleaved with torch and TensorFlow, 30 rounds, 2026-11-27,
-# Intel Xeon (Emerald Rapids), 2 vCPUs.
+# with one untimed call, tvm:host's median was 0.41 ms and onnxruntime's 0.50 (each
+# batch's first timed call 0.81 ms); with 20 ms, 0.212 and 0.363, as each runs alone
+# (0.20-0.21 and 0.35). `python tools/cpu/settle_trial.py stream-chunk 0` (and 0.02):
+# interleaved with torch and TensorFlow, 30 rounds, 2026-11-27, Intel Xeon (Emerald
+# Rapids), 2 vCPUs.
 FULL = {"repeat": 10, "rounds": 8, "warmup": 2, "pause_s": 0.25, "settle_s": 0.02,
         "batch_s": 1.0}
 QUICK = {"repeat": 3, "rounds": 2, "warmup": 1, "pause_s": 0.25, "settle_s": 0.02,
