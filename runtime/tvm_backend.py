@@ -33,6 +33,17 @@ _ALIGNMENT = 64
 # Inputs up to this size are copied into a per-thread aligned buffer on Conv1DTranspose's
 # path: a copy of 64 KiB costs less than asking numpy where an array lives (~1 us).
 _STAGE_BYTES = 1 << 16
+# On a GPU, a call that moves at most this many bytes (input + output) is staged through
+# pinned host buffers (cudaMallocHost): a small copy from or to pageable numpy memory
+# costs the driver a bounce through a buffer of its own and a wait, while a large one
+# pays more for the extra memcpy into the pinned buffer. Median ms of a call, numpy in ->
+# numpy out, pageable -> pinned both ways with the device sync it needs, interleaved in one
+# process (tools/gpu/check.py, section copy_paths, H100, 2026-11-27, two runs,
+# docs/cuda/h100-copy-paths-*.json): stream-chunk (0.1 MB) 0.089 -> 0.058 and 0.066 ->
+# 0.048; hifigan-up1 (2 MB) 0.464 -> 0.435 and 0.281 -> 0.298; dilated (4.1 MB) 0.666 ->
+# 0.642 and 0.551 -> 0.537; then, second run only, hifigan-up4 (13 MB) 1.050 -> 1.488,
+# ncw-up2 (8.2 MB) 0.784 -> 1.007, batch8-up2 (16 MB) 1.503 -> 1.902.
+_PINNED_BYTES = 1 << 20
 
 
 class TVMSession:
@@ -80,6 +91,9 @@ class TVMSession:
         if entry.family == "cuda":
             load_cuda_runtime()
         self._device = tvm.cuda(0) if entry.family == "cuda" else tvm.cpu(0)
+        # Where a GPU call's pinned host buffers live (_GpuStaging): CUDA's host memory.
+        # (3: DLPack's kDLCUDAHost, which TVM allocates with cudaMallocHost.)
+        self._host_device = tvm.runtime.Device(3, 0) if entry.family == "cuda" else None
         self._on_cpu = entry.family == "cpu"
         self._tensor = tvm.runtime.tensor
         self._empty = tvm.runtime.empty
@@ -154,19 +168,13 @@ class TVMSession:
                 result = self._main(stage, *self._params)
             return self._to_numpy(result)
         if not self._on_cpu and self._input_shapes[0] is not None:
-            # On a GPU: one device buffer per thread, filled by a copy each call. A fresh
-            # tensor per call costs a cudaMalloc and, when dropped, a cudaFree, which waits
-            # for the whole device. Safe to reuse for the same reason as the CPU buffer;
-            # the copy is ordered after the previous call's kernel on the same stream.
             try:
-                stage = self._local.device_stage
+                staging = self._local.gpu_staging
             except AttributeError:
-                stage = self._local.device_stage = self._empty(array.shape, array.dtype,
-                                                               self._device)
-            with self._lock:
-                stage.copyfrom(np.ascontiguousarray(array))
-                result = self._main(stage, *self._params)
-            return self._to_numpy(result)
+                staging = self._local.gpu_staging = _GpuStaging(
+                    array.shape, array.dtype, self._outputs[0].shape, self._device,
+                    self._host_device)
+            return staging.run(self._main, self._params, array, self._lock)
         array = self._device_array(array)
         with self._lock:
             result = self._main(array, *self._params)
@@ -198,6 +206,61 @@ class TVMSession:
             np.copyto(copy, array)
             return copy
         return self._tensor(np.ascontiguousarray(array), self._device)
+
+
+class _GpuStaging:
+    """One thread's buffers for Conv1DTranspose's call on a GPU, reused by every call.
+
+    The input goes to a device buffer: a fresh tensor per call costs a cudaMalloc and,
+    when dropped, a cudaFree, which waits for the whole device. A call that moves at most
+    _PINNED_BYTES is also staged through pinned host buffers, both ways; the caller still
+    gets a fresh numpy array each call (a copy of the pinned output). Reusing the buffers
+    is safe for the same reason as the CPU's input buffer: the kernel writes a freshly
+    allocated output that never aliases its input, and each copy is ordered after the
+    previous call's kernel on the same stream. TVM 0.27 copies with cudaMemcpyAsync, which
+    returns before a copy into pinned memory is done, so the device is synchronized before
+    the pinned output is read (from pageable memory, `numpy()` synchronizes).
+    """
+
+    def __init__(self, shape, dtype, out_shape, device, host_device):
+        import tvm
+
+        self.device = device
+        self.input = tvm.runtime.empty(shape, dtype, device)
+        dtype = np.dtype(dtype)
+        static_out = all(isinstance(d, int) for d in out_shape)
+        moved = (math.prod(shape) + (math.prod(out_shape) if static_out else 0)) * dtype.itemsize
+        self.pinned = host_device is not None and static_out and moved <= _PINNED_BYTES
+        if self.pinned:
+            self.pinned_input, self.input_view = _host_buffer(shape, dtype, host_device)
+            self.pinned_output, self.output_view = _host_buffer(out_shape, dtype, host_device)
+
+    def run(self, main, params, array: np.ndarray, lock) -> np.ndarray:
+        if not self.pinned:
+            with lock:
+                self.input.copyfrom(np.ascontiguousarray(array))
+                result = main(self.input, *params)
+            return result.numpy()
+        with lock:
+            np.copyto(self.input_view, array)
+            self.pinned_input.copyto(self.input)
+            result = main(self.input, *params)
+        result.copyto(self.pinned_output)
+        self.device.sync()
+        return self.output_view.copy()
+
+
+def _host_buffer(shape, dtype: np.dtype, host_device):
+    """A TVM tensor on `host_device` (CUDA's pinned host memory, or the CPU in tests) and a
+    numpy view of it; the view is valid while the tensor lives."""
+    import ctypes
+
+    import tvm
+
+    tensor = tvm.runtime.empty(tuple(shape), str(dtype), host_device)
+    nbytes = math.prod(shape) * dtype.itemsize
+    buffer = (ctypes.c_char * nbytes).from_address(tensor.data_ptr())
+    return tensor, np.frombuffer(buffer, dtype).reshape(shape)
 
 
 def load_cuda_runtime() -> None:

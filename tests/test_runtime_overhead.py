@@ -278,3 +278,45 @@ def test_tvm_workers_are_left_unpinned_unless_the_user_asks(tmp_path, bind, pinn
     assert result.returncode == 0, result.stderr[-2000:]
     count = int(result.stdout.split("pinned")[-1])
     assert (count > 0) == pinned, result.stdout
+
+
+@pytest.mark.parametrize("pinned_bytes", [4 << 20, 0], ids=["pinned", "pageable"])
+def test_gpu_call_path_with_the_cpu_standing_in(cache_dir, monkeypatch, pinned_bytes):
+    """The GPU's call path (_GpuStaging), run here with the CPU standing in for the GPU
+    and for CUDA's pinned host memory: the reference result from both of its forms (a
+    small call staged through the reused host buffers, and one above the cap straight
+    from numpy), each call a fresh array that a later call leaves alone, from two threads
+    at once."""
+    import threading
+
+    import tvm
+
+    from conv1d_transpose.runtime import tvm_backend
+
+    monkeypatch.setattr(tvm_backend, "_PINNED_BYTES", pinned_bytes)
+    op = make_op(cache_dir)
+    session = op._session
+    session._on_cpu, session._host_device = False, tvm.cpu(0)
+    rng = np.random.default_rng(7)
+    inputs = [rng.standard_normal(op.input_shape).astype(np.float32) for _ in range(4)]
+    wants = [reference_conv1d_transpose(x, FILTERS, op.spec) for x in inputs]
+    got = [session._run_one(x) for x in inputs]
+    for y, want in zip(got, wants):  # read after all four calls: none overwritten
+        np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
+    assert session._local.gpu_staging.pinned == bool(pinned_bytes)
+    errors = []
+
+    def worker(index):
+        try:
+            for _ in range(100):
+                np.testing.assert_allclose(session._run_one(inputs[index]), wants[index],
+                                           rtol=1e-4, atol=1e-4)
+        except AssertionError as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors

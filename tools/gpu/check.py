@@ -1,7 +1,7 @@
 """On the GPU machine (run by run.sh): verify and time what prepare.sh staged, with a
 runtime-only TVM. Sections: environment, kernel_sweep (env VARIANTS: staged dirs),
-onnxruntime_gpu, product_run_cli, op_api, tvm_default, call_overhead; env ONLY picks some. Writes
-$OUT/check.json."""
+onnxruntime_gpu, product_run_cli, op_api, tvm_default, copy_paths, call_overhead; env ONLY
+picks some. Writes $OUT/check.json."""
 import json, os, statistics, subprocess, sys, time, traceback
 import numpy as np
 
@@ -275,6 +275,86 @@ def tvm_default():
         ms = 1e3 * statistics.median(list(ev(xt).results))
         rows.append({"workload": name, "ok": ok, "ms": ms})
         print(rows[-1], flush=True)
+    return rows
+
+
+@section
+def copy_paths():
+    """numpy in -> numpy out on the GPU: copies to and from pageable numpy memory (which
+    the driver stages through a buffer of its own) against staging through pinned host
+    buffers (cudaMallocHost, TVM's cuda_host device), in and out, in only and out only,
+    and the op itself (runtime/tvm_backend.py's _GpuStaging picks one of the first two by
+    the bytes a call moves); interleaved rounds, medians, results compared."""
+    import ctypes
+    import tvm
+    from tvm_ffi.core import Device
+    from conv1d_transpose import Conv1DTranspose
+    from conv1d_transpose.workloads import find_workload
+    host = Device(3, 0)  # kDLCUDAHost
+
+    def pinned(shape, dtype):
+        t = tvm.runtime.empty(shape, dtype, host)
+        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        view = np.frombuffer((ctypes.c_char * n).from_address(t.data_ptr()), dtype).reshape(shape)
+        return t, view
+
+    rows = []
+    for name in os.environ.get("COPY_LAYERS", "dilated,hifigan-up4,hifigan-up1,batch8-up2,ncw-up2,stream-chunk").split(","):
+        w = find_workload(name)
+        spec = w.spec(); x, f = w.arrays()
+        op = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
+                             spec.dilation, backend="tvm", target="cuda-sm90",
+                             cache_dir=os.path.join(HERE, "cache"))
+        s = op._session
+        stage = tvm.runtime.empty(x.shape, x.dtype, s._device)
+        pin_in, in_view = pinned(x.shape, x.dtype)
+        pin_out, out_view = pinned(spec.output_shape, x.dtype)
+
+        # TVM 0.27 copies with cudaMemcpyAsync, which returns before a copy into pinned
+        # memory is done: each pinned output is read after a device sync.
+        def both():
+            np.copyto(in_view, x)
+            pin_in.copyto(stage)
+            s._main(stage, *s._params).copyto(pin_out)
+            s._device.sync()
+            return out_view.copy()
+
+        def pinned_in():
+            np.copyto(in_view, x)
+            pin_in.copyto(stage)
+            return s._main(stage, *s._params).numpy()
+
+        def pinned_out():
+            stage.copyfrom(x)
+            s._main(stage, *s._params).copyto(pin_out)
+            s._device.sync()
+            return out_view.copy()
+
+        def pageable():
+            stage.copyfrom(x)
+            return s._main(stage, *s._params).numpy()
+
+        def op_path():
+            return op(x)
+
+        paths = {"op": op_path, "pageable": pageable, "pinned": both, "pinned_in": pinned_in,
+                 "pinned_out": pinned_out}
+        for fn in paths.values():
+            for _ in range(5):
+                fn()
+        times = {k: [] for k in paths}
+        for _ in range(15):
+            for key, fn in paths.items():
+                t0 = time.perf_counter()
+                for _ in range(10):
+                    fn()
+                times[key].append((time.perf_counter() - t0) / 10 * 1e3)
+        expected = op_path()
+        row = {"workload": name, "mbytes_in_out": (x.nbytes + expected.nbytes) / 1e6,
+               **{k: statistics.median(v) for k, v in times.items()},
+               "same": all(bool(np.array_equal(expected, fn())) for fn in paths.values())}
+        rows.append(row)
+        print(row, flush=True)
     return rows
 
 
