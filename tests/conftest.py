@@ -17,6 +17,22 @@ def cache_dir(tmp_path):
 
 
 @pytest.fixture
+def limit_plans(monkeypatch):
+    """`limit_plans(n)` cuts the tuner's plan search to its first n candidate plans (the
+    generic one first), for tests of what `tune` does around the search (records, resume,
+    errors, devices): test_tuning's test_every_candidate_plan_computes_the_reference covers
+    the plans themselves, and the whole search costs ~30 s per tune on 2 cores. This
+    process only; the timing processes time the finalists they are given."""
+    from conv1d_transpose.compile.kernels import schedule_cpu
+
+    real = schedule_cpu.candidate_plans
+
+    def limit(n: int) -> None:
+        monkeypatch.setattr(schedule_cpu, "candidate_plans", lambda g, cpu: real(g, cpu)[:n])
+    return limit
+
+
+@pytest.fixture
 def count_builds(monkeypatch):
     """The target names of every TVM build made during the test (cache hits make none)."""
     import conv1d_transpose.compile.build as build_module

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 import conv1d_transpose as ct
 from conv1d_transpose.cli import main
 from conv1d_transpose.compile import tuning
-from conv1d_transpose.compile.kernels import Geometry, schedule_cpu
+from conv1d_transpose.compile.kernels import Geometry
 from conv1d_transpose.compile.targets import get_target
 from conv1d_transpose.graph import make_spec, max_error
 from conv1d_transpose.graph.errors import BackendError
@@ -87,12 +87,9 @@ def server(tmp_path_factory):
 
 
 @pytest.fixture
-def few_plans(monkeypatch):
-    """The plan search cut to its first four plans (the generic one first): the path is
-    under test here, not the search. (This process only; the timing processes time the
-    finalists they are given.)"""
-    real = schedule_cpu.candidate_plans
-    monkeypatch.setattr(schedule_cpu, "candidate_plans", lambda g, cpu: real(g, cpu)[:4])
+def few_plans(limit_plans):
+    """The plan search cut to its first four plans: the path is under test here."""
+    limit_plans(4)
 
 
 def sessions_served(server) -> int:

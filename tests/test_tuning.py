@@ -259,8 +259,9 @@ def test_tune_refuses_a_negative_process_count(tmp_path):
         tuning.tune(small_spec(), target(), database=str(tmp_path / "t.json"), processes=-1)
 
 
-def test_a_failing_timing_process_is_a_clear_error(monkeypatch, tmp_path):
+def test_a_failing_timing_process_is_a_clear_error(monkeypatch, tmp_path, limit_plans):
     import subprocess
+    limit_plans(2)
     spec = small_spec()
 
     def failing(*args, **kwargs):
@@ -358,7 +359,8 @@ def invoke(*args):
     return CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
 
 
-def test_tune_command_writes_records_and_resume_skips_them(tmp_path):
+def test_tune_command_writes_records_and_resume_skips_them(tmp_path, limit_plans):
+    limit_plans(2)
     database = tmp_path / "t.json"
     result = invoke("tune", *LAYER, "--database", database, "--processes", "1")
     assert result.exit_code == 0, result.output
@@ -381,7 +383,9 @@ def test_tune_command_refuses_what_it_cannot_do(args, words):
     assert result.exit_code == 2 and words in result.output, result.output
 
 
-def test_compile_command_says_which_schedule_the_kernel_got(tmp_path, monkeypatch):
+def test_compile_command_says_which_schedule_the_kernel_got(tmp_path, monkeypatch,
+                                                          limit_plans):
+    limit_plans(2)
     model = tmp_path / "m.onnx"
     assert invoke("export", *LAYER, "-o", model).exit_code == 0
     result = invoke("compile", model, "-o", tmp_path / "a")
