@@ -209,18 +209,23 @@ def test_inputs_of_every_alignment_and_read_only(cache_dir, width):
 def test_each_thread_has_its_own_input_buffer(cache_dir):
     """The small-input buffer is per thread: sessions called from two threads at once
     (each thread its own call) never see each other's input."""
-    import threading
-
     op = make_op(cache_dir)
-    session = op._session
     rng = np.random.default_rng(6)
     inputs = [rng.standard_normal(op.input_shape).astype(np.float32) for _ in range(2)]
     wants = [reference_conv1d_transpose(x, FILTERS, op.spec) for x in inputs]
+    assert_two_threads_get_their_own(op._session, inputs, wants, calls=300)
+
+
+def assert_two_threads_get_their_own(session, inputs, wants, calls):
+    """Two threads call `session._run_one` at once, `calls` times each, thread i with
+    inputs[i]: every result must be wants[i]."""
+    import threading
+
     errors = []
 
     def worker(index):
         try:
-            for _ in range(300):
+            for _ in range(calls):
                 np.testing.assert_allclose(session._run_one(inputs[index]), wants[index],
                                            rtol=1e-4, atol=1e-4)
         except AssertionError as error:
@@ -287,8 +292,6 @@ def test_gpu_call_path_with_the_cpu_standing_in(cache_dir, monkeypatch, pinned_b
     small call staged through the reused host buffers, and one above the cap straight
     from numpy), each call a fresh array that a later call leaves alone, from two threads
     at once."""
-    import threading
-
     import tvm
 
     from conv1d_transpose.runtime import tvm_backend
@@ -304,19 +307,4 @@ def test_gpu_call_path_with_the_cpu_standing_in(cache_dir, monkeypatch, pinned_b
     for y, want in zip(got, wants):  # read after all four calls: none overwritten
         np.testing.assert_allclose(y, want, rtol=1e-4, atol=1e-4)
     assert session._local.gpu_staging.pinned == bool(pinned_bytes)
-    errors = []
-
-    def worker(index):
-        try:
-            for _ in range(100):
-                np.testing.assert_allclose(session._run_one(inputs[index]), wants[index],
-                                           rtol=1e-4, atol=1e-4)
-        except AssertionError as error:
-            errors.append(error)
-
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert not errors
+    assert_two_threads_get_their_own(session, inputs[:2], wants[:2], calls=100)

@@ -278,6 +278,34 @@ def tvm_default():
     return rows
 
 
+def _cached_cuda_op(name):
+    """(op, spec, x) for a suite layer: Conv1DTranspose on cuda-sm90 from the staged cache."""
+    from conv1d_transpose import Conv1DTranspose
+    from conv1d_transpose.workloads import find_workload
+    w = find_workload(name)
+    spec = w.spec(); x, f = w.arrays()
+    op = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
+                         spec.dilation, backend="tvm", target="cuda-sm90",
+                         cache_dir=os.path.join(HERE, "cache"))
+    return op, spec, x
+
+
+def _interleaved_ms(paths, rounds=15, calls=10):
+    """Median ms per call of each of `paths` (name -> function), after 5 warm-up calls
+    each, timed in `rounds` interleaved rounds of `calls` calls."""
+    for fn in paths.values():
+        for _ in range(5):
+            fn()
+    times = {key: [] for key in paths}
+    for _ in range(rounds):
+        for key, fn in paths.items():
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            times[key].append((time.perf_counter() - t0) / calls * 1e3)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 @section
 def copy_paths():
     """numpy in -> numpy out on the GPU: copies to and from pageable numpy memory (which
@@ -285,30 +313,17 @@ def copy_paths():
     buffers (cudaMallocHost, TVM's cuda_host device), in and out, in only and out only,
     and the op itself (runtime/tvm_backend.py's _GpuStaging picks one of the first two by
     the bytes a call moves); interleaved rounds, medians, results compared."""
-    import ctypes
     import tvm
-    from tvm_ffi.core import Device
-    from conv1d_transpose import Conv1DTranspose
-    from conv1d_transpose.workloads import find_workload
-    host = Device(3, 0)  # kDLCUDAHost
-
-    def pinned(shape, dtype):
-        t = tvm.runtime.empty(shape, dtype, host)
-        n = int(np.prod(shape)) * np.dtype(dtype).itemsize
-        view = np.frombuffer((ctypes.c_char * n).from_address(t.data_ptr()), dtype).reshape(shape)
-        return t, view
-
+    from conv1d_transpose.runtime.tvm_backend import _host_buffer
+    host = tvm.runtime.Device(3, 0)  # kDLCUDAHost
     rows = []
-    for name in os.environ.get("COPY_LAYERS", "dilated,hifigan-up4,hifigan-up1,batch8-up2,ncw-up2,stream-chunk").split(","):
-        w = find_workload(name)
-        spec = w.spec(); x, f = w.arrays()
-        op = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
-                             spec.dilation, backend="tvm", target="cuda-sm90",
-                             cache_dir=os.path.join(HERE, "cache"))
+    for name in os.environ.get("COPY_LAYERS", "dilated,hifigan-up4,hifigan-up1,batch8-up2,"
+                               "ncw-up2,stream-chunk").split(","):
+        op, spec, x = _cached_cuda_op(name)
         s = op._session
         stage = tvm.runtime.empty(x.shape, x.dtype, s._device)
-        pin_in, in_view = pinned(x.shape, x.dtype)
-        pin_out, out_view = pinned(spec.output_shape, x.dtype)
+        pin_in, in_view = _host_buffer(x.shape, x.dtype, host)
+        pin_out, out_view = _host_buffer(spec.output_shape, x.dtype, host)
 
         # TVM 0.27 copies with cudaMemcpyAsync, which returns before a copy into pinned
         # memory is done: each pinned output is read after a device sync.
@@ -339,19 +354,9 @@ def copy_paths():
 
         paths = {"op": op_path, "pageable": pageable, "pinned": both, "pinned_in": pinned_in,
                  "pinned_out": pinned_out}
-        for fn in paths.values():
-            for _ in range(5):
-                fn()
-        times = {k: [] for k in paths}
-        for _ in range(15):
-            for key, fn in paths.items():
-                t0 = time.perf_counter()
-                for _ in range(10):
-                    fn()
-                times[key].append((time.perf_counter() - t0) / 10 * 1e3)
+        ms = _interleaved_ms(paths)
         expected = op_path()
-        row = {"workload": name, "mbytes_in_out": (x.nbytes + expected.nbytes) / 1e6,
-               **{k: statistics.median(v) for k, v in times.items()},
+        row = {"workload": name, "mbytes_in_out": (x.nbytes + expected.nbytes) / 1e6, **ms,
                "same": all(bool(np.array_equal(expected, fn())) for fn in paths.values())}
         rows.append(row)
         print(row, flush=True)
@@ -363,31 +368,17 @@ def call_overhead():
     """numpy in -> numpy out on the GPU: the op (one device input buffer per thread) vs a
     fresh device tensor per call (the previous path), interleaved, medians."""
     import tvm
-    from conv1d_transpose import Conv1DTranspose
-    from conv1d_transpose.workloads import find_workload
     rows = []
     for name in ("hifigan-up4", "hifigan-up1", "stream-chunk"):
-        w = find_workload(name)
-        spec = w.spec(); x, f = w.arrays()
-        op = Conv1DTranspose(f, spec.output_shape, spec.stride, spec.padding, spec.data_format,
-                             spec.dilation, backend="tvm", target="cuda-sm90",
-                             cache_dir=os.path.join(HERE, "cache"))
+        op, spec, x = _cached_cuda_op(name)
         s = op._session
+
         def fresh():
             return s._main(tvm.runtime.tensor(x, s._device), *s._params).numpy()
+
         def staged():
             return op(x)
-        times = {"staged": [], "fresh": []}
-        for fn in (fresh, staged):
-            for _ in range(5):
-                fn()
-        for _ in range(15):
-            for key, fn in (("fresh", fresh), ("staged", staged)):
-                t0 = time.perf_counter()
-                for _ in range(10):
-                    fn()
-                times[key].append((time.perf_counter() - t0) / 10 * 1e3)
-        row = {"workload": name, **{k: statistics.median(v) for k, v in times.items()}}
+        row = {"workload": name, **_interleaved_ms({"fresh": fresh, "staged": staged})}
         row["same"] = bool(np.array_equal(fresh(), staged()))
         rows.append(row)
         print(row, flush=True)
