@@ -1,5 +1,8 @@
 """What the kernel-timing tools share: build a scheduled PrimFunc, check it against the
-reference, and time several kernels in interleaved rounds in one process."""
+reference, and time several kernels in interleaved rounds in one process. With ASM_DIR
+set, each built kernel's assembly is written there as kernel-N.s, in build order."""
+import itertools
+import os
 import statistics
 
 import tvm
@@ -8,10 +11,18 @@ from conv1d_transpose.compile.kernels.polyphase import pack_filters
 from conv1d_transpose.graph.reference import max_error
 
 
+_BUILT = itertools.count()
+
+
 def checked_kernel(func, layout, spec, x, f, target):
     """(time evaluator, its arguments, max error, within tolerance) of one kernel."""
-    lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                      target=target).jit()
+    executable = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                             target=target)
+    if os.environ.get("ASM_DIR"):
+        path = os.path.join(os.environ["ASM_DIR"], f"kernel-{next(_BUILT)}.s")
+        with open(path, "w") as out:
+            out.write(executable.mod.inspect_source("asm"))
+    lib = executable.jit()
     dev = tvm.cpu(0)
     args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(pack_filters(f, layout), dev),
             tvm.runtime.empty(spec.output_shape, spec.dtype, dev)]
