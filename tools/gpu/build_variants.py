@@ -41,6 +41,11 @@ def plan_tag(plan) -> str:
         (f"_s{plan.skew}" if plan.skew else "")
 
 
+def variant_tag(name: str, plan, nostore: bool) -> str:
+    """A kernel variant's file name and index key."""
+    return f"{name}__{plan_tag(plan)}" + ("_nostore" if nostore else "")
+
+
 def without_stores(source: str) -> str:
     """The NOSTORE diagnostic: each output store guarded by a test that is never true for
     the checked inputs, so the compiler keeps the computation but not the stores' cost."""
@@ -52,7 +57,7 @@ def without_stores(source: str) -> str:
 
 def one(job):
     name, geometry, plan, nostore = job
-    tag = f"{name}__{plan_tag(plan)}" + ("_nostore" if nostore else "")
+    tag = variant_tag(name, plan, nostore)
     path = os.path.join(OUT, tag + ".so")
     if os.path.exists(path):
         return tag, None
@@ -87,7 +92,7 @@ def main():
                            if threads <= max(cap, 32)]
         for plan, nostore in itertools.product(plans, copies):
             jobs.append((spec_name, geometry, plan, nostore))
-            index[f"{spec_name}__{plan_tag(plan)}" + ("_nostore" if nostore else "")] = {
+            index[variant_tag(spec_name, plan, nostore)] = {
                 "workload": spec_name, **dataclasses.asdict(plan), "nostore": nostore,
                 "workloads": os.path.basename(wfile) if wfile else None}
     with open(os.path.join(OUT, "index.json"), "w") as f:

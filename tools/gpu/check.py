@@ -315,15 +315,14 @@ def copy_paths():
     the bytes a call moves); interleaved rounds, medians, results compared."""
     import tvm
     from conv1d_transpose.runtime.tvm_backend import _host_buffer
-    host = tvm.runtime.Device(3, 0)  # kDLCUDAHost
     rows = []
     for name in os.environ.get("COPY_LAYERS", "dilated,hifigan-up4,hifigan-up1,batch8-up2,"
                                "ncw-up2,stream-chunk").split(","):
         op, spec, x = _cached_cuda_op(name)
         s = op._session
         stage = tvm.runtime.empty(x.shape, x.dtype, s._device)
-        pin_in, in_view = _host_buffer(x.shape, x.dtype, host)
-        pin_out, out_view = _host_buffer(spec.output_shape, x.dtype, host)
+        pin_in, in_view = _host_buffer(x.shape, x.dtype, s._host_device)
+        pin_out, out_view = _host_buffer(spec.output_shape, x.dtype, s._host_device)
 
         # TVM 0.27 copies with cudaMemcpyAsync, which returns before a copy into pinned
         # memory is done: each pinned output is read after a device sync.
