@@ -65,6 +65,12 @@ MIN_GAIN = 1.03
 # it is MIN_GAIN faster in every process: with five, a plan slow in half of all processes
 # slips through 1 time in 32.
 PROCESSES = 5
+# The first pass times every candidate in this many rounds, in turns, and ranks them by
+# their median: timed once, right after its build, a candidate that met a noisy moment
+# missed the final (demucs-dec1's F(2,2) 11 x 2 plan: first at 6.22 ms in one run, 7.42
+# and out of the final in the next, 2026-11-27, Emerald Rapids). Each round costs about
+# 0.15 s a candidate; the builds cost seconds.
+FIRST_PASS_ROUNDS = 3
 
 
 def default_database() -> str:
@@ -517,6 +523,11 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
         else:
             refused.append(candidate)
     report("plans", len(candidates), len(candidates))
+    built = [c for c in candidates if c.problem is None]
+    for index in range(1, FIRST_PASS_ROUNDS):
+        report("plans: timed again, in turns", index, FIRST_PASS_ROUNDS)
+        for candidate in built:
+            bench.time(candidate, repeat=3)
     generic = candidates[0]
     if generic.problem:
         raise BackendError(f"the generic schedule of {workload_key(geometry)} is wrong or does "

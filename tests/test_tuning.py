@@ -254,6 +254,35 @@ def test_the_replaced_records_schedule_always_reaches_the_final_timing():
     assert final(already_in) == final(None)
 
 
+def test_a_noisy_first_timing_does_not_keep_the_fastest_plan_out_of_the_final(
+        monkeypatch, tmp_path, limit_plans):
+    # plan 1 is the fastest, but its first timing (right after its build) meets a noisy
+    # moment at 5x; the first pass's later rounds, in turns, must still rank it first.
+    limit_plans(7)
+    steady = {"generic": 1.0, **{f"plan {i}": 0.9 + 0.01 * i for i in range(2, 7)},
+              "plan 1": 0.5}
+    timed = {}
+
+    def scripted(self, candidate, repeat=5):
+        timed[candidate.name] = timed.get(candidate.name, 0) + 1
+        noisy = candidate.name == "plan 1" and timed[candidate.name] == 1
+        candidate.times.extend([(5.0 if noisy else steady[candidate.name]) / 1e3] * repeat)
+        candidate.ms = 1e3 * float(np.median(candidate.times))
+        return candidate.ms
+
+    finalists = []
+
+    def final(spec, target, chosen, generic, *args, **kwargs):
+        finalists.extend(c.name for c in chosen)
+        return generic
+
+    monkeypatch.setattr(tuning._Bench, "time", scripted)
+    monkeypatch.setattr(tuning, "_final_timing_in_processes", final)
+    tuning.tune(small_spec(), target(), database=str(tmp_path / "t.json"), processes=1)
+    assert set(timed.values()) == {tuning.FIRST_PASS_ROUNDS}
+    assert finalists[0] == "plan 1" and "generic" in finalists
+
+
 def test_tune_refuses_a_negative_process_count(tmp_path):
     with pytest.raises(ArgumentError, match=r"processes=-1 must be >= 0"):
         tuning.tune(small_spec(), target(), database=str(tmp_path / "t.json"), processes=-1)
