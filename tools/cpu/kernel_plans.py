@@ -8,6 +8,7 @@ kernel's TVMScript before it is built, for trials that change what no plan can (
 every panel reading channel block 0 and phase 0 of the filters, to time the kernel with
 its filters in cache: '{"rewrite": [["filters[vcoo, vr, vj,", "filters[0, 0, vj,"]]}').
 Such a kernel is timed but its result is wrong, so the check is reported, not enforced.
+"stack_accumulators": true builds it with stack_accumulators.py's TIR pipeline.
 Used for the direct vs F(2,2) figures in schedule_cpu.plan and the README.
 """
 import sys, json
@@ -29,7 +30,7 @@ target = get_target("host").tvm_target()
 runs = []
 import os
 for arg0 in sys.argv[3:]:
-    arg, rewrite = arg0, None
+    arg, rewrite, pipeline = arg0, None, "default"
     if arg == "generic":
         sched = {"kind": "generic"}
     elif arg == "record":
@@ -37,6 +38,9 @@ for arg0 in sys.argv[3:]:
     else:
         d = json.loads(arg)
         rewrite = d.pop("rewrite", None)
+        if d.pop("stack_accumulators", False):
+            import stack_accumulators
+            pipeline = stack_accumulators.NAME
         base = schedule_cpu.plan(g, schedule_cpu.describe_target(target), **d.pop("kw", {}))
         import dataclasses
         tiling = dataclasses.replace(base.tiling, **d.pop("tiling", {}))
@@ -51,7 +55,7 @@ for arg0 in sys.argv[3:]:
             text = text.replace(old, new)
         parsed = tvm.script.from_source(text)
         func = parsed if isinstance(parsed, tvm.tirx.PrimFunc) else parsed["main"]
-    ev, args, err, ok = checked_kernel(func, layout, spec, x, f, target)
+    ev, args, err, ok = checked_kernel(func, layout, spec, x, f, target, pipeline)
     print(arg[:150], sched.get("plan"), "err", err, ok, flush=True)
     runs.append((arg0, ev, args))
 medians = interleaved_medians([(ev, args) for _, ev, args in runs], rounds)

@@ -14,10 +14,10 @@ from conv1d_transpose.graph.reference import max_error
 _BUILT = itertools.count()
 
 
-def checked_kernel(func, layout, spec, x, f, target):
+def checked_kernel(func, layout, spec, x, f, target, tir_pipeline="default"):
     """(time evaluator, its arguments, max error, within tolerance) of one kernel."""
     executable = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
-                             target=target)
+                             target=target, tir_pipeline=tir_pipeline)
     if os.environ.get("ASM_DIR"):
         path = os.path.join(os.environ["ASM_DIR"], f"kernel-{next(_BUILT)}.s")
         with open(path, "w") as out:

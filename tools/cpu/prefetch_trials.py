@@ -6,7 +6,8 @@ kernel (tile 11 pairs x 2 vectors) prefetches its next block of filters, one per
 
 KIND "sparse:S": the tile's burst before its channel loop prefetches only every S-th line
 of its share (S = 1: the shipped kernel). KIND "inner": no burst; instead two prefetches
-(the channel's two lines) inside the channel loop, one block ahead. KIND "cached": no
+(the channel's two lines) inside the channel loop, one block ahead. KIND "inner-stack": "inner" with the accumulators on the stack
+(stack_accumulators.py), so that LLVM keeps them in registers. KIND "cached": no
 prefetch, and every panel reads block 0 of the filters (wrong results, timed only): the
 form's ceiling with its filters in cache. README "demucs-dec1" quotes the three
 (2026-11-27); with ASM_DIR=dir, kernel_plans.py also writes each kernel's assembly.
@@ -30,6 +31,8 @@ def variant(kind: str, in_tile: int) -> dict:
                  f"for line in range({-(-per_tile // stride)}):"],
                 [f"* {per_tile} + line)", f"* {per_tile} + line * {stride})"]]
         return plan
+    if kind == "inner-stack":
+        return dict(variant("inner", in_tile), stack_accumulators=True)
     if kind == "inner":
         loop = (f"                        for ax3_1 in range({in_tile}):\n"
                 f"                            for ax0_1 in T.unroll(11):")
@@ -43,7 +46,7 @@ def variant(kind: str, in_tile: int) -> dict:
     if kind == "cached":
         return dict(plan, prefetch=False,
                     rewrite=[["filters[vcoo, vr, vk,", "filters[0, 0, vk,"]])
-    raise SystemExit(f"unknown kind {kind!r}: sparse:S, inner or cached")
+    raise SystemExit(f"unknown kind {kind!r}: sparse:S, inner, inner-stack or cached")
 
 
 if __name__ == "__main__":
