@@ -523,7 +523,9 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
         else:
             refused.append(candidate)
     report("plans", len(candidates), len(candidates))
-    built = [c for c in candidates if c.problem is None]
+    # (Over RPC, a candidate the device refused took the builds made before it with its
+    # session; those keep the one timing they had.)
+    built = [c for c in candidates if c.problem is None and c.runner is not None]
     for index in range(1, FIRST_PASS_ROUNDS):
         report("plans: timed again, in turns", index, FIRST_PASS_ROUNDS)
         for candidate in built:
