@@ -6,11 +6,11 @@ kernel (tile 11 pairs x 2 vectors) prefetches its next block of filters, one per
 
 KIND "sparse:S": the tile's burst before its channel loop prefetches only every S-th line
 of its share (S = 1: the shipped kernel). KIND "inner": no burst; instead two prefetches
-(the channel's two lines) inside the channel loop, one block ahead. KIND "inner-stack": "inner" with the accumulators on the stack
-(stack_accumulators.py), so that LLVM keeps them in registers. KIND "cached": no
-prefetch, and every panel reads block 0 of the filters (wrong results, timed only): the
-form's ceiling with its filters in cache. README "demucs-dec1" quotes the three
-(2026-11-27); with ASM_DIR=dir, kernel_plans.py also writes each kernel's assembly.
+(the channel's two lines) inside the channel loop, one block ahead. KIND "inner-stack":
+"inner" with the accumulators on the stack (stack_accumulators.py), so that LLVM keeps
+them in registers. KIND "cached": no prefetch, and every panel reads block 0 of the
+filters (wrong results, timed only): the form's ceiling with its filters in cache.
+README "demucs-dec1" quotes each (2026-11-27); with ASM_DIR=dir, kernel_plans.py also writes each kernel's assembly.
 """
 import json
 import sys
