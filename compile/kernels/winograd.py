@@ -298,6 +298,18 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     a_r = loop.get("vr") if in_tile else None
     reduction = a_ci
     if blocked:
+        # The transformed input in the order the blocked loop reads it: [n, channel block,
+        # tile, k, row of the tile, channel]. As [n, t, k, ci], a tile's pass over one
+        # block of one product read `rows` pieces of 128 bytes, each a row of k * ci
+        # floats apart (a multiple of 4 KiB for 2048 channels, so the same L1 sets), and
+        # began each pass on cold lines. demucs-dec1's record (F(2,2), 11 x 2, 32-channel
+        # blocks), kernel ms, interleaved in one process (`tools/cpu/kernel_plans.py`),
+        # Emerald Rapids, 2026-11-27: 6.72 -> 6.50-6.52, and 6.94 -> 6.41 in a second run.
+        rows_ = tiling.rows
+        channels = tiling.in_tile
+        sch.transform_layout(
+            sch.get_sblock("transform"), ("write", 0),
+            lambda n, t, k, ci: (n, ci // channels, t // rows_, k, t % rows_, ci % channels))
         reduction, a_ci = sch.split(a_ci, [None, tiling.in_tile])
         a_to, a_t = sch.split(a_t, [None, tiling.rows])
         sch.reorder(reduction, a_to, a_k, a_ci, a_t, a_coi)
