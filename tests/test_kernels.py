@@ -934,6 +934,39 @@ def test_blocked_plans_prefetch_exactly_the_next_block_of_filters(case, keywords
                          for c in range(in_tile) for lane in range(0, out_tile, 16)}
 
 
+@pytest.mark.parametrize("case, winograd", [
+    (SCHEDULES["filters-blocked"][0], False),
+    ((1, 9, 2400, 40, 64, 8, 4, 1, "VALID", "NCW"), False),
+    ((1, 40, 600, 164, 64, 8, 4, 1, "VALID", "NWC"), True),
+], ids=["nwc", "ncw", "winograd"])
+def test_blocked_plans_keep_their_input_by_channel_block(case, winograd, monkeypatch):
+    # The scratch input that a blocked reduction reads (the padded input, or F(2,r)'s
+    # transformed one) is laid out channel block first and channel last, so a tile's
+    # pass over one block reads a run of lines, not short pieces a whole row of channels
+    # apart (README, "Intel"). Only speed would show a regression, so the layout is read
+    # off the scheduled kernel.
+    import re
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    monkeypatch.setattr(schedule_cpu, "WINOGRAD_FILTER_BYTES", 0)
+    geometry = Geometry.from_spec(make(*case))
+    cpu_plan = schedule_cpu.plan(geometry, CpuTarget(512, 32, 2, 1 << 20), winograd=winograd)
+    assert cpu_plan.blocked and cpu_plan.winograd == winograd
+    func, layout = schedule_cpu.build(geometry, host_target(), cpu_plan)
+    shapes_by_name = {name: [int(d) for d in shape.split(",") if d.strip()] for name, shape
+                      in re.findall(r"(\w+) = T\.sblock_alloc_buffer\(\(([^)]*)\)", func.script())}
+    in_tile, rows = layout.tiling.in_tile, layout.tiling.rows
+    blocks = layout.in_channels // in_tile
+    assert blocks > 2
+    if winograd:
+        pairs = -(-decompose(geometry).rows // (2 * rows)) * rows
+        # [n, channel block, tile, product, row of the tile, channel]
+        assert shapes_by_name["xw"] == [1, blocks, pairs // rows, 3, rows, in_tile]
+    else:
+        padded = shapes_by_name["xp"]
+        assert padded[:2] == [1, blocks] and padded[3] == in_tile and padded[2] > rows
+
+
 @pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
 @pytest.mark.parametrize("arch", ["host", "aarch64"])
 def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only(arch, winograd,

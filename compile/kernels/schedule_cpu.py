@@ -413,6 +413,19 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
             passes = cpu_plan.chunk_tiles or layout.padded_rows // tiling.rows
             prefetches.append((a_cii, layout, phases, in_tile, passes))
 
+    if pad is not None and cpu_plan.blocked and not pad_at_tile and not symbolic_batch:
+        # The padded input in the order the blocked loop reads it, [n, channel block, row,
+        # channel]: a tile's pass over one block then reads its rows as one run of lines,
+        # not as pieces a row of channels apart (a multiple of 4 KiB from 1024 channels
+        # up, so the same L1 sets); as winograd.schedule does for its transformed input.
+        # demucs-ncw (docs/outside-suite-wide.yaml), kernel ms, interleaved in one
+        # process (`tools/cpu/kernel_plans.py`), Emerald Rapids, 2026-11-27: 8.21-8.29
+        # -> 7.84-7.87; demucs-dec1's direct plan unchanged (7.44-7.50 -> 7.49-7.50).
+        # Not with a symbolic batch: transform_layout refuses the int64 batch index
+        # beside int32 ones in one access.
+        channels = tiling.in_tile
+        sch.transform_layout(pad, ("write", 0),
+                             lambda n, p, ci: (n, ci // channels, p, ci % channels))
     if pad is not None:
         loops = sch.get_loops(pad)
         if pad_at_tile:
