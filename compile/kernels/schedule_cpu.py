@@ -413,14 +413,15 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
             passes = cpu_plan.chunk_tiles or layout.padded_rows // tiling.rows
             prefetches.append((a_cii, layout, phases, in_tile, passes))
 
-    if pad is not None and cpu_plan.blocked and not pad_at_tile and not symbolic_batch:
+    blocked_input = pad is not None and cpu_plan.blocked and not pad_at_tile and not symbolic_batch
+    if blocked_input:
         # The padded input in the order the blocked loop reads it, [n, channel block, row,
         # channel]: a tile's pass over one block then reads its rows as one run of lines,
         # not as pieces a row of channels apart (a multiple of 4 KiB from 1024 channels
         # up, so the same L1 sets); as winograd.schedule does for its transformed input.
         # demucs-ncw (docs/outside-suite-wide.yaml), kernel ms, interleaved in one
-        # process (`tools/cpu/kernel_plans.py`), Emerald Rapids, 2026-11-27: 8.21-8.29
-        # -> 7.84-7.87; demucs-dec1's direct plan unchanged (7.44-7.50 -> 7.49-7.50).
+        # process (`tools/cpu/kernel_plans.py`), Emerald Rapids, 2026-11-27: 7.82 and
+        # 7.92 -> 7.73 and 7.57; demucs-dec1's direct plan unchanged (7.26-7.34 both).
         # Not with a symbolic batch: transform_layout refuses the int64 batch index
         # beside int32 ones in one access.
         channels = tiling.in_tile
@@ -435,6 +436,9 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
             n, p, ci = loops
             if nwc:
                 sch.parallel(p if symbolic_batch else sch.fuse(n, p))
+                if blocked_input:
+                    # (One block's channels at a time: see winograd.schedule.)
+                    ci = sch.split(ci, [None, tiling.in_tile])[1]
                 sch.vectorize(ci)
             else:
                 parallel_transpose(sch, n, p, ci, symbolic_batch)

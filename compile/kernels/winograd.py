@@ -304,7 +304,8 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         # floats apart (a multiple of 4 KiB for 2048 channels, so the same L1 sets), and
         # began each pass on cold lines. demucs-dec1's record (F(2,2), 11 x 2, 32-channel
         # blocks), kernel ms, interleaved in one process (`tools/cpu/kernel_plans.py`),
-        # Emerald Rapids, 2026-11-27: 6.72 -> 6.50-6.52, and 6.94 -> 6.41 in a second run.
+        # Emerald Rapids, 2026-11-27, two runs: 6.56 and 6.56 -> 6.50 and 6.37; 6.95 and
+        # 6.82 -> 6.85 and 6.54 (1-4%).
         rows_ = tiling.rows
         channels = tiling.in_tile
         sch.transform_layout(
@@ -359,6 +360,10 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         else:
             parallel_transpose(sch, n, p, ci_)
     sch.unroll(k)
+    if blocked:
+        # Vectorized over all the channels, the store into the blocked layout above is a
+        # gather that TVM lowers lane by lane: a 16 s build for demucs-dec1 (0.3 s so).
+        ci = sch.split(ci, [None, tiling.in_tile])[1]
     sch.vectorize(ci)
     if not nwc:
         n, co, o = sch.get_loops(sch.get_sblock("layout"))
