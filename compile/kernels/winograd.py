@@ -306,11 +306,12 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         # blocks), kernel ms, interleaved in one process (`tools/cpu/kernel_plans.py`),
         # Emerald Rapids, 2026-11-27, two runs: 6.56 and 6.56 -> 6.50 and 6.37; 6.95 and
         # 6.82 -> 6.85 and 6.54 (1-4%).
-        rows_ = tiling.rows
+        tile_rows = tiling.rows
         channels = tiling.in_tile
         sch.transform_layout(
             sch.get_sblock("transform"), ("write", 0),
-            lambda n, t, k, ci: (n, ci // channels, t // rows_, k, t % rows_, ci % channels))
+            lambda n, t, k, ci: (n, ci // channels, t // tile_rows, k, t % tile_rows,
+                                 ci % channels))
         reduction, a_ci = sch.split(a_ci, [None, tiling.in_tile])
         a_to, a_t = sch.split(a_t, [None, tiling.rows])
         sch.reorder(reduction, a_to, a_k, a_ci, a_t, a_coi)
