@@ -27,7 +27,8 @@ def on_huge_pages(array):
     """A copy of `array` in a 2 MiB-aligned, MADV_HUGEPAGE mapping (kept alive by the view)."""
     # MAP_PRIVATE: Python's default for -1 is a shared (shmem) mapping, which THP's
     # "madvise" mode does not cover.
-    mapping = mmap.mmap(-1, array.nbytes + HUGE_PAGE, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    mapping = mmap.mmap(-1, array.nbytes + HUGE_PAGE,
+                        flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     mapping.madvise(mmap.MADV_HUGEPAGE)
     raw = np.frombuffer(mapping, dtype=np.uint8)
     start = (-raw.ctypes.data) % HUGE_PAGE
@@ -48,7 +49,8 @@ def main(name, rounds, which):
     x, f = workload.arrays()
     geometry = Geometry.from_spec(spec)
     target = get_target("host").tvm_target()
-    schedule = tuning.lookup(geometry, target).schedule if which == "record" else {"kind": "generic"}
+    schedule = (tuning.lookup(geometry, target).schedule if which == "record"
+                else {"kind": "generic"})
     func, layout = tuning.kernel_from_schedule(geometry, target, schedule)
     evaluator, args, error, ok = checked_kernel(func, layout, spec, x, f, target)
     before = anon_huge_kib()
@@ -57,7 +59,8 @@ def main(name, rounds, which):
           f"{(anon_huge_kib() - before) // 1024} MiB of them on huge pages")
     huge_args = [args[0], tvm.runtime.from_dlpack(huge), args[2]]
     small, large = interleaved_medians([(evaluator, args), (evaluator, huge_args)], rounds)
-    print(f"4 KiB pages {small * 1e3:.3f} ms, 2 MiB pages {large * 1e3:.3f} ms: {small / large:.3f}x")
+    print(f"4 KiB pages {small * 1e3:.3f} ms, 2 MiB pages {large * 1e3:.3f} ms: "
+          f"{small / large:.3f}x")
 
 
 if __name__ == "__main__":
