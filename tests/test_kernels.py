@@ -796,6 +796,55 @@ def test_winograd_filters_are_g1_g0_plus_g1_and_g0():
     np.testing.assert_allclose(packed[:, 1], g0 + g1, rtol=1e-6)
 
 
+def test_summed_winograd_filters_are_g1_and_g0_alone():
+    # A blocked F(2,2) plan streams only the direct taps; the kernel sums the middle
+    # product's G0 + G1 in registers.
+    spec = make(1, 5, 3, 10, 5, 4, 2, 1, "SAME", "NWC")
+    _, f = random_arrays(spec)
+    geometry, tiling = Geometry.from_spec(spec), Tiling(rows=2, out_tile=4, in_tile=3)
+    layout = plan_layout(geometry, tiling, winograd=True, summed_filters=True)
+    packed = pack_filters(f, layout)
+    direct = pack_filters(f, plan_layout(geometry, tiling))
+    assert packed.shape == layout.filters_shape == direct.shape
+    np.testing.assert_array_equal(packed[:, 0], direct[:, 1])
+    np.testing.assert_array_equal(packed[:, 1], direct[:, 0])
+    # Only F(2,2) has the form: F(2,3) keeps its five slots.
+    f23 = plan_layout(Geometry.from_spec(make(1, 8, 3, 8, 5, 3, 1, 2, "SAME", "NWC")),
+                      tiling, winograd=True, summed_filters=True)
+    assert not f23.summed_filters and f23.filters_shape[1] == 5
+
+
+@pytest.mark.parametrize("data_format", ["NWC", "NCW"])
+def test_summed_filters_give_the_same_bits_as_stored_sums(data_format, monkeypatch):
+    # G0 + G1 summed in float32 registers is rounded once from the exact sum, as the
+    # packed sum (computed in float64, then rounded) is: the kernels agree bit for bit.
+    from conv1d_transpose.compile.kernels import winograd
+    from conv1d_transpose.compile.kernels.polyphase import build_primfunc
+    from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
+
+    monkeypatch.setattr(schedule_cpu, "WINOGRAD_FILTER_BYTES", 0)  # as in the blocked tests
+    spec = make(1, 40, 97, 164, 64, 8, 4, 1, "VALID", data_format)
+    geometry, target = Geometry.from_spec(spec), host_target()
+    x, f = random_arrays(spec)
+    cpu_plan = schedule_cpu.plan(geometry, CpuTarget(512, 32, 2, 64 << 10), winograd=True,
+                                 order="filters", phases_in_tile=False)
+    assert cpu_plan.blocked
+    outputs = []
+    for summed in (False, True):
+        layout = plan_layout(geometry, cpu_plan.tiling, True, cpu_plan.phase_major,
+                             summed_filters=summed)
+        assert layout.summed_filters == summed
+        func = winograd.schedule(build_primfunc(layout), layout, cpu_plan)
+        lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                          target=target).jit()
+        args = [tvm.runtime.tensor(x), tvm.runtime.tensor(pack_filters(f, layout)),
+                tvm.runtime.empty(spec.output_shape, spec.dtype)]
+        lib["main"](*args)
+        outputs.append(args[2].numpy())
+    assert max_error(outputs[1], x, f, spec)[1]
+    np.testing.assert_array_equal(outputs[1], outputs[0])
+
+
 def test_winograd_f23_filters_are_its_four_products_then_the_middle_tap():
     direct, packed = direct_and_winograd_filters(1, 8, 3, 8, 5, 3, 1, 2, "SAME", "NWC")
     assert packed.shape == direct.shape[:1] + (5,) + direct.shape[2:]
@@ -925,7 +974,10 @@ def test_blocked_plans_prefetch_exactly_the_next_block_of_filters(case, keywords
                            else layout.padded_rows > layout.tiling.rows)
     touched = prefetched_lines(func, layout)
     dec = decompose(geometry)
-    taps = dec.active[0].taps + winograd  # F(2,r): r + 1 products
+    # F(2,2) blocked packs G1 and G0 alone (summed filters): each of its three products'
+    # passes prefetches a slot it reads, and between them they cover both.
+    assert layout.summed_filters == winograd
+    taps = dec.active[0].taps
     assert set(touched) == {(b, j, running) for b in range(layout.out_blocks)
                             for j in range(taps) for running in range(blocks)}
     for (_, _, running), lines in touched.items():

@@ -184,6 +184,11 @@ class KernelLayout:
     # separate runs). A tile spanning every phase reads all s phases of one channel at
     # once: interleaved suits it.
     phase_major: bool = False
+    # F(2,2) with only the direct taps G1 and G0 packed: the middle product's filters,
+    # G0 + G1, are summed in registers (winograd.product_filter), so a plan that streams
+    # its filters from beyond L2 reads 2/3 of the bytes. Set for blocked plans only: in
+    # cache, the extra add costs more than it saves (schedule_cpu.build).
+    summed_filters: bool = False
 
     def filter_at(self, block: str, phase: str, slot: str, channel: str, lane: str) -> str:
         """TVMScript index of one packed filter value."""
@@ -197,7 +202,7 @@ class KernelLayout:
 
 
 def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False,
-                phase_major: bool = False) -> KernelLayout:
+                phase_major: bool = False, summed_filters: bool = False) -> KernelLayout:
     """The kernel's sizes for a tiling: padded rows/channels, the padded input window, and
     its blocks: one accumulate/store pair for all phases when they share tap count and an
     affine input shift (d = 1 with K a multiple of s, or s = 1), else one pair per active
@@ -205,6 +210,8 @@ def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False,
 
     winograd: the F(2,r) form (winograd.py), where `tiling.rows` counts pairs of rows.
     phase_major: the filters' panel of each phase contiguous (KernelLayout.phase_major).
+    summed_filters: F(2,2)'s middle product summed in registers (KernelLayout); no
+    effect on any other form.
     """
     dec = decompose(geometry)
     s, e = dec.stride, dec.row_step
@@ -229,14 +236,16 @@ def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False,
     zero = tuple(f"zero_r{p.r}" for p in dec.phases if p.taps == 0)
     if winograd:
         from .winograd import filter_slots
-        taps = filter_slots(dec.max_taps)
+        summed_filters = summed_filters and dec.max_taps == 2
+        taps = filter_slots(dec.max_taps, summed_filters)
     else:
+        summed_filters = False
         taps = dec.max_taps
     return KernelLayout(geometry, dec, tiling, padded_rows, cin, out_blocks, first,
                         last - first + 1, groups, zero,
                         (out_blocks, s, taps, cin, tiling.out_tile) if phase_major
                         else (out_blocks, taps, cin, s, tiling.out_tile),
-                        beta is not None, winograd, phase_major)
+                        beta is not None, winograd, phase_major, summed_filters)
 
 
 def pack_filters(filters: np.ndarray, layout: KernelLayout) -> np.ndarray:
@@ -260,7 +269,7 @@ def pack_filters(filters: np.ndarray, layout: KernelLayout) -> np.ndarray:
     packed = np.ascontiguousarray(packed.transpose(0, 2, 3, 4, 1))
     if layout.winograd:
         from .winograd import transform_filters
-        packed = transform_filters(packed)
+        packed = transform_filters(packed, layout.summed_filters)
     if layout.phase_major:
         packed = np.ascontiguousarray(packed.transpose(0, 3, 1, 2, 4))
     return packed

@@ -509,7 +509,8 @@ def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
     from .polyphase import build_primfunc
 
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))
-    layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd, cpu_plan.phase_major)
+    layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd, cpu_plan.phase_major,
+                         summed_filters=cpu_plan.blocked)
     func = build_primfunc(layout)
     if cpu_plan.winograd:
         from . import winograd

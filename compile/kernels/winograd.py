@@ -63,26 +63,52 @@ def applies(geometry: Geometry) -> bool:
             and dec.rows >= 2)
 
 
-def filter_slots(r: int) -> int:
+def filter_slots(r: int, summed: bool = False) -> int:
     """Packed filter matrices of F(2, r): the r + 1 products', then the direct taps that
-    are none of them (F(2,3)'s middle tap G1), which the fix pass needs exactly."""
-    return r + 1 + (r - 2)
+    are none of them (F(2,3)'s middle tap G1), which the fix pass needs exactly. F(2,2)
+    with `summed` (KernelLayout.summed_filters): the direct taps G1 and G0 alone."""
+    return 2 if summed else r + 1 + (r - 2)
 
 
-def transform_filters(packed: np.ndarray) -> np.ndarray:
+def transform_filters(packed: np.ndarray, summed: bool = False) -> np.ndarray:
     """Direct packed filters `[blocks, r, in, s, out_tile]` (taps G0 .. G(r-1)) ->
-    `[blocks, filter_slots(r), in, s, out_tile]`: (G g) then the missing direct taps.
-    F(2,2): (G1, G0 + G1, G0); F(2,3): (G2, (G0 + G1 + G2)/2, (G0 - G1 + G2)/2, G0, G1).
-    Each is rounded once, from the exact sum."""
+    `[blocks, filter_slots(r, summed), in, s, out_tile]`: (G g) then the missing direct
+    taps. F(2,2): (G1, G0 + G1, G0), or (G1, G0) with `summed`; F(2,3): (G2,
+    (G0 + G1 + G2)/2, (G0 - G1 + G2)/2, G0, G1). Each is rounded once, from the exact
+    sum."""
     r = packed.shape[1]
     g = [packed[:, r - 1 - i].astype(np.float64) for i in range(r)]
     rows = [sum(c * gi for c, gi in zip(coefficients, g)) for coefficients in TRANSFORMS[r][1]]
     rows += [packed[:, j] for j in range(1, r - 1)]
+    if summed:
+        assert r == 2, r
+        rows = [rows[0], rows[2]]
     return np.ascontiguousarray(np.stack(rows, axis=1).astype(packed.dtype))
 
 
-def direct_tap_slot(r: int, j: int) -> int:
+def product_filter(layout: KernelLayout, k: str) -> str:
+    """TVMScript of product k's filter value at (vcoo, vr, vci, vcoi). With
+    summed_filters, F(2,2)'s products 0 and 2 read slots 0 (G1) and 1 (G0), and product 1
+    adds them: one float add, rounded once from the exact sum, as transform_filters
+    rounds it (the same bits). k is unrolled, so the select folds away."""
+    def at(slot):
+        return layout.filter_at("vcoo", "vr", slot, "vci", "vcoi")
+
+    if not layout.summed_filters:
+        return at(k)
+    return f"T.if_then_else({k} == 1, {at('0')} + {at('1')}, {at(f'{k} // 2')})"
+
+
+def stored_slot(layout: KernelLayout, k):
+    """The packed slot product k reads (with summed_filters, product 1 reads both; this
+    gives slot 0): for prefetch.py, which fetches the slot of each product's pass."""
+    return k // 2 if layout.summed_filters else k
+
+
+def direct_tap_slot(r: int, j: int, summed: bool = False) -> int:
     """Slot of direct tap G_j among the packed matrices (for the fix pass)."""
+    if summed:
+        return r - 1 - j
     return {0: r, r - 1: 0}.get(j, r + j)
 
 
@@ -158,7 +184,8 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
     # The fix's input row, read from `x` itself (the padded copy may be per tile).
     fix_row = f"{row('vt', 'h')} + {c + w0} - j * {e}"
     fix_x = f"x[vn, {fix_row}, ci]" if nwc else f"x[vn, ci, {fix_row}]"
-    fix_slot = _select("j", [str(direct_tap_slot(R, j)) for j in range(R)])
+    fix_slot = _select("j", [str(direct_tap_slot(R, j, layout.summed_filters))
+                             for j in range(R)])
     fix_read = (f"T.if_then_else({fix_row} >= 0 and {fix_row} < {W}, "
                 f"T.Cast(\"{acc}\", {fix_x}), T.Cast(\"{acc}\", 0))")
     lines = [
@@ -195,7 +222,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         "                with T.init():",
         f"                    acc0[vn, vt, vk, vr, vcoo, vcoi] = T.Cast(\"{acc}\", 0)",
         "                acc0[vn, vt, vk, vr, vcoo, vcoi] = acc0[vn, vt, vk, vr, vcoo, vcoi] "
-        f"+ xw[vn, vt, vk, vci] * {layout.filter_at('vcoo', 'vr', 'vk', 'vci', 'vcoi')}",
+        f"+ xw[vn, vt, vk, vci] * {product_filter(layout, 'vk')}",
         # y_h = (A^T m)_h, h unrolled by the schedule.
         f"        for n, t, h, r, coo, coi in T.grid({N}, {TP}, 2, {S}, {COO}, {COT}):",
         "            with T.sblock(\"store\"):",
