@@ -835,6 +835,16 @@ def test_summed_filters_give_the_same_bits_as_stored_sums(data_format, monkeypat
                              summed_filters=summed)
         assert layout.summed_filters == summed
         func = winograd.schedule(build_primfunc(layout), layout, cpu_plan)
+        if summed:
+            # Summed one reduction block at a time (an L1-sized buffer the chunk's tiles
+            # share), inside the loop over the blocks, not as a pass over all filters.
+            sch = tvm.s_tir.Schedule(func)
+            extents = [int(sch.get(loop).extent)
+                       for loop in sch.get_loops(sch.get_sblock("sum_filters"))]
+            # [..., block of the reduction, channel, vectors of lanes, lane]
+            blocks = layout.in_channels // cpu_plan.tiling.in_tile
+            assert blocks > 1 and extents[-4] == blocks
+            assert np.prod(extents[-3:]) == cpu_plan.tiling.in_tile * cpu_plan.tiling.out_tile
         lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                           target=target).jit()
         args = [tvm.runtime.tensor(x), tvm.runtime.tensor(pack_filters(f, layout)),

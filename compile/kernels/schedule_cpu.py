@@ -508,9 +508,13 @@ def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
     """(scheduled PrimFunc, KernelLayout) for a CPU target."""
     from .polyphase import build_primfunc
 
+    from .polyphase import decompose
+    from .winograd import blocks_reduction
+
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))
+    summed = blocks_reduction(cpu_plan, decompose(geometry).stride)
     layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd, cpu_plan.phase_major,
-                         summed_filters=cpu_plan.blocked)
+                         summed_filters=summed)
     func = build_primfunc(layout)
     if cpu_plan.winograd:
         from . import winograd

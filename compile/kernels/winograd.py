@@ -86,17 +86,26 @@ def transform_filters(packed: np.ndarray, summed: bool = False) -> np.ndarray:
     return np.ascontiguousarray(np.stack(rows, axis=1).astype(packed.dtype))
 
 
+def _filter(layout: KernelLayout, slot: str) -> str:
+    return layout.filter_at("vcoo", "vr", slot, "vci", "vcoi")
+
+
 def product_filter(layout: KernelLayout, k: str) -> str:
     """TVMScript of product k's filter value at (vcoo, vr, vci, vcoi). With
     summed_filters, F(2,2)'s products 0 and 2 read slots 0 (G1) and 1 (G0), and product 1
-    adds them: one float add, rounded once from the exact sum, as transform_filters
-    rounds it (the same bits). k is unrolled, so the select folds away."""
-    def at(slot):
-        return layout.filter_at("vcoo", "vr", slot, "vci", "vcoi")
-
+    reads `fsum`, their sum (block "sum_filters", which the schedule computes per block
+    of the reduction). k is unrolled, so the select folds away."""
     if not layout.summed_filters:
-        return at(k)
-    return f"T.if_then_else({k} == 1, {at('0')} + {at('1')}, {at(f'{k} // 2')})"
+        return _filter(layout, k)
+    return f"T.if_then_else({k} == 1, fsum[vcoo, vr, vci, vcoi], {_filter(layout, f'{k} // 2')})"
+
+
+def blocks_reduction(cpu_plan, stride: int) -> bool:
+    """Whether `schedule` runs a plan's reduction in blocks, its filters streamed from
+    beyond L2 (what summed_filters is for)."""
+    in_tile = cpu_plan.phases_in_tile and stride > 1
+    return (cpu_plan.winograd and cpu_plan.blocked and cpu_plan.order != "rows"
+            and not in_tile and cpu_plan.chunk_tiles > 0)
 
 
 def stored_slot(layout: KernelLayout, k):
@@ -214,6 +223,15 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         "                vn, vt, vk, vci = T.axis.remap(\"SSSS\", [n, t, k, ci])",
         f"                xw[vn, vt, vk, vci] = "
         f"{_select('vk', [_combination(b, rows) for b in data])}",
+        *([] if not layout.summed_filters else [
+            # G0 + G1: a float add rounds the exact sum once, as transform_filters
+            # rounds it, so the output keeps the packed sum's bits.
+            f"        fsum = T.sblock_alloc_buffer(({COO}, {S}, {CI}, {COT}), \"{acc}\")",
+            f"        for coo, r, ci, coi in T.grid({COO}, {S}, {CI}, {COT}):",
+            "            with T.sblock(\"sum_filters\"):",
+            "                vcoo, vr, vci, vcoi = T.axis.remap(\"SSSS\", [coo, r, ci, coi])",
+            f"                fsum[vcoo, vr, vci, vcoi] = {_filter(layout, '0')} + "
+            f"{_filter(layout, '1')}"]),
         f"        acc0 = T.sblock_alloc_buffer(({N}, {TP}, {R + 1}, {S}, {COO}, {COT}), \"{acc}\")",
         f"        for n, t, k, r, coo, coi, ci in T.grid({N}, {TP}, {R + 1}, {S}, {COO}, {COT}, {CI}):",
         "            with T.sblock(\"accumulate\"):",
@@ -297,8 +315,9 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     # reduction in blocks of `in_tile` channels, its accumulators in a local array across
     # the blocks, each tile prefetching its share of the next block (prefetch.py), as in
     # the direct form's blocked plans.
-    blocked = (cpu_plan.blocked and cpu_plan.order != "rows" and not in_tile
-               and cpu_plan.chunk_tiles > 0)
+    # (schedule_cpu.build sums the filters where this holds: elsewhere "sum_filters"
+    # stays a pass of its own, right but slow; the tests compare the two on one plan.)
+    blocked = blocks_reduction(cpu_plan, layout.decomposition.stride)
     if cpu_plan.order == "rows":
         if in_tile:
             sch.reorder(n, to, coo, ti, h, r, coi)
@@ -342,6 +361,13 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         reduction, a_ci = sch.split(a_ci, [None, tiling.in_tile])
         a_to, a_t = sch.split(a_t, [None, tiling.rows])
         sch.reorder(reduction, a_to, a_k, a_ci, a_t, a_coi)
+        if layout.summed_filters:
+            # The block's G0 + G1 once per chunk of tiles, into an L1-sized buffer that
+            # every tile's middle product reads: summed in each tile's own pass instead,
+            # one add per filter vector and tile.
+            summed = sch.get_sblock("sum_filters")
+            sch.compute_at(summed, reduction)
+            _vectorize_channels(sch, sch.get_loops(summed)[-1], cpu_plan.lanes)
     tile_loops = [item for item in (a_t, a_r) if item is not None]
     sch.reorder(a_k, a_ci, *tile_loops, a_coi)
     sch.set_scope(block, 0, "local")

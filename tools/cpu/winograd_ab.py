@@ -44,7 +44,9 @@ geometry = Geometry.from_spec(spec)
 target = get_target("host").tvm_target()
 cpu_plan = schedule_cpu.plan(geometry, schedule_cpu.describe_target(target), **keywords)
 assert cpu_plan.winograd, cpu_plan
-layout = plan_layout(geometry, cpu_plan.tiling, True, cpu_plan.phase_major)
+# (The layout of the working copy's rule; a revision before summed filters ignores it.)
+summed = new.blocks_reduction(cpu_plan, spec.stride)
+layout = plan_layout(geometry, cpu_plan.tiling, True, cpu_plan.phase_major, summed_filters=summed)
 print(cpu_plan)
 labels, kernels = (rev, "working copy"), []
 for label, module in zip(labels, (old, new)):
