@@ -3,11 +3,14 @@ in every fresh process of the final, which the CLI does not print.
 
     python tools/cpu/tune_finalists.py WORKLOAD [DATABASE]
 
+WL=FILE for a workloads file of your own.
+
 Runs `tuning.tune` as `conv1d-transpose tune` does (plan search, 5-process final), into
 DATABASE (default: a temporary file, so the shipped records stay as they are), with the
 tuner's private `_finalists` and `_pick` wrapped to print what they were given. Used for
 the README's note on why `tune` kept demucs-dec1's generic plan (2026-11-27).
 """
+import os
 import sys
 import statistics
 import tempfile
@@ -47,5 +50,6 @@ tuning._finalists, tuning._pick = _finalists, _pick
 if __name__ == "__main__":
     workload = sys.argv[1]
     database = sys.argv[2] if len(sys.argv) > 2 else tempfile.mktemp(suffix=".json")
-    tuning.tune(find_workload(workload, None).spec(), get_target("host").tvm_target(),
+    tuning.tune(find_workload(workload, os.environ.get("WL")).spec(),
+                get_target("host").tvm_target(),
                 database=database)
