@@ -185,9 +185,9 @@ class KernelLayout:
     # once: interleaved suits it.
     phase_major: bool = False
     # F(2,2) with only the direct taps G1 and G0 packed: the middle product's filters,
-    # G0 + G1, are summed in registers (winograd.product_filter), so a plan that streams
-    # its filters from beyond L2 reads 2/3 of the bytes. Set for blocked plans only: in
-    # cache, the extra add costs more than it saves (schedule_cpu.build).
+    # G0 + G1, are summed by the kernel, a reduction block at a time (winograd.py), so a
+    # plan that streams its filters from beyond L2 reads 2/3 of the bytes. Set for
+    # blocked plans only (schedule_cpu.build, winograd.blocks_reduction).
     summed_filters: bool = False
 
     def filter_at(self, block: str, phase: str, slot: str, channel: str, lane: str) -> str:

@@ -363,8 +363,8 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         sch.reorder(reduction, a_to, a_k, a_ci, a_t, a_coi)
         if layout.summed_filters:
             # The block's G0 + G1 once per chunk of tiles, into an L1-sized buffer that
-            # every tile's middle product reads: summed in each tile's own pass instead,
-            # one add per filter vector and tile.
+            # every tile's middle product reads (not in each tile's own pass: that is one
+            # add per filter vector and tile).
             summed = sch.get_sblock("sum_filters")
             sch.compute_at(summed, reduction)
             _vectorize_channels(sch, sch.get_loops(summed)[-1], cpu_plan.lanes)
