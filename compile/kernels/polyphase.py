@@ -210,8 +210,8 @@ def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False,
 
     winograd: the F(2,r) form (winograd.py), where `tiling.rows` counts pairs of rows.
     phase_major: the filters' panel of each phase contiguous (KernelLayout.phase_major).
-    summed_filters: F(2,2)'s middle product summed in registers (KernelLayout); no
-    effect on any other form.
+    summed_filters: F(2,2)'s middle product's filters summed by the kernel
+    (KernelLayout); no effect on any other form.
     """
     dec = decompose(geometry)
     s, e = dec.stride, dec.row_step

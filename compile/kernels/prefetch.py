@@ -72,10 +72,9 @@ def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes, rows
     lane = offset % out_tile
     # (A tile spanning the phases has vr among its own loops, bound to 0 above.)
     phase = binding["vr"] + phases[0] + (offset // out_tile if phases_in_tile else 0)
-    block, tap = binding["vcoo"], binding[tap_var]
-    if layout.summed_filters:
-        from .winograd import stored_slot
-        tap = analyzer.simplify(stored_slot(layout, tap))
+    from .winograd import stored_slot
+
+    block, tap = binding["vcoo"], analyzer.simplify(stored_slot(layout, binding[tap_var]))
     indices = ([block, phase, tap, channel, lane] if layout.phase_major
                else [block, tap, channel, phase, lane])
     call = tirx.call_llvm_intrin(

@@ -506,9 +506,7 @@ def loops_by_variable(sch, block) -> dict:
 
 def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
     """(scheduled PrimFunc, KernelLayout) for a CPU target."""
-    from .polyphase import build_primfunc
-
-    from .polyphase import decompose
+    from .polyphase import build_primfunc, decompose
     from .winograd import blocks_reduction
 
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))

@@ -109,8 +109,9 @@ def blocks_reduction(cpu_plan, stride: int) -> bool:
 
 
 def stored_slot(layout: KernelLayout, k):
-    """The packed slot product k reads (with summed_filters, product 1 reads both; this
-    gives slot 0): for prefetch.py, which fetches the slot of each product's pass."""
+    """The packed slot whose next block product k's pass prefetches (prefetch.py); the
+    direct form's taps are their own slots. With summed_filters, products 0 and 2 read
+    slots 0 and 1, and product 1, which reads the block's sum, fetches slot 0 again."""
     return k // 2 if layout.summed_filters else k
 
 
