@@ -5,9 +5,10 @@ import pytest
 import conv1d_transpose as ct
 from conv1d_transpose.graph import max_error
 from conftest import tensorflow_or_skip
-from sweep import arrays, configurations, spec_of
+from sweep import arrays, channel_configurations, configurations, spec_of
 
 CASES = list(configurations())
+CHANNEL_CASES = list(channel_configurations())
 
 
 def run_sweep(compute, dtype, cases=CASES):
@@ -42,6 +43,21 @@ def test_onnxruntime_matches_reference_on_the_sweep(dtype):
     assert run_sweep(through_public_api("onnxruntime"), dtype) == []
 
 
+def test_channel_sweep_covers_every_channel_count_and_istft_shapes():
+    names = [case[0] for case in CHANNEL_CASES]
+    for cin in (1, 2, 3, 5, 7):
+        for cout in (1, 2, 3, 5, 7):
+            assert sum(f"-ci{cin}-co{cout}" in name for name in names) >= 4, (cin, cout)
+    for part in ("-NWC", "-NCW", "SAME", "VALID", "N0-", "N2-", "-d3-", "-s5-", "-K6-", "-K64-"):
+        assert any(part in name for name in names), part
+    istft = [c for c in CHANNEL_CASES if c[2][0] >= 16 and c[2][1] == 1 and c[2][0] % c[4] == 0]
+    assert {c[5] for c in istft} == {"SAME", "VALID"} and {c[6] for c in istft} == {"NWC", "NCW"}
+
+
+def test_onnxruntime_matches_reference_on_every_channel_count():
+    assert run_sweep(through_public_api("onnxruntime"), "float32", CHANNEL_CASES) == []
+
+
 def test_onnxruntime_refuses_float64_with_a_clear_error():
     x, f = arrays((1, 4, 2), (3, 3, 2), "float64")
     with pytest.raises(ct.BackendError, match="onnxruntime:cpu.*float64"):
@@ -52,7 +68,7 @@ def test_onnxruntime_refuses_float64_with_a_clear_error():
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_reference_matches_tensorflow_on_the_sweep(dtype):
     tf = tensorflow_or_skip()
-    cases = [case for case in CASES if tensorflow_has_kernel(case, dtype)]
+    cases = [case for case in CASES + CHANNEL_CASES if tensorflow_has_kernel(case, dtype)]
     assert len(cases) > len(CASES) // 4
     assert run_sweep(lambda case, x, f: tensorflow_conv1d_transpose(tf, case, x, f), dtype,
                      cases) == []

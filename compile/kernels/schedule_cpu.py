@@ -385,7 +385,10 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         if pad is not None and pad_at_tile:
             sch.compute_at(pad, parallel)
         loop = loops_by_variable(sch, block)
-        a_cio, a_cii = sch.split(loop["vci"], [None, tiling.in_tile])
+        # One input channel (or one per block) makes no loop at all: nothing to split.
+        a_cio = a_cii = None
+        if "vci" in loop:
+            a_cio, a_cii = sch.split(loop["vci"], [None, tiling.in_tile])
         a_j, a_coi = loop.get("vj"), loop["vcoi"]
         a_q = loop.get("vq")
         row_loops = []
@@ -393,8 +396,14 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
             a_qo, a_q = sch.split(a_q, [None, tiling.rows])
             row_loops = [a_qo]
         tile_loops = [a_q] + ([loop.get("vr")] if in_tile else [])
-        order = [a_cio] + row_loops + [a_j, a_cii] + tile_loops + [a_coi]
-        sch.reorder(*[item for item in order if item is not None])
+        order = [item for item in [a_cio] + row_loops + [a_j, a_cii] + tile_loops + [a_coi]
+                 if item is not None]
+        sch.reorder(*order)
+        if len(order) == 1:
+            # One tap, one input channel, one row: no loop above the channels' for the
+            # accumulators' init to go before (vectorizing a reduction block that has
+            # its init inside fails), so give it a unit loop.
+            order.insert(0, sch.add_unit_loop(a_coi))
         tile_loops = [item for item in tile_loops if item is not None]
         sch.set_scope(block, 0, "local")
         sch.parallel(parallel)
@@ -408,7 +417,7 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         # left rolled) keeps LLVM from promoting it to registers, and the whole
         # reduction then runs through memory (4.5 instead of 90 GFLOP/s, seen on NCW
         # with 48 channels). In NCW the vector's lanes go to separate output rows.
-        finish_tile(sch, store_block, outer, block, a_cio, cpu_plan.lanes)
+        finish_tile(sch, store_block, outer, block, order[0], cpu_plan.lanes)
         if cpu_plan.prefetch and cpu_plan.blocked and a_q is not None:
             passes = cpu_plan.chunk_tiles or layout.padded_rows // tiling.rows
             prefetches.append((a_cii, layout, phases, in_tile, passes))
@@ -430,7 +439,8 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
     if pad is not None:
         loops = sch.get_loops(pad)
         if pad_at_tile:
-            if nwc:
+            # (A tile's copy of one input channel of one row has no loop of its own.)
+            if nwc and not sch.get(loops[-1]).same_as(sch.get(parallel)):
                 sch.vectorize(loops[-1])
         else:
             n, p, ci = loops
