@@ -48,6 +48,7 @@ import numpy as np
 from ..graph.errors import ArgumentError, BackendError
 from .kernels import KERNEL_VERSION, Geometry, pack_filters, plan_layout, target_family
 from .kernels import schedule_cpu
+from .kernels import fold_phases, kernel_geometry
 
 RECORDS_FORMAT = 1
 ENV_DATABASE = "CONV1D_TRANSPOSE_TUNING"
@@ -377,10 +378,14 @@ class _Bench:
     """Builds candidates for one shape, checks them against the reference, times them:
     on this machine's CPU, or on a remote device (`remote`, a RemoteTarget)."""
 
-    def __init__(self, spec, geometry, target, remote: RemoteTarget | None = None):
+    def __init__(self, spec, target, remote: RemoteTarget | None = None):
         from ..graph.reference import max_error
 
-        self.spec, self.geometry, self.target = spec, geometry, target
+        # The kernel that computes the layer: its folded form where it has one
+        # (kernels/folding.py), checked through the same crop as the lowering's.
+        self.fold = fold_phases(Geometry.from_spec(spec))
+        self.geometry = kernel_geometry(Geometry.from_spec(spec))
+        self.spec, self.target = spec, target
         self.remote = _Remote(remote) if remote is not None else None
         self._built: list[Candidate] = []  # those holding a build (`runner`)
         rng = np.random.default_rng(0)
@@ -403,17 +408,19 @@ class _Bench:
         except Exception as error:
             candidate.problem = f"does not build: {_summary(error)}"
             return False
-        packed = pack_filters(np.ascontiguousarray(self.filters), layout)
+        fold = self.fold
+        filters = np.ascontiguousarray(self.filters)
+        packed = pack_filters(fold.filters(filters) if fold else filters, layout)
         try:
             if self.remote is None:
                 lib, device = executable.jit(), tvm.cpu(0)
             else:
                 lib, device = self.remote.load(executable)
-            args = [tvm.runtime.tensor(self.x, device),
+            args = [tvm.runtime.tensor(fold.input(self.x) if fold else self.x, device),
                     tvm.runtime.tensor(packed, device),
-                    tvm.runtime.empty(self.spec.output_shape, self.spec.dtype, device)]
+                    tvm.runtime.empty(self.geometry.output_shape, self.spec.dtype, device)]
             lib["main"](*args)
-            output = args[2].numpy()
+            output = fold.output(args[2].numpy()) if fold else args[2].numpy()
         except Exception as error:
             if self.remote is None:
                 raise
@@ -508,8 +515,8 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
     # pool starts half the logical CPUs, and the plans would be timed on one core.
     from ..runtime.tvm_backend import configure_threads
     configure_threads(threads)
-    geometry = Geometry.from_spec(spec)
-    bench = _Bench(spec, geometry, target, remote)
+    bench = _Bench(spec, target, remote)
+    geometry = bench.geometry
     cpu = schedule_cpu.describe_target(target)
     plans = schedule_cpu.candidate_plans(geometry, cpu)
     candidates = [Candidate("generic", {"kind": "generic"})]
@@ -674,7 +681,7 @@ def _time_schedules(spec_json: str, target_json: str, schedules: list, rounds: i
     configure_threads(threads)
     spec = Conv1DTransposeSpec(**json.loads(spec_json))
     target = tvm.target.Target(json.loads(target_json))
-    bench = _Bench(spec, Geometry.from_spec(spec), target, remote)
+    bench = _Bench(spec, target, remote)
     candidates = [Candidate(f"schedule {i}", schedule) for i, schedule in enumerate(schedules)]
     for candidate in candidates:
         if not bench.build(candidate):

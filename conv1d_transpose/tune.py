@@ -69,7 +69,7 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from .compile import tuning
-    from .compile.kernels import Geometry
+    from .compile.kernels import Geometry, kernel_geometry
     from .compile.targets import get_target, rpc_address, rpc_endpoint
     from .graph.errors import BackendError
 
@@ -103,7 +103,7 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         for workload in layers:
             spec = workload.spec(dtype)
-            key = tuning.workload_key(Geometry.from_spec(spec))
+            key = tuning.workload_key(kernel_geometry(Geometry.from_spec(spec)))
             if resume and store.get(key, tuning.target_key(target)) is not None:
                 table.add_row(workload.name, "", "", "", "", "recorded before (--resume)", "", "")
                 continue

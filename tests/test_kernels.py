@@ -222,7 +222,7 @@ def op_names(mod):
 
 @pytest.mark.parametrize("layout", ["NWC", "NCW"])
 def test_apply_replaces_the_op_and_its_transposes_with_one_kernel(layout):
-    spec = make(1, 8, 4, 16, 6, 4, 2, 1, "SAME", layout)
+    spec = make(1, 8, 4, 16, 20, 4, 2, 1, "SAME", layout)
     mod = from_onnx(build_model(spec, random_arrays(spec)[1], form="explicit"))
     assert "relax.nn.conv1d_transpose" in op_names(mod)
     lowered, scheduled = lowering.apply(mod, host_target())

@@ -42,9 +42,10 @@ def target(**extra):
     return tvm.target.Target({"kind": "llvm", "mcpu": host_cpu(), **extra})
 
 
-def small_spec(layout="NWC", dtype="float32", stride=2, kernel=4, dilation=1, batch=1):
+def small_spec(layout="NWC", dtype="float32", stride=2, kernel=4, dilation=1, batch=1,
+               cin=16, cout=24):
     nwc = layout == "NWC"
-    width, cin, cout = 9, 16, 24
+    width = 9
     out = width * stride
     return make_spec((batch, width, cin) if nwc else (batch, cin, width), (kernel, cout, cin),
                      (batch, out, cout) if nwc else (batch, cout, out), stride, "SAME", layout,
@@ -138,7 +139,7 @@ def test_lookup_prefers_the_users_records_and_skips_a_broken_file(tmp_path):
 def test_every_candidate_plan_computes_the_reference(case):
     spec = small_spec(**case)
     geometry = Geometry.from_spec(spec)
-    bench = tuning._Bench(spec, geometry, target())
+    bench = tuning._Bench(spec, target())
     plans = schedule_cpu.candidate_plans(geometry, schedule_cpu.describe_target(target()))
     assert len(plans) > 4
     for plan in plans:
@@ -373,7 +374,7 @@ def test_each_shipped_record_computes_the_reference(workload, cpu):
         tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                     target=its_cpu)
         return
-    bench = tuning._Bench(spec, geometry, its_cpu)
+    bench = tuning._Bench(spec, its_cpu)
     candidate = tuning.Candidate(workload, found.schedule)
     assert bench.build(candidate), candidate.problem
 

@@ -1,0 +1,210 @@
+"""Few channels on the fast path (issue 27): one input channel, one output channel (an
+ISTFT exported as ConvTranspose), small odd counts.
+
+The channel sweep itself runs in test_conformance_tvm (host) and test_device (arm64);
+here: the folded form's arithmetic against a direct sum, what the lowering emits for it,
+the exact call the issue reported, tuning a folded layer, and `auto`'s words when a TVM
+build fails.
+"""
+import warnings
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+import conv1d_transpose as ct
+from conv1d_transpose.compile import lowering, tuning
+from tvm.relax.frontend.onnx import from_onnx
+from conv1d_transpose.compile.kernels import Geometry, fold_phases, kernel_geometry
+from conv1d_transpose.compile.kernels import folding, schedule_cpu
+from conv1d_transpose.compile.targets import get_target
+from conv1d_transpose.graph import build_model, make_spec, max_error
+from conv1d_transpose.runtime import BackendFallbackWarning
+
+
+def host_target():
+    return get_target("host").tvm_target()
+
+
+def layer(batch=1, width=6, cin=3, out_width=None, cout=1, K=8, s=4, d=1, padding="VALID",
+          layout="NWC", dtype="float32"):
+    from conv1d_transpose.graph import shapes
+    out_width = out_width or max(shapes.valid_output_widths(width, K, s, d, padding))
+    nwc = layout == "NWC"
+    return make_spec((batch, width, cin) if nwc else (batch, cin, width), (K, cout, cin),
+                     (batch, out_width, cout) if nwc else (batch, cout, out_width), s,
+                     padding, layout, d, dtype)
+
+
+def direct_sum(geometry, x, f):
+    """Any ConvTranspose geometry (explicit pad_begin), NWC, written out tap by tap."""
+    n, w, _ = x.shape
+    out = np.zeros((n, geometry.out_width, f.shape[1]))
+    for i in range(w):
+        for k in range(geometry.kernel_width):
+            o = i * geometry.stride + k * geometry.dilation - geometry.pad_begin
+            if 0 <= o < geometry.out_width:
+                out[:, o] += x[:, i].astype(np.float64) @ f[k].T.astype(np.float64)
+    return out
+
+
+# --- the folded form ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("K, s, d, cout, folds", [
+    (4096, 1024, 1, 1, True),  # htdemucs' ISTFT
+    (8, 4, 1, 8, True),  # Demucs' last decoder layer (64 -> 8 channels)
+    (5, 5, 1, 5, True),  # K = s: one tap per phase
+    (16, 8, 1, folding.FOLD_BELOW_CHANNELS, False),  # a whole vector of channels already
+    (6, 4, 1, 1, False),  # phases with 2 and 1 taps: folding would pad taps
+    (8, 4, 2, 1, False),  # dilated: half the phases get no tap
+    (3, 1, 1, 1, False),  # stride 1: nothing to fold
+])
+def test_fold_applies_only_where_every_phase_has_k_over_s_taps(K, s, d, cout, folds):
+    geometry = Geometry(1, 10, 3, (10 - 1) * s + (K - 1) * d + 1, cout, K, s, d, 0, "NWC",
+                        "float32")
+    fold = fold_phases(geometry)
+    assert (fold is not None) == folds
+    if folds:
+        assert (fold.kernel.stride, fold.kernel.kernel_width, fold.kernel.out_channels) == \
+            (1, K // s, s * cout)
+        assert kernel_geometry(geometry) == fold.kernel
+    else:
+        assert kernel_geometry(geometry) == geometry
+
+
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("layout", ["NWC", "NCW"])
+@pytest.mark.parametrize("K, s, cout, which", [(8, 4, 1, 0), (8, 4, 3, -1), (6, 3, 2, 1),
+                                                (4, 4, 5, 0), (12, 3, 1, -1)])
+def test_folded_kernel_computes_the_layer(K, s, cout, which, layout, padding):
+    """Stride 1, K/s taps, s*Cout channels, then the crop: the layer's own answer, for
+    every valid output width (SAME's pad_begin and output_padding included)."""
+    from conv1d_transpose.graph import shapes
+    widths = list(shapes.valid_output_widths(5, K, s, 1, padding))
+    spec = layer(batch=2, width=5, cin=3, out_width=widths[which], cout=cout, K=K, s=s,
+                 padding=padding, layout=layout)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape).astype("float32")
+    f = rng.standard_normal(spec.filters_shape).astype("float32")
+    fold = fold_phases(Geometry.from_spec(spec))
+    y = fold.output(direct_sum(fold.kernel, fold.input(x), fold.filters(f)))
+    error, ok = max_error(y, x, f, spec)
+    assert ok, error
+
+
+# --- what the lowering emits ----------------------------------------------------------
+
+
+def lowered(spec):
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal(spec.filters_shape).astype(spec.dtype)
+    mod, scheduled = lowering.apply(from_onnx(build_model(spec, f, form="explicit")),
+                                    host_target())
+    assert scheduled
+    (kernel,) = [func for _, func in mod.functions_items()
+                 if isinstance(func, tvm.tirx.PrimFunc) and func.attrs
+                 and "conv1d_transpose.schedule" in func.attrs]
+    return mod, kernel
+
+
+def vm_functions(mod):
+    """The names of the VM's functions (kernels and builtins) after the whole pipeline."""
+    listed = tvm.compile(mod, target=host_target()).stats().split("Globals")[1]
+    return set(listed[listed.index("[") + 1:listed.index("]")].split(", "))
+
+
+def test_one_output_channel_runs_as_a_kernel_over_its_phases_with_no_copy():
+    """VALID with K a multiple of s: the kernel's [N, Q, s] output is the layer's
+    [N, O, 1] (NWC) and [N, 1, O] (NCW): reshaped as views, nothing copied after it."""
+    for layout in ("NWC", "NCW"):
+        mod, kernel = lowered(layer(width=6, cin=5, cout=1, K=32, s=8, layout=layout,
+                                    out_width=(6 - 1) * 8 + 32))
+        assert 'out: T.Buffer((1, 9, 8), "float32")' in kernel.script()  # Q = 6 + 32/8 - 1
+        functions = vm_functions(mod)
+        assert not {"strided_slice", "reshape", "transpose1"} & functions
+        assert ("transpose" in functions) == (layout == "NCW")  # the input, to NWC
+
+
+def test_a_cropped_fold_slices_its_output():
+    # SAME, K = 2s: pad_begin = s/2, so the layer starts s/2 positions into the kernel's.
+    mod, _ = lowered(layer(width=6, cin=4, cout=3, K=8, s=4, padding="SAME", out_width=24))
+    assert "strided_slice" in vm_functions(mod)
+
+
+# --- the calls issue 27 reported ------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_one_input_channel_builds_and_matches_the_reference(dtype):
+    """`KeyError: 'vci'` from the CPU schedule before (TVM drops unit loops)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 10, 1)).astype(dtype)
+    f = rng.standard_normal((5, 5, 1)).astype(dtype)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendFallbackWarning)
+        y = ct.conv1d_transpose(x, f, [1, 54, 5], 5, padding="VALID", backend="tvm")
+        op = ct.Conv1DTranspose(f, [1, 54, 5], 5, padding="VALID", backend="auto")
+        assert op.backend == "tvm:host"
+    spec = make_spec(x.shape, f.shape, [1, 54, 5], 5, "VALID", "NWC", 1, dtype)
+    assert max_error(y, x, f, spec)[1]
+    assert max_error(op(x), x, f, spec)[1]
+
+
+@pytest.mark.parametrize("K, s, d, rows", [(1, 1, 1, 1), (3, 2, 2, 2), (5, 5, 1, 3)])
+def test_one_input_channel_has_no_channel_loop_in_any_plan(K, s, d, rows):
+    """Every candidate plan of a one-channel layer builds (the tuner's too)."""
+    from conv1d_transpose.graph import shapes
+    spec = layer(width=rows, cin=1, cout=7, K=K, s=s, d=d, padding="SAME",
+                 out_width=min(shapes.valid_output_widths(rows, K, s, d, "SAME")))
+    geometry = kernel_geometry(Geometry.from_spec(spec))
+    bench = tuning._Bench(spec, host_target())
+    plans = schedule_cpu.candidate_plans(geometry, schedule_cpu.describe_target(host_target()))
+    for plan in plans:
+        candidate = tuning.Candidate("plan", {"kind": "plan", "plan": tuning.plan_to_dict(plan)})
+        assert bench.build(candidate), (plan, candidate.problem)
+
+
+def test_a_failed_tvm_build_is_reported_in_words(monkeypatch):
+    """An internal error (a schedule bug) is a BackendError that says so; `auto` falls
+    back with that sentence, never a bare exception text such as "'vci'"."""
+    def broken(*args, **kwargs):
+        raise KeyError("vci")
+
+    monkeypatch.setattr(schedule_cpu, "schedule", broken)
+    x = np.ones((1, 10, 3), np.float32)
+    f = np.ones((4, 20, 3), np.float32)
+    with pytest.raises(ct.BackendError, match=r"internal error \(KeyError\), a bug") as raised:
+        ct.conv1d_transpose(x, f, [1, 20, 20], 2, backend="tvm")
+    assert "vci" not in str(raised.value)
+    with pytest.warns(BackendFallbackWarning) as caught:
+        op = ct.Conv1DTranspose(f, [1, 20, 20], 2, backend="auto")
+    assert op.backend == "onnxruntime:cpu"
+    message = str(caught[0].message)
+    assert "internal error (KeyError)" in message and "vci" not in message
+
+
+# --- tuning a folded layer -------------------------------------------------------------
+
+
+def test_tune_records_the_folded_kernel_and_the_lowering_applies_it(tmp_path, monkeypatch,
+                                                                    limit_plans):
+    database = tmp_path / "tuning.json"
+    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    limit_plans(3)
+    spec = layer(width=7, cin=24, cout=2, K=16, s=4, layout="NCW")
+    result = tuning.tune(spec, host_target(), rounds=1, processes=0)
+    folded = kernel_geometry(Geometry.from_spec(spec))
+    assert folded.out_channels == 8 and folded.stride == 1
+    assert result.record.workload == tuning.workload_key(folded)
+    assert all(c.problem is None for c in result.candidates)
+    mod, kernel = lowered(spec)
+    assert str(kernel.attrs["conv1d_transpose.schedule"]) == f"tuned:{result.record.digest()}"
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape).astype("float32")
+    f = rng.standard_normal(spec.filters_shape).astype("float32")
+    mod, _ = lowering.apply(from_onnx(build_model(spec, f, form="explicit")), host_target())
+    vm = relax.VirtualMachine(tvm.compile(mod, target=host_target()), tvm.cpu())
+    y = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    assert max_error(y, x, f, spec)[1]
