@@ -14,7 +14,7 @@ import warnings
 import onnx
 
 from ..compile.artifact import ModelSource
-from ..graph.errors import ArgumentError, BackendError, describe
+from ..graph.errors import ArgumentError, BackendError, Conv1DTransposeError, describe
 from ..graph.onnx_export import spec_from_model
 from .onnxruntime_backend import DTYPES as ONNXRUNTIME_DTYPES
 from .onnxruntime_backend import OnnxRuntimeSession
@@ -65,7 +65,17 @@ def _tvm_session(model, target, **options):
         from .tvm_backend import TVMSession
     except (ImportError, OSError) as error:
         raise BackendError(f"TVM is not importable: {error}") from None
-    return TVMSession(model, target, **options)
+    try:
+        return TVMSession(model, target, **options)
+    except Conv1DTransposeError:
+        raise
+    except Exception as error:
+        # Anything else is a bug of ours (a schedule that does not fit a shape, say): say
+        # so in words, keep the details on the chained exception, and let `auto` fall back.
+        raise BackendError(
+            f"the TVM build of this model on target {target!r} failed with an internal "
+            f"error ({type(error).__name__}), a bug in conv1d-transpose: please report it "
+            f"with the model") from error
 
 
 def _onnxruntime_importable() -> bool:
