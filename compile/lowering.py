@@ -21,8 +21,8 @@ import functools
 import numpy as np
 
 from . import tuning
-from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_phases, pack_filters,
-                      target_family)
+from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
+                      pack_filters, target_family)
 
 
 __all__ = ["KERNEL_VERSION", "Conv1DTransposeMatch", "apply", "find_conv1d_transposes"]
@@ -238,9 +238,10 @@ def _rewriter_class():
             self.set_var_remap(binding.var, new_var)
 
         def _kernel_call(self, plan, out_ty):
-            fold = fold_phases(plan.geometry)
-            geometry = fold.kernel if fold is not None else plan.geometry
             if id(plan) not in self.kernels:
+                # Few output channels may run folded (kernels/folding.py): same input
+                # and output, other filters.
+                geometry = kernel_geometry(plan.geometry)
                 if target_family(self.target) == "cpu":
                     # A tuning record for this shape and target when there is one.
                     func, layout, record = tuning.tuned_kernel(geometry, self.target)
@@ -252,44 +253,13 @@ def _rewriter_class():
                                         "conv1d_transpose.schedule": schedule})
                 # add_func reuses a structurally equal kernel (same shapes, same schedule).
                 gv = self.builder_.add_func(func, "conv1d_transpose_polyphase")
-                filters = np.ascontiguousarray(plan.weights.transpose(2, 1, 0))
-                filters = pack_filters(fold.filters(filters) if fold else filters, layout)
+                filters = fold_filters(plan.weights.transpose(2, 1, 0), geometry)
+                filters = pack_filters(np.ascontiguousarray(filters), layout)
                 # relax.const would store a float64 array as float32 unless told the dtype.
                 self.kernels[id(plan)] = (gv, relax.const(filters, str(filters.dtype)))
                 self.replaced += 1
             gv, filters = self.kernels[id(plan)]
-            data = self.visit_expr(plan.data)
-            if fold is None:
-                # The replaced binding's type: the user's layout, and a symbolic batch if any.
-                return relax.call_tir(gv, [data, filters], out_ty)
-            return self._folded_call(fold, gv, data, filters, out_ty)
-
-        def _folded_call(self, fold, gv, data, filters, out_ty):
-            """The folded kernel (kernels/folding.py) between the layout changes and the
-            crop that make its output the layer's: views where they can be, a copy
-            only to crop or to transpose NCW."""
-            emit = self.builder_.emit
-            layer = fold.layer
-            batch = out_ty.shape.values[0]
-            ncw = layer.data_format == "NCW"
-            if ncw:
-                data = emit(relax.op.permute_dims(data, _SWAP))
-            kernel_ty = relax.TensorType((batch, fold.kernel.out_width,
-                                          fold.kernel.out_channels), layer.dtype)
-            y = emit(relax.call_tir(gv, [data, filters], kernel_ty))
-            crop = fold.offset or fold.full_width != layer.out_width
-            if ncw and layer.out_channels == 1 and not crop:
-                # [N, O, 1] is [N, 1, O] in memory: one reshape (a view; a second one
-                # after it became a copy kernel).
-                return relax.op.memory.view(y, (batch, 1, layer.out_width))
-            y = emit(relax.op.reshape(y, (batch, fold.full_width, layer.out_channels)))
-            if crop:
-                y = emit(relax.op.strided_slice(y, axes=[1], begin=[fold.offset],
-                                                end=[fold.offset + layer.out_width]))
-            if not ncw:
-                return y
-            if layer.out_channels == 1:
-                return relax.op.reshape(y, (batch, 1, layer.out_width))
-            return relax.op.permute_dims(y, _SWAP)
+            # The replaced binding's type: the user's layout, and a symbolic batch if any.
+            return relax.call_tir(gv, [self.visit_expr(plan.data), filters], out_ty)
 
     return Rewriter

@@ -48,10 +48,13 @@ import numpy as np
 from ..graph.errors import ArgumentError, BackendError
 from .kernels import KERNEL_VERSION, Geometry, pack_filters, plan_layout, target_family
 from .kernels import schedule_cpu
-from .kernels import fold_phases, kernel_geometry
+from .kernels import fold_filters, kernel_geometry
 
 RECORDS_FORMAT = 1
 ENV_DATABASE = "CONV1D_TRANSPOSE_TUNING"
+# "off": no record applies, neither the user's nor the shipped ones; every kernel gets
+# the generic hand schedule, as a user's own layer does (`bench --untuned`).
+ENV_RECORDS = "CONV1D_TRANSPOSE_RECORDS"
 SHIPPED_RECORDS = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                "tuning_records.json")
 # A tuned schedule replaces the generic one only when it is at least this much faster in
@@ -91,9 +94,11 @@ def workload_key(geometry: Geometry) -> str:
     """Every integer that determines the kernel, in one readable string."""
     g = geometry
     batch = "any" if g.batch is None else g.batch
+    folded = (f"-folded{g.folded_stride}x{g.folded_width}+{g.folded_offset}"
+              if g.folded_stride > 1 else "")
     return (f"n{batch}-w{g.in_width}-ci{g.in_channels}-o{g.out_width}-co{g.out_channels}"
             f"-k{g.kernel_width}-s{g.stride}-d{g.dilation}-p{g.pad_begin}-{g.data_format}"
-            f"-{g.dtype}")
+            f"-{g.dtype}{folded}")
 
 
 def target_key(target) -> str:
@@ -196,6 +201,8 @@ def lookup(geometry: Geometry, target, databases: list[str] | None = None) -> Re
     shipped records. A database that cannot be read is skipped with a warning."""
     import warnings
 
+    if databases is None and not records_apply():
+        return None
     wk, tk = workload_key(geometry), target_key(target)
     for path in databases if databases is not None else [default_database(), SHIPPED_RECORDS]:
         if not os.path.exists(path):
@@ -210,9 +217,16 @@ def lookup(geometry: Geometry, target, databases: list[str] | None = None) -> Re
     return None
 
 
+def records_apply() -> bool:
+    """False when $CONV1D_TRANSPOSE_RECORDS is "off" (see ENV_RECORDS)."""
+    return os.environ.get(ENV_RECORDS, "").strip().lower() != "off"
+
+
 def databases_digest() -> str:
     """Part of the compile cache key: a changed user database must not reuse a library
     built with the old records (the shipped file is hashed with compile/ already)."""
+    if not records_apply():
+        return "off"
     path = default_database()
     try:
         with open(path, "rb") as file:
@@ -382,8 +396,7 @@ class _Bench:
         from ..graph.reference import max_error
 
         # The kernel that computes the layer: its folded form where it has one
-        # (kernels/folding.py), checked through the same crop as the lowering's.
-        self.fold = fold_phases(Geometry.from_spec(spec))
+        # (kernels/folding.py), with the same input and output.
         self.geometry = kernel_geometry(Geometry.from_spec(spec))
         self.spec, self.target = spec, target
         self.remote = _Remote(remote) if remote is not None else None
@@ -408,19 +421,17 @@ class _Bench:
         except Exception as error:
             candidate.problem = f"does not build: {_summary(error)}"
             return False
-        fold = self.fold
-        filters = np.ascontiguousarray(self.filters)
-        packed = pack_filters(fold.filters(filters) if fold else filters, layout)
+        packed = pack_filters(fold_filters(self.filters, self.geometry), layout)
         try:
             if self.remote is None:
                 lib, device = executable.jit(), tvm.cpu(0)
             else:
                 lib, device = self.remote.load(executable)
-            args = [tvm.runtime.tensor(fold.input(self.x) if fold else self.x, device),
+            args = [tvm.runtime.tensor(self.x, device),
                     tvm.runtime.tensor(packed, device),
-                    tvm.runtime.empty(self.geometry.output_shape, self.spec.dtype, device)]
+                    tvm.runtime.empty(self.spec.output_shape, self.spec.dtype, device)]
             lib["main"](*args)
-            output = fold.output(args[2].numpy()) if fold else args[2].numpy()
+            output = args[2].numpy()
         except Exception as error:
             if self.remote is None:
                 raise

@@ -454,7 +454,7 @@ def _progress(enabled: bool):
 
 def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=None,
               quick=False, progress=True, *, rounds=None, targets=None,
-              cache_dir=None) -> dict:
+              cache_dir=None, untuned=False) -> dict:
     """Check and time `backends` on `workloads`; returns the JSON document.
 
     Args:
@@ -469,6 +469,8 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
       targets: TVM targets that 'tvm' expands to (default: those that run here).
       cache_dir: an artifact cache for the TVM backends (default: a fresh one, so that
         the compile time is measured); e.g. artifacts built on another machine.
+      untuned: build every TVM kernel with the generic schedule, ignoring tuning records
+        (the header says so).
       progress: show a progress bar on stderr.
     Returns:
       {"header": {...}, "records": [...]}; see README ("Benchmarks").
@@ -502,10 +504,12 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
         "blas": None,
         "threads": {"requested": threads, "backends": {}},
         "sgemm_gflops": {}, "workloads": [], "load_average": None,
+        "tvm_schedules": "generic (--untuned: no tuning record applied)" if untuned
+        else "tuning records where one exists for the layer, else generic",
     }
     records = []
     previous_tvm_threads = os.environ.get("TVM_NUM_THREADS")
-    with blas.pinned(threads), _progress(progress) as bar:
+    with blas.pinned(threads), _progress(progress) as bar, _tuning_records(not untuned):
         header["blas"] = blas.describe()
         task = bar.add_task("bench", total=len(workloads) * (len(requested) + settings["rounds"]))
         for workload in workloads:
@@ -570,6 +574,33 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
     return {"header": header, "records": records}
 
 
+@contextlib.contextmanager
+def _tuning_records(apply: bool):
+    """Within: TVM builds use tuning records (apply) or the generic schedule alone."""
+    from .compile.tuning import ENV_RECORDS
+
+    previous = os.environ.get(ENV_RECORDS)
+    if not apply:
+        os.environ[ENV_RECORDS] = "off"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(ENV_RECORDS, None)
+        else:
+            os.environ[ENV_RECORDS] = previous
+
+
+def _plotting_or_exit(path: str) -> None:
+    """Before a bench of minutes: --plot needs matplotlib (extra `bench`); say so now,
+    not after the measurements (which would be lost with the traceback)."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ArgumentError(f"--plot {path}: matplotlib is not installed (pip install "
+                            f"'conv1d-transpose[bench]'); leave out --plot, or install it") from None
+
+
 def _load_average() -> float | None:
     """The 1-minute load average (None where the OS has none): a busy machine's numbers are noise."""
     try:
@@ -615,6 +646,8 @@ def render(document, console=None) -> None:
     console.print(f"[dim]{versions}; BLAS {blas.get('library')} {blas.get('version') or ''} "
                   f"({blas.get('threads')} threads)[/]")
     console.print(f"[dim]sgemm: {h['gemm']}[/]")
+    if h.get("tvm_schedules"):
+        console.print(f"[dim]TVM kernels: {h['tvm_schedules']}[/]")
     unpinned = {n: t["note"] for n, t in h["threads"]["backends"].items() if not t["pinned"]}
     for name, note in unpinned.items():
         console.print(f"[yellow]threads not pinned for {name}:[/] {note}")
@@ -808,14 +841,20 @@ def _make_command():
     @click.option("--cache-dir", type=click.Path(file_okay=False),
                   help="Artifact cache for the TVM backends (default: a fresh one, so that "
                        "compile time is measured), e.g. artifacts built on another machine.")
+    @click.option("--untuned", is_flag=True,
+                  help="The generic schedule for every layer, no tuning record (shipped or "
+                       "yours): what a layer of your own gets before `tune`.")
     @_friendly_errors
     def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
-              quick, cache_dir, **layer):
+              quick, cache_dir, untuned, **layer):
         """Check every backend against the reference, then time them interleaved."""
+        if plot_path:
+            _plotting_or_exit(plot_path)
         workloads = select_workloads(only, layer)
         document = run_bench(workloads, split(backends) or None, dtype, repeat, threads, quick,
                              progress=sys.stderr.isatty(), rounds=rounds,
-                             targets=split(targets) or None, cache_dir=cache_dir)
+                             targets=split(targets) or None, cache_dir=cache_dir,
+                             untuned=untuned)
         render(document, console)
         if json_path:
             with open(json_path, "w") as stream:

@@ -16,7 +16,8 @@ import pytest
 
 from conv1d_transpose.compile import lowering
 from conv1d_transpose.compile.kernels import (KERNEL_VERSION, Geometry, Tiling, decompose,
-                                              pack_filters, plan_layout)
+                                              fold_filters, kernel_geometry, pack_filters,
+                                              plan_layout)
 from conv1d_transpose.compile.kernels import schedule_cpu
 from conv1d_transpose.graph import build_model, make_spec, max_error, shapes
 
@@ -434,6 +435,11 @@ def test_cuda_build_binds_threads_and_carries_the_kernel(layout):
     (1, 6, 4, 18, 5, 2, 3, 1, "VALID", "NWC"),
     (1, 5, 40, 40, 300, 16, 8, 1, "SAME", "NCW"),
     (1, 7, 8, 7, 8, 3, 1, 4, "SAME", "NWC"),
+    # Few channels (issue 27): folded (one output channel, NCW; three, cropped), and one
+    # input channel.
+    (1, 6, 1, 28, 1, 8, 4, 1, "VALID", "NCW"),
+    (2, 5, 3, 19, 3, 8, 4, 1, "SAME", "NCW"),
+    (1, 7, 1, 14, 20, 3, 2, 1, "SAME", "NWC"),
 ], ids=lambda c: "-".join(map(str, c)))
 # None: the plan rule's choice; then register tiles of rows that do not divide the rows;
 # then shared-memory plans (rows, threads, row_threads, channels, in_chunk): the rule's
@@ -450,7 +456,8 @@ def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case,
     from conv1d_transpose.compile.kernels import schedule_cuda
 
     spec = make(*case)
-    geometry = Geometry.from_spec(spec)
+    # (The kernel the lowering builds: folded where the layer folds.)
+    geometry = kernel_geometry(Geometry.from_spec(spec))
     if spec.batch == 0:
         geometry = dataclasses.replace(geometry, batch=None)
     plan = schedule_cuda.CudaPlan(*plan) if plan else None
@@ -459,7 +466,8 @@ def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case,
                       target=tvm.target.Target({"kind": "llvm"}))
     x, f = random_arrays(spec)
     out = tvm.runtime.empty(spec.output_shape, spec.dtype, tvm.cpu())
-    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(pack_filters(f, layout)), out)
+    packed = pack_filters(fold_filters(f, geometry), layout)
+    lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(packed), out)
     error, ok = max_error(out.numpy(), x, f, spec)
     assert ok, error
 

@@ -2,21 +2,23 @@
 ISTFT exported as ConvTranspose), small odd counts.
 
 The channel sweep itself runs in test_conformance_tvm (host) and test_device (arm64);
-here: the folded form's arithmetic against a direct sum, what the lowering emits for it,
-the exact call the issue reported, tuning a folded layer, and `auto`'s words when a TVM
-build fails.
+here: where the folded form applies, its filter order, its kernel against the reference
+and what the lowering emits for it, the exact call the issue reported, tuning a folded
+layer, and `auto`'s words when a TVM build fails.
 """
+import re
 import warnings
 
 import numpy as np
 import pytest
 import tvm
 from tvm import relax
+from tvm.relax.frontend.onnx import from_onnx
 
 import conv1d_transpose as ct
 from conv1d_transpose.compile import lowering, tuning
-from tvm.relax.frontend.onnx import from_onnx
-from conv1d_transpose.compile.kernels import Geometry, fold_phases, kernel_geometry
+from conv1d_transpose.compile.kernels import (Geometry, fold_filters, fold_phases,
+                                              kernel_geometry)
 from conv1d_transpose.compile.kernels import folding, schedule_cpu
 from conv1d_transpose.compile.targets import get_target
 from conv1d_transpose.graph import build_model, make_spec, max_error
@@ -37,18 +39,6 @@ def layer(batch=1, width=6, cin=3, out_width=None, cout=1, K=8, s=4, d=1, paddin
                      padding, layout, d, dtype)
 
 
-def direct_sum(geometry, x, f):
-    """Any ConvTranspose geometry (explicit pad_begin), NWC, written out tap by tap."""
-    n, w, _ = x.shape
-    out = np.zeros((n, geometry.out_width, f.shape[1]))
-    for i in range(w):
-        for k in range(geometry.kernel_width):
-            o = i * geometry.stride + k * geometry.dilation - geometry.pad_begin
-            if 0 <= o < geometry.out_width:
-                out[:, o] += x[:, i].astype(np.float64) @ f[k].T.astype(np.float64)
-    return out
-
-
 # --- the folded form ------------------------------------------------------------------
 
 
@@ -62,16 +52,32 @@ def direct_sum(geometry, x, f):
     (3, 1, 1, 1, False),  # stride 1: nothing to fold
 ])
 def test_fold_applies_only_where_every_phase_has_k_over_s_taps(K, s, d, cout, folds):
-    geometry = Geometry(1, 10, 3, (10 - 1) * s + (K - 1) * d + 1, cout, K, s, d, 0, "NWC",
-                        "float32")
-    fold = fold_phases(geometry)
-    assert (fold is not None) == folds
+    width = (10 - 1) * s + (K - 1) * d + 1
+    geometry = Geometry(1, 10, 3, width, cout, K, s, d, 0, "NWC", "float32")
+    folded = fold_phases(geometry)
+    assert (folded is not None) == folds
     if folds:
-        assert (fold.kernel.stride, fold.kernel.kernel_width, fold.kernel.out_channels) == \
-            (1, K // s, s * cout)
-        assert kernel_geometry(geometry) == fold.kernel
+        assert (folded.stride, folded.kernel_width, folded.out_channels) == (1, K // s, s * cout)
+        assert (folded.folded_stride, folded.folded_width) == (s, width)
+        assert folded.output_shape == geometry.output_shape  # it writes the layer's output
+        assert kernel_geometry(geometry) == folded
     else:
         assert kernel_geometry(geometry) == geometry
+
+
+def test_folded_filters_put_phase_r_of_channel_c_where_the_store_reads_it():
+    """Tap a*s + r of output channel c is the folded kernel's tap a of channel r*Cout + c
+    (NWC, phase-major) or c*s + r (NCW, channel-major)."""
+    K, s, cout, cin = 8, 4, 3, 2
+    f = np.arange(K * cout * cin, dtype=np.float32).reshape(K, cout, cin)
+    for layout, channel in (("NWC", lambda r, c: r * cout + c), ("NCW", lambda r, c: c * s + r)):
+        geometry = fold_phases(Geometry(1, 5, cin, 28, cout, K, s, 1, 0, layout, "float32"))
+        folded = fold_filters(f, geometry)
+        assert folded.shape == (K // s, s * cout, cin)
+        for a in range(K // s):
+            for r in range(s):
+                for c in range(cout):
+                    np.testing.assert_array_equal(folded[a, channel(r, c)], f[a * s + r, c])
 
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
@@ -79,17 +85,20 @@ def test_fold_applies_only_where_every_phase_has_k_over_s_taps(K, s, d, cout, fo
 @pytest.mark.parametrize("K, s, cout, which", [(8, 4, 1, 0), (8, 4, 3, -1), (6, 3, 2, 1),
                                                 (4, 4, 5, 0), (12, 3, 1, -1)])
 def test_folded_kernel_computes_the_layer(K, s, cout, which, layout, padding):
-    """Stride 1, K/s taps, s*Cout channels, then the crop: the layer's own answer, for
-    every valid output width (SAME's pad_begin and output_padding included)."""
+    """Through the lowering, for every valid output width kind (SAME's pad_begin, the
+    widest with output_padding), batch 2: the layer's own answer, from a folded kernel."""
     from conv1d_transpose.graph import shapes
     widths = list(shapes.valid_output_widths(5, K, s, 1, padding))
     spec = layer(batch=2, width=5, cin=3, out_width=widths[which], cout=cout, K=K, s=s,
                  padding=padding, layout=layout)
+    mod, kernel = lowered(spec)
+    assert f"out_channels={s * cout}" in str(kernel_geometry(Geometry.from_spec(spec)))
     rng = np.random.default_rng(0)
     x = rng.standard_normal(spec.input_shape).astype("float32")
     f = rng.standard_normal(spec.filters_shape).astype("float32")
-    fold = fold_phases(Geometry.from_spec(spec))
-    y = fold.output(direct_sum(fold.kernel, fold.input(x), fold.filters(f)))
+    mod, _ = lowering.apply(from_onnx(build_model(spec, f, form="explicit")), host_target())
+    vm = relax.VirtualMachine(tvm.compile(mod, target=host_target()), tvm.cpu())
+    y = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
     error, ok = max_error(y, x, f, spec)
     assert ok, error
 
@@ -115,22 +124,22 @@ def vm_functions(mod):
     return set(listed[listed.index("[") + 1:listed.index("]")].split(", "))
 
 
-def test_one_output_channel_runs_as_a_kernel_over_its_phases_with_no_copy():
-    """VALID with K a multiple of s: the kernel's [N, Q, s] output is the layer's
-    [N, O, 1] (NWC) and [N, 1, O] (NCW): reshaped as views, nothing copied after it."""
-    for layout in ("NWC", "NCW"):
-        mod, kernel = lowered(layer(width=6, cin=5, cout=1, K=32, s=8, layout=layout,
-                                    out_width=(6 - 1) * 8 + 32))
-        assert 'out: T.Buffer((1, 9, 8), "float32")' in kernel.script()  # Q = 6 + 32/8 - 1
-        functions = vm_functions(mod)
-        assert not {"strided_slice", "reshape", "transpose1"} & functions
-        assert ("transpose" in functions) == (layout == "NCW")  # the input, to NWC
-
-
-def test_a_cropped_fold_slices_its_output():
-    # SAME, K = 2s: pad_begin = s/2, so the layer starts s/2 positions into the kernel's.
-    mod, _ = lowered(layer(width=6, cin=4, cout=3, K=8, s=4, padding="SAME", out_width=24))
-    assert "strided_slice" in vm_functions(mod)
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("layout", ["NWC", "NCW"])
+def test_a_folded_layer_is_one_kernel_reading_and_writing_the_layers_tensors(layout, padding):
+    """No transpose, reshape or crop around it: the folded kernel reads the layer's input
+    and stores each (phase, channel) pair at its output position."""
+    spec = layer(width=6, cin=5, cout=3, K=32, s=8, layout=layout, padding=padding)
+    mod, kernel = lowered(spec)
+    script = kernel.script()
+    assert f"x: T.Buffer({spec.input_shape}" in script
+    assert f"out: T.Buffer({spec.output_shape}" in script
+    # Packed filters of 32/8 = 4 taps, 5 input channels, 8*3 channels in a 32-wide tile.
+    packed = re.search(r"filters: T.Buffer\(\(([\d, ]+)\)", script).group(1)
+    assert sorted(int(v) for v in packed.split(", ")) == [1, 1, 4, 5, 32]
+    functions = vm_functions(mod)
+    assert not {"transpose", "reshape", "strided_slice"} & functions
+    assert "conv1d_transpose_polyphase" in functions
 
 
 # --- the calls issue 27 reported ------------------------------------------------------

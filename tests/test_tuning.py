@@ -16,7 +16,7 @@ from click.testing import CliRunner
 
 from conv1d_transpose.cli import main
 from conv1d_transpose.compile import lowering, tuning
-from conv1d_transpose.compile.kernels import Geometry, schedule_cpu
+from conv1d_transpose.compile.kernels import Geometry, kernel_geometry, schedule_cpu
 from conv1d_transpose.graph import ArgumentError, build_model, make_spec, max_error
 from conv1d_transpose.graph.errors import BackendError
 from conv1d_transpose.workloads import load_workloads
@@ -30,6 +30,15 @@ from tvm.relax.frontend.onnx import from_onnx  # noqa: E402
 # on its own CPU (elsewhere its instructions could fault).
 SHIPPED_TARGETS = ({"kind": "llvm", "mcpu": "znver4"}, {"kind": "llvm", "mcpu": "emeraldrapids"})
 SHIPPED_TARGET = SHIPPED_TARGETS[0]
+# Suite layers added after the last session on that CPU, so never tuned there: they run
+# the generic schedule on it (which the bench holds to the same bar), until a session on
+# that CPU tunes them. The few-channel rows came on 2026-12-06, on a Zen 4.
+NOT_TUNED_ON = {"emeraldrapids": {"htdemucs-istft", "vocos-istft", "demucs-dec-last"}}
+
+
+def tuned_suite(cpu):
+    """The suite layers whose records ship for `cpu` (a SHIPPED_TARGETS entry)."""
+    return [w for w in load_workloads() if w.name not in NOT_TUNED_ON.get(cpu["mcpu"], ())]
 
 
 def host_cpu() -> str:
@@ -63,7 +72,11 @@ def test_workload_key_names_every_integer_of_the_kernel():
                          ("stride", 3), ("dilation", 2), ("pad_begin", 0),
                          ("data_format", "NCW"), ("dtype", "float64")]:
         keys.add(tuning.workload_key(dataclasses.replace(base, **{field: value})))
-    assert len(keys) == 13
+    folded = dataclasses.replace(base, folded_stride=2, folded_width=40)
+    for field, value in [("folded_stride", 4), ("folded_width", 39), ("folded_offset", 1)]:
+        keys.add(tuning.workload_key(dataclasses.replace(folded, **{field: value})))
+    keys.add(tuning.workload_key(folded))
+    assert len(keys) == 17
 
 
 def test_target_key_ignores_the_core_count_but_not_the_cpu():
@@ -351,20 +364,21 @@ def shipped():
 def test_shipped_records_cover_the_suite_on_this_machine_kinds_host(cpu):
     keys = {(r.workload, r.target) for r in shipped()}
     tkey = tuning.target_key(tvm.target.Target(cpu))
-    for workload in load_workloads():
-        assert (tuning.workload_key(Geometry.from_spec(workload.spec())), tkey) in keys, \
-            workload.name
+    for workload in tuned_suite(cpu):
+        geometry = kernel_geometry(Geometry.from_spec(workload.spec()))
+        assert (tuning.workload_key(geometry), tkey) in keys, workload.name
     for item in shipped():
         assert item.kernel_version == tuning.KERNEL_VERSION
         assert {"ms", "generic_ms", "date", "machine"} <= set(item.measured)
 
 
-@pytest.mark.parametrize("cpu", SHIPPED_TARGETS, ids=lambda t: t["mcpu"])
-@pytest.mark.parametrize("workload", [w.name for w in load_workloads()])
+@pytest.mark.parametrize("workload, cpu", [(w.name, cpu) for cpu in SHIPPED_TARGETS
+                                           for w in tuned_suite(cpu)],
+                         ids=lambda v: v["mcpu"] if isinstance(v, dict) else v)
 def test_each_shipped_record_computes_the_reference(workload, cpu):
     (layer,) = [w for w in load_workloads() if w.name == workload]
     spec = layer.spec()
-    geometry = Geometry.from_spec(spec)
+    geometry = kernel_geometry(Geometry.from_spec(spec))
     its_cpu = tvm.target.Target(cpu)
     found = tuning.lookup(geometry, its_cpu, [tuning.SHIPPED_RECORDS])
     assert found is not None

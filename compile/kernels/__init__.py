@@ -5,11 +5,11 @@ output` for a CPU (llvm: x86, aarch64) or CUDA target, with the `KernelLayout` t
 `pack_filters` needs to lay the filters out for it. On CPUs, shapes with two or three
 taps per phase (K = 2s, K = 3s, dilated stride 1) may get the Winograd F(2,2) or F(2,3)
 form of it (winograd.py). Layers with few output channels and K a multiple of s run as
-a stride-1 layer with the phases as channels (folding.py).
+a stride-1 kernel with the phases as channels (folding.py).
 """
 from __future__ import annotations
 
-from .folding import PhaseFold, fold_phases, kernel_geometry
+from .folding import fold_filters, fold_phases, kernel_geometry
 from .polyphase import (Decomposition, Geometry, KernelLayout, Phase, Tiling, decompose,
                         kernel_source, pack_filters, plan_layout)
 
@@ -44,7 +44,7 @@ def build_kernel(geometry: Geometry, target):
 
 
 __all__ = [
-    "Decomposition", "Geometry", "KERNEL_VERSION", "KernelLayout", "Phase", "PhaseFold",
-    "Tiling", "build_kernel", "decompose", "fold_phases", "kernel_geometry", "kernel_source",
-    "pack_filters", "plan_layout", "target_family",
+    "Decomposition", "Geometry", "KERNEL_VERSION", "KernelLayout", "Phase", "Tiling",
+    "build_kernel", "decompose", "fold_filters", "fold_phases", "kernel_geometry",
+    "kernel_source", "pack_filters", "plan_layout", "target_family",
 ]

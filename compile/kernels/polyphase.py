@@ -47,6 +47,12 @@ class Geometry:
     pad_begin: int
     data_format: str  # layout of both input and output: "NWC" or "NCW"
     dtype: str
+    # A folded layer (folding.py): > 1 when this stride-1 kernel's output channels are
+    # the (phase, channel) pairs of a layer with this stride, whose output it writes:
+    # `folded_width` positions wide, starting `folded_offset` positions into its rows.
+    folded_stride: int = 1
+    folded_offset: int = 0
+    folded_width: int = 0
 
     @classmethod
     def from_spec(cls, spec: Conv1DTransposeSpec) -> "Geometry":
@@ -69,6 +75,10 @@ class Geometry:
 
     @property
     def output_shape(self) -> tuple[int, int, int]:
+        """The output buffer's shape: the layer's, for a folded kernel."""
+        if self.folded_stride > 1:
+            return layout_shape(self.data_format, self.batch, self.folded_width,
+                                self.out_channels // self.folded_stride)
         return layout_shape(self.data_format, self.batch, self.out_width, self.out_channels)
 
     @property
@@ -290,6 +300,29 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
     def out_at(n, o, co):
         return f"out[{n}, {o}, {co}]" if nwc else f"out[{n}, {co}, {o}]"
 
+    def store_lines(index, position, lowest):
+        """The store of one accumulator at kernel output `position` (its channel
+        `vcoo * COT + vcoi`), guarded to the output: a folded kernel's channel is a
+        (phase, channel) pair of the layer (folding.py: phase-major in NWC, so a vector
+        of them is one run of the output; channel-major in NCW, runs of s positions)."""
+        channel = f"vcoo * {COT} + vcoi"
+        value = f"T.Cast(\"{dtype}\", acc{index}[vn, vq, vr, vcoo, vcoi])"
+        if g.folded_stride == 1:
+            return (f"if {_inside(position, lowest, O, Cout, COT)}:",
+                    f"    {out_at('vn', position, channel)} = {value}")
+        s0, c0 = g.folded_stride, Cout // g.folded_stride
+        if c0 == 1:
+            phase, layer_channel = f"({channel})", "0"
+        elif nwc:
+            phase, layer_channel = f"({channel}) // {c0}", f"({channel}) % {c0}"
+        else:
+            phase, layer_channel = f"({channel}) % {s0}", f"({channel}) // {s0}"
+        at = f"({position}) * {s0} + {phase} - {g.folded_offset}"
+        terms = [f"{at} >= 0"] if g.folded_offset else []
+        terms += [f"{at} < {g.folded_width}", f"{channel} < {Cout}"]
+        return (f"if {' and '.join(terms)}:",
+                f"    {out_at('vn', at, layer_channel)} = {value}")
+
     x_read = f"x[vn, vp + {w0}, vci]" if nwc else f"x[vn, vci, vp + {w0}]"
     if N is None:
         # Symbolic batch (an ONNX dim_param, or a batch of 0, which TVM's importer
@@ -347,9 +380,8 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
             f"    for n, qq, r, coo, coi in T.grid({N}, {QP}, {len(phases)}, {COO}, {COT}):",
             f"        with T.sblock(\"{store}\"):",
             "            vn, vq, vr, vcoo, vcoi = T.axis.remap(\"SSSSS\", [n, qq, r, coo, coi])",
-            f"            if {_inside(f'vq * {S} + vr + {phases[0] - rho}', phases[0] - rho, O, Cout, COT)}:",
-            f"                {out_at('vn', f'vq * {S} + vr + {phases[0] - rho}', f'vcoo * {COT} + vcoi')} "
-            f"= T.Cast(\"{dtype}\", acc{index}[vn, vq, vr, vcoo, vcoi])",
+            *("            " + line for line in store_lines(
+                index, f"vq * {S} + vr + {phases[0] - rho}", phases[0] - rho)),
         ]
     for p in dec.phases:
         if p.taps:

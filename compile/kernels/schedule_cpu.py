@@ -225,7 +225,9 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     most = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
     wide_panel = max(dec.max_taps, 1) * cin * most * lanes * element
     if vectors is None:
-        if geometry.data_format == "NCW" and wide_panel <= cpu.l2_bytes // 4:
+        # (A folded kernel's NCW lanes are runs of the layer's output: folding.py.)
+        if geometry.data_format == "NCW" and geometry.folded_stride == 1 \
+                and wide_panel <= cpu.l2_bytes // 4:
             vectors = 1
         else:
             # The fewest padded channels, then the widest tile: 96 channels take three

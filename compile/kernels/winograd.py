@@ -57,11 +57,12 @@ def applies(geometry: Geometry) -> bool:
     """Whether a Winograd form exists for this shape (and this kernel generator has it):
     every phase with the same two or three taps (F(2,2), F(2,3)), equally spaced rows
     apart (any dilation), one shared input shift, a static batch (either layout), and
-    more than one input channel: the transforms cost about what they save on a
-    reduction of one channel, whose tile has no channel loop to block."""
+    more than one input channel (the transforms cost about what they save on a
+    reduction of one channel, whose tile has no channel loop to block), not folded
+    (folding.py: its store is the direct form's)."""
     dec = decompose(geometry)
     return (geometry.batch is not None and geometry.in_channels > 1
-            and dec.uniform_shift_step() == 0
+            and geometry.folded_stride == 1 and dec.uniform_shift_step() == 0
             and len({p.taps for p in dec.phases}) == 1 and dec.phases[0].taps in TRANSFORMS
             and dec.rows >= 2)
 

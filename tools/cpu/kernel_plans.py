@@ -15,7 +15,7 @@ import sys, json
 from kernel_timing import checked_kernel, interleaved_medians
 from conv1d_transpose.runtime.tvm_backend import configure_threads; print(configure_threads(2))
 from conv1d_transpose.workloads import find_workload
-from conv1d_transpose.compile.kernels.polyphase import Geometry
+from conv1d_transpose.compile.kernels import Geometry, kernel_geometry
 from conv1d_transpose.compile.kernels import schedule_cpu
 from conv1d_transpose.compile import tuning
 from conv1d_transpose.compile.targets import get_target
@@ -25,7 +25,7 @@ base_name, *mods = name.split(":")
 w = find_workload(base_name, os.environ.get("WL"))
 if mods: w = _dc.replace(w, **{k: int(v) for k, v in (m.split("=") for m in mods[0].split(","))})
 spec = w.spec(); x, f = w.arrays()
-g = Geometry.from_spec(spec)
+g = kernel_geometry(Geometry.from_spec(spec))  # (folded where the lowering folds)
 target = get_target("host").tvm_target()
 runs = []
 import os

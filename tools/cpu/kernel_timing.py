@@ -7,7 +7,7 @@ import statistics
 
 import tvm
 
-from conv1d_transpose.compile.kernels.polyphase import pack_filters
+from conv1d_transpose.compile.kernels import fold_filters, pack_filters
 from conv1d_transpose.graph.reference import max_error
 
 
@@ -24,7 +24,7 @@ def checked_kernel(func, layout, spec, x, f, target, tir_pipeline="default"):
             out.write(executable.mod.inspect_source("asm"))
     lib = executable.jit()
     dev = tvm.cpu(0)
-    args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(pack_filters(f, layout), dev),
+    args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(pack_filters(fold_filters(f, layout.geometry), layout), dev),
             tvm.runtime.empty(spec.output_shape, spec.dtype, dev)]
     lib["main"](*args)
     error, ok = max_error(args[2].numpy(), x, f, spec)
