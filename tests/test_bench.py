@@ -261,3 +261,45 @@ def test_a_given_cache_dir_is_used_and_a_second_run_builds_nothing(tmp_path):
     result = invoke(*args)
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in cache.iterdir() if (p / "manifest.json").is_file()) == built
+
+
+def test_untuned_runs_every_tvm_kernel_without_records_and_says_so(tmp_path, monkeypatch):
+    import os
+
+    import tvm
+
+    from conv1d_transpose.compile import tuning
+    from conv1d_transpose.compile.kernels import Geometry, kernel_geometry
+    from conv1d_transpose.workloads import find_workload
+
+    geometry = kernel_geometry(Geometry.from_spec(find_workload("hifigan-up1").spec()))
+    shipped_cpu = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
+    assert tuning.lookup(geometry, shipped_cpu) is not None
+    seen = []
+    real = tuning.lookup
+
+    def spy(*args, **kwargs):
+        seen.append(os.environ.get(tuning.ENV_RECORDS))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tuning, "lookup", spy)
+    path = tmp_path / "bench.json"
+    result = invoke(*TINY, "--quick", "--backends", "tvm:host", "--targets", "host",
+                    "--untuned", "--json", str(path))
+    assert result.exit_code == 0, result.output
+    assert seen == ["off"] and "generic (--untuned" in result.output
+    assert "--untuned" in json.loads(path.read_text())["header"]["tvm_schedules"]
+    assert tuning.ENV_RECORDS not in os.environ  # only for the bench's own builds
+    monkeypatch.setenv(tuning.ENV_RECORDS, "off")
+    assert real(geometry, shipped_cpu) is None and tuning.databases_digest() == "off"
+
+
+def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, tmp_path):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
+    monkeypatch.setattr(bench_module, "run_bench", lambda *a, **k: pytest.fail("measured"))
+    result = CliRunner().invoke(bench_module.bench, [*TINY, "--plot", str(tmp_path / "b.png")])
+    assert result.exit_code != 0
+    assert "matplotlib is not installed" in result.output and "conv1d-transpose[bench]" in \
+        result.output

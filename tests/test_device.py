@@ -22,7 +22,7 @@ import pytest
 from click.testing import CliRunner
 
 sys.path.insert(0, os.path.dirname(__file__))
-from sweep import arrays, configurations, spec_of  # noqa: E402
+from sweep import arrays, channel_configurations, configurations, spec_of  # noqa: E402
 
 import conv1d_transpose as ct  # noqa: E402
 from conv1d_transpose import device as devices  # noqa: E402
@@ -114,6 +114,24 @@ def test_foundation_sweep_sample_over_rpc(emulated):
         error, ok = max_error(y, x, f, spec_of(case, "float32"))
         if not ok:
             failures.append((name, error))
+    assert not failures, failures
+
+
+def test_channel_sweep_sample_over_rpc(emulated):
+    """Channel counts 1..7 and one-output-channel ISTFT-like layers (folded kernels) on
+    the arm64 device: every 6th case of the channel sweep, in every dtype."""
+    cases = list(channel_configurations())
+    failures = []
+    for dtype, offset in (("float32", 0), ("float16", 2), ("float64", 4)):
+        sample = [c for c in cases[offset::6] if 0 not in c[1]]
+        for case in sample:
+            name, x_shape, f_shape, y_shape, stride, padding, layout, dilation = case
+            x, f = arrays(x_shape, f_shape, dtype)
+            y = ct.conv1d_transpose(x, f, y_shape, stride, padding, layout, dilation,
+                                    backend="tvm", target=TARGET)
+            error, ok = max_error(y, x, f, spec_of(case, dtype))
+            if not ok:
+                failures.append((dtype, name, error))
     assert not failures, failures
 
 
