@@ -742,13 +742,16 @@ def test_plan_rule_takes_winograd_where_it_saves_more_than_it_costs():
     assert not rule(1, 25600, 64, 51200, 32, 4, 2, 1, "SAME", "NWC")
     assert not rule(1, 12800, 128, 102400, 128, 16, 8, 1, "SAME", "NWC")
     assert not rule(1, 10, 64, 80, 64, 16, 8, 1, "SAME", "NWC")  # 10 MFLOP: launches cost more
-    # Up to 32 MB of F(2,2) filters (streamed every call beyond that), blocked or not.
-    assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC")  # demucs-dec1: 96 MB
-    assert not rule(1, 64, 2048, 260, 512, 8, 4, 1, "VALID", "NWC")  # 48 MB
+    # Up to 32 MB of F(2,r) filters (streamed every call beyond that), blocked or not;
+    # past it, F(2,2) blocked with G1 and G0 alone, which streams the direct form's bytes.
+    assert rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NWC")  # demucs-dec1: 96 MB
+    assert rule(1, 64, 2048, 260, 512, 8, 4, 1, "VALID", "NWC")  # 48 MB
     assert rule(1, 128, 1024, 516, 512, 8, 4, 1, "VALID", "NWC")  # 24 MB, blocked direct
     assert rule(1, 200, 1024, 1600, 256, 16, 8, 1, "SAME", "NWC")  # 24 MB
-    assert not rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NCW")
+    assert rule(1, 64, 2048, 260, 1024, 8, 4, 1, "VALID", "NCW")
     assert not rule(1, 200, 512, 1600, 256, 15, 8, 1, "SAME", "NWC")  # K != 2s
+    # F(2,3) has no two-slot form: past the cap (5/3 of the direct form's bytes), direct.
+    assert not rule(1, 64, 2048, 66, 1024, 3, 1, 1, "VALID", "NWC")
 
 
 def test_ncw_direct_plan_takes_one_vector_unless_even_four_need_a_blocked_reduction():
@@ -1100,9 +1103,10 @@ def test_plan_blocks_a_winograd_panel_beyond_l2_in_blocks_of_16_kib():
     # products by 32 channels by 2048 input channels is a 768 KiB panel a phase, beyond a
     # quarter of the 1 MiB of L2 the description assumes; blocks of 32 input channels
     # (3 x 32 x 32 floats: 12 KiB), the 33 pairs of a phase in one chunk of three tiles.
-    # The untuned rule keeps the direct form there (96 MiB of F(2,2) filters).
-    # hifigan-up1 with 1024 input channels has a panel as large (768 KiB with its 6 x 4
-    # tile), but 24 MiB of filters, within the cap: not blocked.
+    # The untuned rule takes it blocked with BLOCKED_WINOGRAD_PAIRS pairs by four vectors
+    # (16 channels a block: 3 x 16 x 64 floats). hifigan-up1 with 1024 input channels has
+    # a panel as large (768 KiB with its 6 x 4 tile), but 24 MiB of filters, within the
+    # cap: not blocked.
     from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
 
     emerald = CpuTarget(512, 32, 2)
@@ -1110,7 +1114,10 @@ def test_plan_blocks_a_winograd_panel_beyond_l2_in_blocks_of_16_kib():
     tuned = schedule_cpu.plan(demucs, emerald, winograd=True, vectors=2, rows=11)
     assert (tuned.blocked, tuned.prefetch, tuned.tiling.in_tile, tuned.chunk_tiles) == \
         (True, True, 32, 3)
-    assert not schedule_cpu.plan(demucs, emerald).winograd
+    rule = schedule_cpu.plan(demucs, emerald)
+    assert rule.winograd and rule.blocked and rule.prefetch
+    assert (rule.tiling.rows, rule.tiling.out_tile, rule.tiling.in_tile, rule.chunk_tiles) == \
+        (schedule_cpu.BLOCKED_WINOGRAD_PAIRS, 64, 16, 11)
     up1 = Geometry.from_spec(make(1, 200, 1024, 1600, 256, 16, 8, 1, "SAME", "NWC"))
     rule = schedule_cpu.plan(up1, emerald)
     assert rule.winograd and not rule.blocked and rule.tiling.in_tile == 1024

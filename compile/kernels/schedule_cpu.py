@@ -125,8 +125,17 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         # 1024 -> 512 channels, 129 rows 3.50 -> 2.94 and hifigan-up1 with 1024 input
         # channels 5.59 -> 4.73; 48 MB (2048 -> 512) 3.68 -> 4.15; demucs-dec1, 96 MB,
         # 7.1 -> 8.6-9.8 in every tile tried (NCW: 7.9 -> 11.2).
+        # Past that cap, a blocked F(2,2) plan packs G1 and G0 alone (summed_filters):
+        # it streams the direct form's bytes for 3/4 of its multiply-adds, so it is
+        # taken there too, with BLOCKED_WINOGRAD_PAIRS pairs a tile. Kernel ms, generic
+        # (direct, blocked) -> F(2,2) so, Zen 4, 2026-12-06 (tools/cpu/kernel_plans.py):
+        # demucs-dec1 10.80 -> 8.10, in NCW 11.59 -> 8.94; 2048 -> 512 channels (K 8,
+        # s 4, 64 rows) 5.61 -> 4.32; 1024 -> 1024 with 129 rows 10.82 -> 8.09. On
+        # Emerald Rapids `tune` picked the same plan for demucs-dec1 and its NCW form
+        # (6.07-6.58 against 6.90-7.77 for the direct form, 2026-11-27).
         input_bytes = geometry.batch * geometry.in_width * geometry.in_channels * 4
-        winograd = (_winograd_filter_bytes(geometry) <= WINOGRAD_FILTER_BYTES
+        summed = decompose(geometry).max_taps == 2 and _winograd_blocks(geometry, direct, cpu)
+        winograd = ((_winograd_filter_bytes(geometry) <= WINOGRAD_FILTER_BYTES or summed)
                     and geometry.flops >= 16e6
                     and (geometry.in_channels >= 256
                          or input_bytes <= cpu.cores * cpu.l2_bytes
@@ -146,13 +155,16 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     tiling = direct.tiling
     dec = decompose(geometry)
     pairs = _winograd.pairs_of(dec)
-    if rows is None:
+    blocked = _winograd_blocks(geometry, direct, cpu)
+    if rows is None and blocked:
+        tiling = _dataclasses.replace(tiling, rows=min(BLOCKED_WINOGRAD_PAIRS, pairs))
+    elif rows is None:
         # The tile counts pairs of rows: as many as fit, split evenly over the pairs.
         tiles = -(-pairs // min(tiling.rows, pairs))
         tiling = _dataclasses.replace(tiling, rows=-(-pairs // tiles))
-    # The Winograd schedule has no NCW phase order. Where its filters are more than the
-    # generic plan streams (so only `tune` picks this form) and the panel of the r + 1
-    # products outgrows L2 (a quarter, as in `_plan`), its reduction is blocked as the
+    # The Winograd schedule has no NCW phase order. Where its filters are past the cap
+    # (F(2,2) then packs two slots, see above; F(2,3) only from `tune`) and the panel of
+    # the r + 1 products outgrows L2 (a quarter, as in `_plan`), its reduction is blocked as the
     # direct form's is, in the "filters" order with a tile of one phase: blocks of 16 KiB
     # of filters, each prefetched while the one before runs. demucs-dec1 in F(2,2) (96
     # MB; tile 11 pairs x 2 vectors), kernel ms, interleaved in one process, Emerald
@@ -162,10 +174,6 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     # blocking lost: hifigan-up1 with 1024 input channels (24 MB), 4.71 -> 5.92.
     element = geometry.accumulate_bytes
     slots = dec.max_taps + 1
-    panel = slots * geometry.in_channels * tiling.out_tile * element
-    blocked = (direct.order == "filters" and not direct.phases_in_tile
-               and panel > cpu.l2_bytes // 4
-               and _winograd_filter_bytes(geometry) > WINOGRAD_FILTER_BYTES)
     in_tile, chunk_tiles = geometry.in_channels, 0
     if blocked:
         target = max(direct.lanes, (16 << 10) // (slots * tiling.out_tile * element))
@@ -193,6 +201,23 @@ def _divisor_near(channels: int, target: int) -> int:
 
 # The most F(2,r) filter bytes the generic plan streams per call (see `plan`).
 WINOGRAD_FILTER_BYTES = 32 << 20
+# Pairs of rows a tile of a blocked F(2,2) plan, where no tile is asked for: kernel ms,
+# demucs-dec1 (33 pairs), 2, 3, 4, 5 pairs x 4 vectors: 9.24, 8.33, 8.90, 9.11; 3 x 2
+# vectors 8.47 (Zen 4, 2026-12-06). `tune` picked 3 x 4 on Emerald Rapids too.
+BLOCKED_WINOGRAD_PAIRS = 3
+
+
+def _winograd_blocks(geometry: Geometry, direct: CpuPlan, cpu: CpuTarget) -> bool:
+    """Whether a F(2,r) plan from `direct`'s tile blocks its reduction: filters past
+    WINOGRAD_FILTER_BYTES and a panel of the r + 1 products past a quarter of L2, in
+    the "filters" order with a tile of one phase (see `plan`)."""
+    from .polyphase import decompose
+
+    slots = decompose(geometry).max_taps + 1
+    panel = slots * geometry.in_channels * direct.tiling.out_tile * geometry.accumulate_bytes
+    return (direct.order == "filters" and not direct.phases_in_tile
+            and panel > cpu.l2_bytes // 4
+            and _winograd_filter_bytes(geometry) > WINOGRAD_FILTER_BYTES)
 
 
 def _winograd_filter_bytes(geometry: Geometry) -> int:
