@@ -527,7 +527,13 @@ def loops_by_variable(sch, block) -> dict:
     so a variable may have no loop of its own.
     """
     loops = sch.get_loops(block)
-    realize = sch.get(loops[-1]).body
+    body = sch.get(loops[-1]).body
+    # A block with no loop of its own shares its innermost loop with its neighbours (one
+    # input channel and one tap): find its own realize among them.
+    statements = list(body.seq) if hasattr(body, "seq") else [body]
+    target = sch.get(block)
+    realize = next(s for s in statements
+                   if hasattr(s, "block") and s.block.same_as(target))
     from tvm.tirx.analysis import undefined_vars
 
     by_var = {}
