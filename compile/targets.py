@@ -4,7 +4,7 @@ Loading and validating the file needs no TVM (so `conv1d-transpose targets` and
 `import conv1d_transpose` stay fast and work where TVM does not import); TVM is imported
 only to make a `tvm.target.Target` or to ask LLVM about CPUs.
 
-TVM 0.27 facts this relies on (SPEC.md section 5): targets are dicts, the old
+TVM 0.27 facts this relies on: targets are dicts, the old
 "llvm -mcpu=..." string form raises, and `tvm.compile` wants a `Target`, not a dict.
 """
 from __future__ import annotations
@@ -513,7 +513,7 @@ def rpc_endpoint(rpc: Mapping) -> dict:
     """
     if "emulated" not in rpc:
         return dict(rpc)
-    from ..device import resolve
+    from .devices import resolve
 
     return {**resolve(rpc["emulated"]), "timeout": rpc.get("timeout", DEFAULT_RPC_TIMEOUT)}
 
@@ -535,7 +535,7 @@ def _rpc_capability(rpc: Mapping) -> tuple[bool, str]:
         return False, f"cannot run ({error})"
     where = rpc_address(endpoint)
     if "emulated" in endpoint:
-        from ..device import running
+        from .devices import running
 
         if not running(endpoint["emulated"]):
             return False, (f"cannot run (emulated device {endpoint['emulated']!r} at {where} is "

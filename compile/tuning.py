@@ -10,7 +10,7 @@ Two searches, both on the kernel that the compiler would build:
   lives beside the records file and is reused, so running again resumes the search.
 
 Every candidate is built, run and checked against the numpy reference before it is
-timed (SPEC.md section 6: MetaSchedule produced a wrong kernel and reported it fast);
+timed (MetaSchedule once produced a wrong kernel, max error 7.28, and reported it fast);
 the finalists (the first pass's fastest, the generic schedule and the schedule of the
 record being replaced) are timed again, interleaved, in several fresh processes (see
 `PROCESSES`), and a record is kept only when it is correct. A record is
@@ -363,7 +363,7 @@ class _Remote:
     @property
     def device(self):
         if self.session is None:
-            from ..runtime.rpc_backend import connect
+            from .remote import connect
 
             self.session, self.address = connect(self.endpoint,
                                                  what=f"target {self.remote.name!r}")
@@ -524,7 +524,7 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
     report = progress or (lambda description, done, total: None)
     # The thread count the runtime will use (one per physical core): without it TVM's
     # pool starts half the logical CPUs, and the plans would be timed on one core.
-    from ..runtime.tvm_backend import configure_threads
+    from .threads import configure_threads
     configure_threads(threads)
     bench = _Bench(spec, target, remote)
     geometry = bench.geometry
@@ -687,7 +687,7 @@ def _time_schedules(spec_json: str, target_json: str, schedules: list, rounds: i
     import tvm
 
     from ..graph.spec import Conv1DTransposeSpec
-    from ..runtime.tvm_backend import configure_threads
+    from .threads import configure_threads
 
     configure_threads(threads)
     spec = Conv1DTransposeSpec(**json.loads(spec_json))
@@ -794,7 +794,7 @@ def _rpc_builder_runner(remote: _Remote):
     """MetaSchedule's builder and TVM's RPCRunner for a device over RPC. The builder
     links each candidate with the target's cross compiler (MetaSchedule's default export
     is a tar of object files that the device would have to link itself); the runner opens
-    each session through `runtime.rpc_backend.connect`, so a direct server ({host,
+    each session through `remote.connect`, so a direct server ({host,
     port}: RPCRunner itself knows only trackers) and a tracker key both work, within the
     target's timeout."""
     import functools
@@ -864,6 +864,6 @@ def _export(module, path: str, cross_compiler: str | None) -> None:
 
 def _session_for(endpoint: dict, name: str, _rpc_config):
     """(MetaSchedule runner worker) a new RPC session to the device."""
-    from ..runtime.rpc_backend import connect
+    from .remote import connect
 
     return connect(endpoint, what=f"target {name!r}")[0]

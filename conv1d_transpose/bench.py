@@ -5,8 +5,8 @@ when installed) first runs the same input and is compared with the numpy referen
 backend over tolerance is FAIL and is not ranked. Then the backends, plus numpy's matmul
 of a GEMM with the same FLOPs (the machine's practical peak), are timed in interleaved
 rounds (A B C A B C ...) so that drift hits all alike. onnxruntime's and OpenBLAS's
-worker threads keep spinning after a call and slow whatever runs next (SPEC.md section
-6), so every timed batch follows a short pause and one untimed call. Thread counts are
+worker threads keep spinning after a call and slow whatever runs next (a TVM kernel ran
+up to ~3x slower right after an onnxruntime call on 2 cores), so every timed batch follows a short pause and one untimed call. Thread counts are
 pinned equal where the library allows, and reported either way.
 
 `run_bench(...)` returns the JSON document; the click command `bench` wraps it.
@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from .compile.threads import physical_cores
 from .graph.errors import ArgumentError, Conv1DTransposeError
 from .graph.reference import max_error
 from .peers import Runner, Unavailable, onnxruntime_cuda_runner, tensorflow_runner, torch_runner
@@ -145,7 +146,7 @@ def _tvm_runner(spec, filters, threads, target="host", cache_dir=None) -> Runner
 
 def _pin_tvm_threads(threads: int) -> tuple[int | None, bool, str]:
     try:
-        from .runtime.tvm_backend import configure_threads
+        from .compile.threads import configure_threads
     except ImportError as error:  # no TVM: the build will say more
         return None, False, f"TVM threads not pinned: {error}"
     return configure_threads(threads)
@@ -283,14 +284,6 @@ def _gpu_model() -> str | None:
     except Exception:
         return None
     return f"{device[0]} (sm_{device[1][0]}{device[1][1]})" if device else None
-
-
-def physical_cores() -> int:
-    try:
-        import psutil
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
 
 
 def _versions() -> dict:

@@ -6,7 +6,7 @@
     conv1d-transpose device stop [NAME ...]
 
 A device is TVM's own RPC server (`python -m tvm.exec.rpc_server`) running inside an
-arm64 Debian root filesystem, executed by qemu-user through binfmt_misc (SPEC.md section 7):
+arm64 Debian root filesystem, executed by qemu-user through binfmt_misc:
 the same server a Raspberry Pi or a Jetson runs, so the host side (`runtime/rpc_backend.py`)
 is the code path of a real board. (It is started through a small launcher, LAUNCHER below,
 that changes one thing: a session whose process crashes ends that session, not the
@@ -44,12 +44,15 @@ from importlib import metadata
 
 import click
 
-from .graph.errors import BackendError, Conv1DTransposeError
+# The record of started devices lives in compile/ (targets.yaml's `emulated:` reads it);
+# ENV_DEVICE_DIR, resolve and running are this module's public names too.
+from .compile.devices import (DEFAULT_FLEET_NAME, DEFAULT_NAME, ENV_DEVICE_DIR,  # noqa: F401
+                              DeviceError, device_dir, listening, process_alive,
+                              process_children, read_json, recorded_processes, resolve,
+                              running, state_healthy, state_path)
+from .graph.errors import Conv1DTransposeError
 
-ENV_DEVICE_DIR = "CONV1D_TRANSPOSE_DEVICE_DIR"
 LOOPBACK = "127.0.0.1"
-DEFAULT_NAME = "arm64"
-DEFAULT_FLEET_NAME = "fleet"
 DEFAULT_FLEET_KEY = "arm64-emulated"
 DEBIAN_SUITE = "bookworm"  # python3 3.11: the cp311 wheels
 DEVICE_PYTHON = "3.11"
@@ -64,29 +67,12 @@ EMULATIONS = {
 APT_LINE = "apt-get install -y qemu-user-static binfmt-support mmdebstrap"
 
 
-class DeviceError(BackendError):
-    """An emulated device cannot be set up, started or reached (the message says why)."""
-
-
 # --- where things are -------------------------------------------------------------------
-
-def device_dir() -> str:
-    """$CONV1D_TRANSPOSE_DEVICE_DIR, else `<artifact cache dir>/devices`."""
-    env = os.environ.get(ENV_DEVICE_DIR)
-    if env:
-        return os.path.abspath(os.path.expanduser(env))
-    from .compile.cache import default_cache_dir
-    return os.path.join(default_cache_dir(), "devices")
-
 
 def _subdir(*parts) -> str:
     path = os.path.join(device_dir(), *parts)
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
-
-
-def _state_path(name: str) -> str:
-    return os.path.join(device_dir(), "run", f"{name}.json")
 
 
 @contextlib.contextmanager
@@ -180,10 +166,10 @@ def ensure_image(emulate: str = "arm64", log=None) -> str:
     root = image_path(emulate)
     stamp = os.path.join(root, ".conv1d-transpose-image.json")
     with _lock(f"image-{emulate}"):
-        if _read_json(stamp) == recipe:
+        if read_json(stamp) == recipe:
             return root
         users = [name for name, state in states().items()
-                 if state.get("image") == root and _state_healthy(state)]
+                 if state.get("image") == root and state_healthy(state)]
         if users and os.path.exists(root):
             raise DeviceError(f"the {emulate} device image must be rebuilt (TVM or the recipe "
                               f"changed) but devices {users} run from it: stop them first")
@@ -268,32 +254,17 @@ def _spawn(command: list[str], env: dict, log_path: str) -> dict:
             "command": list(command)}
 
 
-def _alive(record: dict):
-    """The psutil.Process of a recorded process if it is still that process, else None."""
-    import psutil
-
-    try:
-        process = psutil.Process(record["pid"])
-        if abs(process.create_time() - record["create_time"]) > 0.5:
-            return None  # the PID was reused by something else
-        if process.status() == psutil.STATUS_ZOMBIE:
-            return None
-        return process
-    except (psutil.NoSuchProcess, psutil.AccessDenied, KeyError):
-        return None
-
-
 def _terminate(records: list[dict], timeout: float = 10.0) -> list[int]:
     """Stop the recorded processes and everything in their sessions; the PIDs left alive."""
     import psutil
 
     victims = {}
     for record in records:
-        process = _alive(record)
+        process = process_alive(record)
         if process is None:
             continue
         victims[process.pid] = process
-        for child in _children(process):
+        for child in process_children(process):
             victims[child.pid] = child
         with contextlib.suppress(psutil.Error):
             # Processes of the session the process leads (forks that lost their parent).
@@ -314,57 +285,13 @@ def _terminate(records: list[dict], timeout: float = 10.0) -> list[int]:
     return sorted(victims)
 
 
-def _children(process):
-    import psutil
-
-    with contextlib.suppress(psutil.Error):
-        return process.children(recursive=True)
-    return []
-
-
-def _read_json(path: str):
-    try:
-        with open(path, encoding="utf-8") as file:
-            return json.load(file)
-    except (OSError, ValueError):
-        return None
-
-
 def _write_state(name: str, state: dict) -> None:
-    path = _state_path(name)
+    path = state_path(name)
     _subdir("run")
     temp = path + ".tmp"
     with open(temp, "w", encoding="utf-8") as file:
         json.dump(state, file, indent=2)
     os.replace(temp, path)
-
-
-def _processes(state: dict) -> list[dict]:
-    records = [state["tracker"]] if state.get("tracker") else []
-    return records + [server for server in state.get("servers", [])]
-
-
-def _state_healthy(state: dict) -> bool:
-    return all(_listening(record) for record in _processes(state))
-
-
-def _listening(record: dict) -> bool:
-    """The recorded process is alive and listens on its port. Asked of the kernel, not by
-    connecting: a TVM RPC server accepts one connection at a time with a backlog of one, so
-    probes would queue behind a running session (and slow the emulated server down)."""
-    import psutil
-
-    process = _alive(record)
-    if process is None:
-        return False
-    # TVM's server listens in the worker process it starts (tvm.exec.popen_worker).
-    for member in [process, *_children(process)]:
-        with contextlib.suppress(psutil.Error):
-            for connection in member.net_connections(kind="inet"):
-                if connection.status == psutil.CONN_LISTEN and \
-                        connection.laddr.port == record["port"]:
-                    return True
-    return False
 
 
 def _device_command(root: str, module: str, port: int) -> list[str]:
@@ -472,10 +399,10 @@ def _server_env() -> dict:
 
 def _wait_port(record: dict, log_path: str, deadline: float, what: str) -> None:
     while time.monotonic() < deadline:
-        if _alive(record) is None:
+        if process_alive(record) is None:
             raise DeviceError(f"{what} exited while starting; its log ({log_path}) ends:\n"
                               f"{_log_tail(log_path)}")
-        if _listening(record):
+        if listening(record):
             return
         time.sleep(0.2)
     raise DeviceError(f"{what} did not listen on {LOOPBACK}:{record['port']} within "
@@ -528,9 +455,9 @@ def start(emulate: str = "arm64", *, port: int | None = None, name: str | None =
         raise DeviceError(f"port={port!r} must be an integer 1..65535")
     _emulation(emulate)
     with _lock(name):
-        existing = _read_json(_state_path(name))
+        existing = read_json(state_path(name))
         if existing is not None:
-            if _state_healthy(existing):
+            if state_healthy(existing):
                 wanted = {"emulate": emulate, "fleet": fleet, "key": key}
                 have = {k: existing.get(k) for k in wanted}
                 if have != wanted or (port is not None and port != existing["port"]):
@@ -634,7 +561,7 @@ def stop(names=None) -> list[str]:
     stopped = []
     for name in names or list(states()):
         with _lock(_check_name(name)):
-            state = _read_json(_state_path(name))
+            state = read_json(state_path(name))
             if state is None:
                 continue
             _stop_state(name, state)
@@ -650,7 +577,7 @@ def _stop_state(name: str, state: dict) -> None:
     if left:
         raise DeviceError(f"device {name!r}: processes {left} did not exit after SIGKILL")
     with contextlib.suppress(FileNotFoundError):
-        os.remove(_state_path(name))
+        os.remove(state_path(name))
 
 
 def states() -> dict[str, dict]:
@@ -660,7 +587,7 @@ def states() -> dict[str, dict]:
     if os.path.isdir(run):
         for entry in sorted(os.listdir(run)):
             if entry.endswith(".json"):
-                state = _read_json(os.path.join(run, entry))
+                state = read_json(os.path.join(run, entry))
                 if isinstance(state, dict):
                     result[entry[:-5]] = state
     return result
@@ -674,8 +601,8 @@ def status() -> list[dict]:
                      "kind": "fleet" if state.get("fleet") else "device",
                      "address": f"{state.get('host')}:{state.get('port')}",
                      "key": state.get("key"), "devices": len(state.get("servers", [])),
-                     "running": _state_healthy(state),
-                     "pids": [record["pid"] for record in _processes(state)]})
+                     "running": state_healthy(state),
+                     "pids": [record["pid"] for record in recorded_processes(state)]})
     return rows
 
 
@@ -684,31 +611,6 @@ def describe(state: dict) -> str:
         return (f"TVM tracker at {state['host']}:{state['port']}, {len(state['servers'])} "
                 f"emulated {state['emulate']} devices under key {state['key']!r}")
     return f"TVM RPC server at {state['host']}:{state['port']} (emulated {state['emulate']})"
-
-
-def running(name: str) -> bool:
-    """Whether the device or fleet `name` is started and all its processes listen."""
-    state = _read_json(_state_path(name))
-    return state is not None and _state_healthy(state)
-
-
-def resolve(name: str) -> dict:
-    """The rpc endpoint of a running device or fleet, for targets.yaml's `rpc: {emulated:}`:
-    {"host", "port"} or {"tracker": "host:port", "key"}.
-
-    Raises:
-      DeviceError naming the command that starts it.
-    """
-    state = _read_json(_state_path(name))
-    if state is None:
-        fleet = " --fleet 2" if name == DEFAULT_FLEET_NAME else ""
-        named = "" if name in (DEFAULT_NAME, DEFAULT_FLEET_NAME) else f" --name {name}"
-        raise DeviceError(f"emulated device {name!r} is not running (start it: "
-                          f"conv1d-transpose device start --emulate arm64{fleet}{named})")
-    if state.get("fleet"):
-        return {"tracker": f"{state['host']}:{state['port']}", "key": state["key"],
-                "emulated": name}
-    return {"host": state["host"], "port": state["port"], "emulated": name}
 
 
 # --- the command line -------------------------------------------------------------------------

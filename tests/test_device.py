@@ -40,8 +40,8 @@ def _session_pids(state):
     import psutil
 
     pids = set()
-    for record in devices._processes(state):
-        process = devices._alive(record)
+    for record in devices.recorded_processes(state):
+        process = devices.process_alive(record)
         if process is not None:
             pids.add(process.pid)
             pids.update(child.pid for child in process.children(recursive=True))

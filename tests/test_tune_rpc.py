@@ -186,7 +186,7 @@ def test_metaschedule_over_rpc_uses_the_rpc_runner(server, few_plans, tmp_path):
 def test_a_dropped_op_hands_the_device_back_at_once(server):
     """An op holds its device's one session; dropping it must free the session without
     waiting for a garbage collection (it once kept itself alive through a bound method)."""
-    from conv1d_transpose.runtime.rpc_backend import connect
+    from conv1d_transpose.compile.remote import connect
 
     filters = np.ones((4, 8, 8), np.float32)
     ct.Conv1DTranspose(filters, [1, 32, 8], 2, backend="tvm")  # imports done, cache warm
