@@ -1,7 +1,8 @@
 """Validation of TensorFlow-style arguments into a `Conv1DTransposeSpec`.
 
 Every bad argument raises a `ValueError` subclass naming the argument, the value and
-what is allowed (SPEC.md section 2), before anything is compiled or allocated.
+what is allowed, before anything is compiled or allocated: also where TensorFlow itself
+aborts the process (a 2-element output_shape) or silently accepts (a batch stride).
 """
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Spec -> ONNX model: Transpose (NWC only) -> ConvTranspose -> Transpose (NWC only).
 
-Two forms of the ConvTranspose node (SPEC.md section 4, measured on 120 TF configs):
+Two forms of the ConvTranspose node (measured against TensorFlow on 120 configurations:
+K 1..5, s 1..3, SAME and VALID, W 4 and 5, every valid O):
 - "output_shape" (the default): `output_shape=[O]` with `auto_pad='SAME_UPPER'`. ONNX's
   rule for output_shape puts the odd padding pixel at the end only under SAME_UPPER,
   as TF does; under NOTSET onnxruntime puts it first (microsoft/onnxruntime#4086,

@@ -1,4 +1,5 @@
-"""The numpy reference: SPEC.md section 1's definition, written out directly.
+"""The numpy reference: tf.nn.conv1d_transpose's definition (the transpose of conv1d),
+written out directly.
 
 Short and obviously right; used by tests, `verify` and the bench, never by the fast path.
 """

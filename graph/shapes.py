@@ -1,6 +1,7 @@
 """Shape and padding arithmetic of tf.nn.conv1d_transpose: pure functions of ints.
 
-This module is the only place where padding is computed (SPEC.md section 1). Everything
+This module is the only place where padding is computed (TensorFlow's rules: the valid
+output widths are those whose forward conv1d gives the input width). Everything
 else reads the results from a `Conv1DTransposeSpec`.
 
 The transposed convolution is the gradient of conv1d: an `O`-wide signal convolved

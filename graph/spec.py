@@ -72,7 +72,8 @@ class Conv1DTransposeSpec:
 
     @property
     def flops(self) -> int:
-        """Multiply-adds times two, counting every tap (SPEC's workload formula)."""
+        """Multiply-adds times two, counting every tap: 2*N*W*Cin*Cout*K (the workloads'
+        formula)."""
         return 2 * self.batch * self.in_width * self.in_channels * self.out_channels * self.kernel_width
 
     def tf_arguments(self) -> dict:

@@ -3,7 +3,7 @@ child process, so a crash or hang fails a test instead of killing the run).
 
 Every call either matches the numpy reference within the dtype's tolerance, or raises a
 ValueError whose message names the offending argument. The oracle below decides which,
-from SPEC.md's rules, independently of graph/arguments.py.
+from TensorFlow's rules (the contract in the README), independently of graph/arguments.py.
 """
 import numpy as np
 from hypothesis import event, given
@@ -34,7 +34,8 @@ dtypes = st.sampled_from(["float32", "float16", "float64", "int32", "bool"])
 
 
 def as_window(value, layout):
-    """SPEC: an int, or 1 or 3 ints; with 3, batch and channel entries must be 1."""
+    """TF's strides/dilations: an int, or 1 or 3 ints; with 3, batch and channel entries
+    must be 1."""
     if isinstance(value, (bool, np.bool_, float)):
         return None
     if isinstance(value, (int, np.integer)):
@@ -62,7 +63,7 @@ def windows_of_forward_conv(width, K, s, d, padding):
 
 
 def oracle(x, f, output_shape, strides, padding, layout, dilations):
-    """The spec of a valid call, or None for an invalid one (SPEC.md sections 1-2)."""
+    """The spec of a valid call, or None for an invalid one (TF's rules)."""
     if not (isinstance(layout, str) and layout.upper() in ("NWC", "NCW")):
         return None
     layout = layout.upper()

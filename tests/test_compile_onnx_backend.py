@@ -1,7 +1,7 @@
 """Acceptance: ONNX's own ConvTranspose backend test cases through our compile path.
 
 Raw TVM 0.27 (`relax.frontend.onnx.from_onnx`) passes 10 of these 11 on the host CPU
-(SPEC.md section 4); with compile/legalize.py in front it must pass all 11.
+(TVM ignores output_shape, apache/tvm#19450); with compile/legalize.py in front it must pass all 11.
 """
 import warnings
 

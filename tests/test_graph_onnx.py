@@ -58,7 +58,7 @@ def test_onnxruntime_runs_both_forms_and_both_filter_modes(spec, form, constant_
 @pytest.mark.parametrize("spec", SPECS, ids=str)
 def test_onnx_reference_evaluator_agrees_on_the_explicit_form(spec):
     # onnx's own reference evaluator gets the output_shape form wrong in some cases
-    # (SPEC.md section 4: 82/120); the explicit form is right everywhere.
+    # (right on 82 of 120 TF configurations); the explicit form is right everywhere.
     x, f = arrays(spec.input_shape, spec.filters_shape, spec.dtype)
     y = ReferenceEvaluator(build_model(spec, f, form="explicit")).run(None, {"input": x})[0]
     error, ok = max_error(y, x, f, spec)

@@ -1,4 +1,5 @@
-"""graph/shapes.py against the definitions in SPEC.md section 1, exhaustively."""
+"""graph/shapes.py against tf.nn.conv1d_transpose's definitions (valid widths from the
+forward conv1d), exhaustively."""
 import itertools
 
 import pytest

@@ -1,4 +1,4 @@
-"""The error contract: every row of SPEC.md section 2 raises a ValueError naming the argument."""
+"""The error contract: every row of the README's table raises a ValueError naming the argument."""
 import numpy as np
 import pytest
 

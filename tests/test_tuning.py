@@ -2,7 +2,7 @@
 that compiles apply what was recorded.
 
 Every candidate schedule is run against the numpy reference before it may be recorded
-(SPEC.md section 6: MetaSchedule once reported a wrong kernel as a fast one); these tests
+(MetaSchedule once reported a wrong kernel as a fast one); these tests
 also make a wrong candidate on purpose and check that it is refused.
 """
 import dataclasses

@@ -8,8 +8,8 @@ row w lands at `u = w*s + k*d`, so with `g = gcd(d, s)`, `m = s/g`, `e = d/g`:
   where `k0(r)` is the smallest tap with `k0*d = r (mod s)`;
 - tap j of phase r reads input row `w = q - c(r) - j*e` with `c(r) = (k0*d - r) / s`.
 
-Every index below is affine in the loop variables (SPEC.md section 6: MetaSchedule
-miscompiled a floor-division form of this kernel). Phases never get padded taps: a padded
+Every index below is affine in the loop variables (MetaSchedule miscompiled a
+floor-division form of this kernel: max error 7.28, NaN with one thread, reported fast). Phases never get padded taps: a padded
 tap would multiply a real input by a zero weight and turn an input Inf into a NaN where
 TensorFlow has none. Input rows outside [0, W) come from a zero-padded copy of the input
 (`pad`), which is also where the NCW transpose and the float16 -> float32 widening happen;

@@ -23,7 +23,7 @@ dilated stride-1 layer), a plan may take the Winograd F(2,2) or F(2,3) form inst
 prefetched the same way where they outgrow L2 and its filters exceed what the generic
 plan streams (a `tune` candidate).
 
-SPEC.md section 6: every loop transform comes before decompose_reduction.
+Every loop transform comes before decompose_reduction (TVM's schedule refuses them after).
 """
 from __future__ import annotations
 
