@@ -1,5 +1,5 @@
-"""TVM's CPU worker pool, sized the same way wherever TVM runs: the runtime's sessions,
-the tuner's timing processes, the bench.
+"""This machine: its cores and CPU model, and TVM's CPU worker pool, sized the same way
+wherever TVM runs (the runtime's sessions, the tuner's timing processes, the bench).
 
 Here, under compile/, because both the tuner (compile/tuning.py) and the runtime use it
 and compile/ must not import runtime/ (DESIGN: the stage rules, tests/test_layering.py).
@@ -7,6 +7,20 @@ and compile/ must not import runtime/ (DESIGN: the stage rules, tests/test_layer
 from __future__ import annotations
 
 import os
+import platform
+
+
+def cpu_model() -> str:
+    """The CPU's model name ('AMD EPYC', 'Intel(R) Xeon(R) Processor'), from /proc/cpuinfo
+    where there is one."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as stream:
+            for line in stream:
+                if line.lower().startswith(("model name", "hardware", "cpu model")):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def physical_cores() -> int:

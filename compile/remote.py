@@ -13,20 +13,36 @@ from ..graph.errors import BackendError
 from .targets import rpc_address
 
 
-def tracker_free(endpoint: dict) -> int:
-    """Free devices under the endpoint's key at its tracker (0 when it does not answer)."""
+def tracker_summary(address: str, timeout: float = 5.0) -> dict:
+    """TVM's tracker summary ({"server_info": [...], "queue_info": {key: {free, pending}}}).
+
+    Raises:
+      BackendError when nothing answers at `address` ('host:port') within `timeout` s.
+    """
+    import socket
+
     from tvm import rpc
 
-    host, _, port = endpoint["tracker"].rpartition(":")
+    host, _, port = address.rpartition(":")
     try:
-        tracker = rpc.connect_tracker(host, int(port))
-        try:
-            return int(tracker.summary().get("queue_info", {}).get(endpoint["key"], {})
-                       .get("free", 0))
-        finally:
-            tracker.close()
-    except (OSError, RuntimeError):
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except OSError:
+        raise BackendError(f"no RPC tracker answers at {address}") from None
+    tracker = rpc.connect_tracker(host, int(port))
+    try:
+        return tracker.summary()
+    finally:
+        tracker.close()
+
+
+def tracker_free(address: str, key: str) -> int:
+    """Free devices under `key` at the tracker at `address` (0 when it does not answer)."""
+    try:
+        queue = tracker_summary(address).get("queue_info", {})
+    except (BackendError, OSError, RuntimeError):
         return 0
+    return int(queue.get(key, {}).get("free", 0))
 
 
 def connect(endpoint: dict, what: str = "the device"):

@@ -524,7 +524,7 @@ def tune(spec, target, *, trials: int = 0, database: str | None = None, resume: 
     report = progress or (lambda description, done, total: None)
     # The thread count the runtime will use (one per physical core): without it TVM's
     # pool starts half the logical CPUs, and the plans would be timed on one core.
-    from .threads import configure_threads
+    from .machine import configure_threads
     configure_threads(threads)
     bench = _Bench(spec, target, remote)
     geometry = bench.geometry
@@ -687,7 +687,7 @@ def _time_schedules(spec_json: str, target_json: str, schedules: list, rounds: i
     import tvm
 
     from ..graph.spec import Conv1DTransposeSpec
-    from .threads import configure_threads
+    from .machine import configure_threads
 
     configure_threads(threads)
     spec = Conv1DTransposeSpec(**json.loads(spec_json))

@@ -30,7 +30,7 @@ import time
 
 import numpy as np
 
-from .compile.threads import physical_cores
+from .compile.machine import cpu_model, physical_cores
 from .graph.errors import ArgumentError, Conv1DTransposeError
 from .graph.reference import max_error
 from .peers import Runner, Unavailable, onnxruntime_cuda_runner, tensorflow_runner, torch_runner
@@ -146,7 +146,7 @@ def _tvm_runner(spec, filters, threads, target="host", cache_dir=None) -> Runner
 
 def _pin_tvm_threads(threads: int) -> tuple[int | None, bool, str]:
     try:
-        from .compile.threads import configure_threads
+        from .compile.machine import configure_threads
     except ImportError as error:  # no TVM: the build will say more
         return None, False, f"TVM threads not pinned: {error}"
     return configure_threads(threads)
@@ -263,17 +263,6 @@ def _gemm_call(spec):
     b = rng.standard_normal((k, n)).astype(dtype)
     out = np.empty((m, n), dtype)
     return lambda _x: np.matmul(a, b, out=out)
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as stream:
-            for line in stream:
-                if line.lower().startswith(("model name", "hardware", "cpu model")):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _gpu_model() -> str | None:
@@ -488,7 +477,7 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
     load_before = _load_average()
     header = {
         "machine": f"{platform.node()} ({platform.system()} {platform.machine()})",
-        "cpu_model": _cpu_model(), "cores": {"logical": os.cpu_count(), "physical": physical_cores()},
+        "cpu_model": cpu_model(), "cores": {"logical": os.cpu_count(), "physical": physical_cores()},
         "gpu": _gpu_model() if any(t == "cuda" for _, t in requested) or _local_cuda_targets(
             [t for family, t in requested if family == "tvm"]) else None,
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),

@@ -50,6 +50,7 @@ from .compile.devices import (DEFAULT_FLEET_NAME, DEFAULT_NAME, ENV_DEVICE_DIR, 
                               DeviceError, device_dir, listening, process_alive,
                               process_children, read_json, recorded_processes, resolve,
                               running, state_healthy, state_path)
+from .compile.remote import tracker_free, tracker_summary  # noqa: F401 (public here too)
 from .graph.errors import Conv1DTransposeError
 
 LOOPBACK = "127.0.0.1"
@@ -531,28 +532,6 @@ def _wait_registered(tracker_addr: str, key: str, count: int, deadline: float) -
         time.sleep(0.3)
     raise DeviceError(f"only {free} of {count} devices registered with the tracker at "
                       f"{tracker_addr} under key {key!r} within {START_TIMEOUT:.0f} s")
-
-
-def tracker_summary(tracker_addr: str, timeout: float = 5.0) -> dict:
-    """TVM's tracker summary ({"server_info": [...], "queue_info": {key: {free, pending}}})."""
-    host, port = tracker_addr.rsplit(":", 1)
-    if not port_answers(host, int(port), timeout=timeout):
-        raise DeviceError(f"no RPC tracker answers at {tracker_addr}")
-    from tvm import rpc
-
-    tracker = rpc.connect_tracker(host, int(port))
-    try:
-        return tracker.summary()
-    finally:
-        tracker.close()
-
-
-def tracker_free(tracker_addr: str, key: str) -> int:
-    try:
-        queue = tracker_summary(tracker_addr).get("queue_info", {})
-    except (DeviceError, OSError, RuntimeError):
-        return 0
-    return int(queue.get(key, {}).get("free", 0))
 
 
 def stop(names=None) -> list[str]:

@@ -339,15 +339,9 @@ def machine_info() -> dict:
     """Date, machine and versions for the matrix's header."""
     import onnxruntime
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as file:
-            for line in file:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from .compile.machine import cpu_model
+
+    cpu = cpu_model()
     try:
         from importlib.metadata import version
         tvm_version = version("apache-tvm")

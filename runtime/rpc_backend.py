@@ -243,7 +243,8 @@ class _Pool:
         with self._lock:
             held = [ref() for ref in self._held.get(key, [])]
             held = [c for c in held if c is not None and not c.broken]
-            if held and ("tracker" not in endpoint or tracker_free(endpoint) == 0):
+            if held and ("tracker" not in endpoint
+                         or tracker_free(endpoint["tracker"], endpoint["key"]) == 0):
                 import sys
                 return min(held, key=sys.getrefcount)
             connection = _Connection(*connect(endpoint, what))

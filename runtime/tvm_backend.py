@@ -19,7 +19,7 @@ import onnx
 
 from ..compile.artifact import Artifact, ModelSource, compile_model, load_artifact
 from ..compile.targets import get_target
-from ..compile.threads import configure_threads
+from ..compile.machine import configure_threads
 from ..graph.errors import ArgumentError, BackendError
 
 # Like onnxruntime's NodeArg: name, shape (ints, or str/None for free dims), type string.

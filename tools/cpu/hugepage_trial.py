@@ -14,7 +14,7 @@ import numpy as np
 import tvm
 
 from kernel_timing import checked_kernel, interleaved_medians
-from conv1d_transpose.compile.threads import configure_threads
+from conv1d_transpose.compile.machine import configure_threads
 from conv1d_transpose.workloads import find_workload
 from conv1d_transpose.compile.kernels.polyphase import Geometry
 from conv1d_transpose.compile import tuning

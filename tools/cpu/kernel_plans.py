@@ -13,7 +13,7 @@ Used for the direct vs F(2,2) figures in schedule_cpu.plan and the README.
 """
 import sys, json
 from kernel_timing import checked_kernel, interleaved_medians
-from conv1d_transpose.compile.threads import configure_threads; print(configure_threads(2))
+from conv1d_transpose.compile.machine import configure_threads; print(configure_threads(2))
 from conv1d_transpose.workloads import find_workload
 from conv1d_transpose.compile.kernels import Geometry, kernel_geometry
 from conv1d_transpose.compile.kernels import schedule_cpu

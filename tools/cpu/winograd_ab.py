@@ -17,7 +17,7 @@ import tempfile
 import tvm
 
 from kernel_timing import checked_kernel, interleaved_medians
-from conv1d_transpose.compile.threads import configure_threads
+from conv1d_transpose.compile.machine import configure_threads
 from conv1d_transpose.workloads import find_workload
 from conv1d_transpose.compile.kernels import schedule_cpu, winograd as new
 from conv1d_transpose.compile.kernels.polyphase import Geometry, plan_layout
