@@ -91,14 +91,8 @@ def test_folded_kernel_computes_the_layer(K, s, cout, which, layout, padding):
     widths = list(shapes.valid_output_widths(5, K, s, 1, padding))
     spec = layer(batch=2, width=5, cin=3, out_width=widths[which], cout=cout, K=K, s=s,
                  padding=padding, layout=layout)
-    mod, kernel = lowered(spec)
     assert f"out_channels={s * cout}" in str(kernel_geometry(Geometry.from_spec(spec)))
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(spec.input_shape).astype("float32")
-    f = rng.standard_normal(spec.filters_shape).astype("float32")
-    mod, _ = lowering.apply(from_onnx(build_model(spec, f, form="explicit")), host_target())
-    vm = relax.VirtualMachine(tvm.compile(mod, target=host_target()), tvm.cpu())
-    y = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
+    y, x, f, _ = run_layer(spec)
     error, ok = max_error(y, x, f, spec)
     assert ok, error
 
@@ -106,9 +100,10 @@ def test_folded_kernel_computes_the_layer(K, s, cout, which, layout, padding):
 # --- what the lowering emits ----------------------------------------------------------
 
 
-def lowered(spec):
-    rng = np.random.default_rng(0)
-    f = rng.standard_normal(spec.filters_shape).astype(spec.dtype)
+def lowered(spec, f=None):
+    """(the lowered Relax module, its kernel PrimFunc) for `spec` with filters `f`."""
+    if f is None:
+        f = np.random.default_rng(0).standard_normal(spec.filters_shape).astype(spec.dtype)
     mod, scheduled = lowering.apply(from_onnx(build_model(spec, f, form="explicit")),
                                     host_target())
     assert scheduled
@@ -116,6 +111,17 @@ def lowered(spec):
                  if isinstance(func, tvm.tirx.PrimFunc) and func.attrs
                  and "conv1d_transpose.schedule" in func.attrs]
     return mod, kernel
+
+
+def run_layer(spec):
+    """The layer through the lowering and the VM on random data: (output, input, filters,
+    kernel PrimFunc)."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape).astype(spec.dtype)
+    f = rng.standard_normal(spec.filters_shape).astype(spec.dtype)
+    mod, kernel = lowered(spec, f)
+    vm = relax.VirtualMachine(tvm.compile(mod, target=host_target()), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy(), x, f, kernel
 
 
 def vm_functions(mod):
@@ -208,12 +214,6 @@ def test_tune_records_the_folded_kernel_and_the_lowering_applies_it(tmp_path, mo
     assert folded.out_channels == 8 and folded.stride == 1
     assert result.record.workload == tuning.workload_key(folded)
     assert all(c.problem is None for c in result.candidates)
-    mod, kernel = lowered(spec)
+    y, x, f, kernel = run_layer(spec)
     assert str(kernel.attrs["conv1d_transpose.schedule"]) == f"tuned:{result.record.digest()}"
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal(spec.input_shape).astype("float32")
-    f = rng.standard_normal(spec.filters_shape).astype("float32")
-    mod, _ = lowering.apply(from_onnx(build_model(spec, f, form="explicit")), host_target())
-    vm = relax.VirtualMachine(tvm.compile(mod, target=host_target()), tvm.cpu())
-    y = vm["main"](tvm.runtime.tensor(x, tvm.cpu())).numpy()
     assert max_error(y, x, f, spec)[1]
