@@ -24,7 +24,6 @@ from . import tuning
 from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
                       pack_filters, target_family)
 
-
 __all__ = ["KERNEL_VERSION", "Conv1DTransposeMatch", "apply", "find_conv1d_transposes"]
 
 CONV = "relax.nn.conv1d_transpose"
