@@ -102,6 +102,7 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     from .polyphase import decompose
 
     applies = _winograd.applies(geometry)
+    dec = decompose(geometry)
     direct = _plan(geometry, cpu, vectors, rows, order, phases_in_tile)
     if winograd is None and applies:
         # F(2,2) saves a quarter of the multiply-adds and costs passes over the input
@@ -134,7 +135,7 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         # Emerald Rapids `tune` picked the same plan for demucs-dec1 and its NCW form
         # (6.07-6.58 against 6.90-7.77 for the direct form, 2026-11-27).
         input_bytes = geometry.batch * geometry.in_width * geometry.in_channels * 4
-        summed = decompose(geometry).max_taps == 2 and _winograd_blocks(geometry, direct, cpu)
+        summed = dec.max_taps == 2 and _winograd_blocks(geometry, direct, cpu)
         winograd = ((_winograd_filter_bytes(geometry) <= WINOGRAD_FILTER_BYTES or summed)
                     and geometry.flops >= 16e6
                     and (geometry.in_channels >= 256
@@ -153,7 +154,6 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         direct = _plan(_dataclasses.replace(geometry, data_format="NWC"), cpu, wide, rows,
                        order, phases_in_tile)
     tiling = direct.tiling
-    dec = decompose(geometry)
     pairs = _winograd.pairs_of(dec)
     blocked = _winograd_blocks(geometry, direct, cpu)
     if rows is None and blocked:
