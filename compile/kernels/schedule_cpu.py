@@ -42,6 +42,11 @@ class CpuTarget:
     l2_bytes: int = 1 << 20
 
 
+# Filters of a folded NCW kernel that take the one-vector "rows" plan (see `_plan`):
+# between the 4.2 MB that won and the 8.4 MB that lost on a 32 MB L3 shared by the VM.
+FOLDED_ROWS_FILTER_BYTES = 6 << 20
+
+
 def describe_target(target) -> CpuTarget:
     """Vector width and register count of an llvm target (x86 or aarch64)."""
     from tvm.target import codegen
@@ -249,10 +254,21 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     # vector, 7.86 with four (9.95 without the prefetch), Emerald Rapids, 2026-11-26.
     most = max(1, min(4 if cpu.registers >= 32 else 2, -(-cout // lanes)))
     wide_panel = max(dec.max_taps, 1) * cin * most * lanes * element
+    # A folded NCW kernel (folding.py: its lanes are runs of the layer's output) whose
+    # filters stay in the last-level cache takes one vector of channels and row tiles as
+    # the parallel loop (the "rows" order, below): each row tile streams every filter
+    # from cache. Past it, the filters come from memory once per row tile. Kernel ms,
+    # generic -> one vector in rows, Zen 4 (32 MB L3 shared by the VM), 2026-12-06,
+    # tools/cpu/kernel_plans.py: ISTFT n_fft 512 (0.5 MB of filters) 1.19 -> 0.88;
+    # n_fft 1024 hop 512 (2.1 MB) 2.02 -> 1.97; vocos-istft (4.2 MB) 4.03 -> 3.76; but
+    # n_fft 2048 (8.4 MB) 4.03 -> 6.20 and htdemucs-istft in NCW (34 MB) 29.6 -> 66.8.
+    folded_rows = (geometry.data_format == "NCW" and geometry.folded_stride > 1
+                   and max(dec.max_taps, 1) * cin * cout * element <= FOLDED_ROWS_FILTER_BYTES)
     if vectors is None:
-        # (A folded kernel's NCW lanes are runs of the layer's output: folding.py.)
         if geometry.data_format == "NCW" and geometry.folded_stride == 1 \
                 and wide_panel <= cpu.l2_bytes // 4:
+            vectors = 1
+        elif folded_rows:
             vectors = 1
         else:
             # The fewest padded channels, then the widest tile: 96 channels take three
@@ -276,6 +292,8 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     panel = taps * cin * out_tile * element  # filters of one (channel block, phase)
     filters = panel * out_blocks * dec.stride
     panels = out_blocks * (dec.stride if beta is not None and not phases_in_tile else 1)
+    if order is None and folded_rows and vectors == 1:
+        order = "rows"
     if order is None:
         # Panels as the parallel loop need enough of them to share evenly: as many as the
         # cores will do. stride3-k7-valid (a launch per phase, two 48-channel panels on
