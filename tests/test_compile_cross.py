@@ -213,8 +213,8 @@ def test_cross_build_without_the_cross_compiler_is_refused(monkeypatch, tmp_path
     ({"SHARED": "rule;4,16,8,4,32"}, ["tiny__r2_t16_y8_c2_k16_v4", "tiny__r4_t16_y8_c4_k32"]),
 ], ids=["register", "shared"])
 def test_the_gpu_tool_builds_kernel_variants_with_device_code(tmp_path, plans, tags):
-    # tools/gpu (README "CUDA") stages what a lent GPU machine checks and times; its build
-    # step is what could rot here, so it runs on a one-layer suite.
+    # tools/gpu (docs/design/cuda.md) stages what a lent GPU machine checks and times; its
+    # build step is what could rot here, so it runs on a one-layer suite.
     import json
 
     workloads = tmp_path / "w.yaml"

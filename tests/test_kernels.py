@@ -450,7 +450,7 @@ def test_cuda_build_binds_threads_and_carries_the_kernel(layout):
                                   (3, 8, 2, 3, 5, 1, 2)], ids=str)
 def test_cuda_schedule_computes_the_reference_when_run_serially_on_the_cpu(case, plan):
     # The CUDA schedule's loop nest, with its thread loops left serial, compiled for the
-    # CPU: the GPU check runs where a GPU is (test_compile_cross, README "CUDA").
+    # CPU: the GPU check runs where a GPU is (test_compile_cross, docs/design/cuda.md).
     import dataclasses
 
     from conv1d_transpose.compile.kernels import schedule_cuda
@@ -1016,8 +1016,9 @@ def test_blocked_plans_keep_their_input_by_channel_block(case, winograd, monkeyp
     # The scratch input that a blocked reduction reads (the padded input, or F(2,r)'s
     # transformed one) is laid out channel block first and channel last, so a tile's
     # pass over one block reads a run of lines, not short pieces a whole row of channels
-    # apart (README, "Intel"). Only speed would show a regression, so the layout is read
-    # off the scheduled kernel.
+    # apart (docs/design/cpu-kernels.md, "The polyphase kernel"; measured in
+    # docs/results/cpu-history.md). Only speed would show a regression, so the layout is
+    # read off the scheduled kernel.
     import re
     from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
 

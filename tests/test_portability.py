@@ -3,7 +3,8 @@
 Our two exports are right everywhere they claim to be:
 - the default (`output_shape` + SAME_UPPER) on onnxruntime and on our TVM path;
 - `portable=True` (explicit pads + output_padding) on every measured consumer.
-The whole matrix is `conv1d-transpose portability --full` (README, "Portability matrix").
+The whole matrix is `conv1d-transpose portability --full` (docs/design/onnx-export.md,
+"Portability matrix").
 """
 from __future__ import annotations
 

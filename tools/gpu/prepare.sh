@@ -3,7 +3,7 @@
 # machine that has Python, numpy, onnx, onnxruntime and (for the peer) torch, but no TVM:
 # apache-tvm-ffi for its Python, TVM's runtime libraries, this package as a wheel, kernel
 # variants of the suite and of docs/outside-suite.yaml, a cache of cuda-sm90 artifacts of
-# the suite's layers, and TVM's own CUDA build of two layers. README "CUDA" says more.
+# the suite's layers, and TVM's own CUDA build of two layers. docs/design/cuda.md says more.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
@@ -19,7 +19,7 @@ tar -C "$site" --exclude=tvm/lib/libtvm_compiler.so --exclude=tvm/3rdparty --exc
     --exclude=tvm/src --exclude=tvm/web --exclude=__pycache__ \
     -cJf $STAGE/tvm-runtime.tar.xz tvm $(cd "$site" && ls -d apache_tvm-*.dist-info)
 $PY -m pip wheel -q --no-deps --no-build-isolation -w $STAGE .
-# The rule's plan and the 15 shared-memory plans of the H200 sweep (README "CUDA"); set
+# The rule's plan and the 15 shared-memory plans of the H200 sweep (docs/design/cuda.md); set
 # SHARED= (empty) for the register-tile grid of ROWS x THREADS instead.
 export SHARED="${SHARED-rule;4,16,8,4,16;4,16,16,4,16;8,16,16,4,8;4,32,8,4,16;8,16,8,4,16;4,8,16,4,16;2,16,16,2,16;4,16,8,4,32;8,16,8,8,8;4,32,4,4,16;8,8,16,4,16;8,32,8,4,8;8,16,16,4,16;2,16,8,2,16;2,32,4,2,16}"
 ROWS=1,2,4,8,16 THREADS=32,64,128,256 $PY tools/gpu/build_variants.py $STAGE/variants > /dev/null

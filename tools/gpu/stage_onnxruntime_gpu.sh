@@ -6,7 +6,7 @@
 # separate calls, under .ort/ (ignored: add /.ort/ to .git/info/exclude):
 #   call k:  carry [.ort/partNN]:  mkdir -p /tmp/ortparts && cp .ort/part* /tmp/ortparts/
 #   then:    ORT_PARTS=/tmp/ortparts bash .gpu/run.sh   (the machine must stay warm between)
-# README "CUDA" says more.
+# docs/design/cuda.md says more.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 PY=${PY:-.venv/bin/python}
