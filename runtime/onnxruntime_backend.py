@@ -26,11 +26,13 @@ class OnnxRuntimeSession:
     Args:
       model_or_path: ModelProto, serialized bytes or a path to a .onnx file.
       threads: intra-op threads (None: onnxruntime's default, one per core).
+      spinning: let the intra-op pool spin after a call (onnxruntime's default). Off
+        where TVM's threads run between our calls (split_session.py).
     """
 
     backend = "onnxruntime:cpu"
 
-    def __init__(self, model_or_path, *, threads: int | None = None):
+    def __init__(self, model_or_path, *, threads: int | None = None, spinning: bool = True):
         try:
             import onnxruntime
         except ImportError as error:  # pragma: no cover - a core dependency
@@ -40,6 +42,8 @@ class OnnxRuntimeSession:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
         options.log_severity_level = 3
+        if not spinning:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.threads = threads
         try:
             self._session = onnxruntime.InferenceSession(

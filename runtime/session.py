@@ -18,6 +18,7 @@ from ..graph.errors import ArgumentError, BackendError, Conv1DTransposeError, de
 from ..graph.onnx_export import spec_from_model
 from .onnxruntime_backend import DTYPES as ONNXRUNTIME_DTYPES
 from .onnxruntime_backend import OnnxRuntimeSession
+from . import placement as _placement
 
 BACKENDS = ("auto", "onnxruntime", "tvm")
 
@@ -106,6 +107,10 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
         return _tvm_session(source or load_model(model_or_path), target, **tvm_options)
 
     model = source or load_model(model_or_path)
+    if source is None:
+        placed = _place_nodes(model, target, tvm_options, threads)
+        if placed is not None:
+            return placed
     spec = source.spec if source is not None and source.spec is not None else \
         spec_from_model(load_model(model))
     onnxruntime_has_dtype = spec is None or spec.dtype in ONNXRUNTIME_DTYPES["cpu"]
@@ -133,6 +138,41 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
     return OnnxRuntimeSession(load_model(model), threads=threads)
 
 
+def _place_nodes(model, target, tvm_options, threads):
+    """`auto` for a model with compute-heavy nodes our kernel does not take (placement.py):
+    onnxruntime for those, TVM for the ConvTranspose nodes it does take (SplitSession), or
+    onnxruntime alone where it takes none, without importing the model into TVM (which
+    cannot import LSTM, for one). None where every such node is ours: then the whole model
+    goes to TVM, as before, or where onnxruntime cannot run the rest."""
+    if not _onnxruntime_importable():
+        return None
+    model = _placement.normalized(model)
+    types = _placement.value_types(model)
+    heavy = {index: _placement.kernel_refusal(node, model, types)
+             for index, node in enumerate(model.graph.node)
+             if node.op_type in _placement.COMPUTE_HEAVY}
+    refused = {index: reason for index, reason in heavy.items() if reason}
+    if not refused:
+        return None
+    kernels = set(heavy) - set(refused)
+    try:
+        if kernels:
+            from .split_session import SplitSession, warn_each
+            return SplitSession(model, kernels,
+                                lambda sub: _tvm_session(sub, target, **tvm_options),
+                                threads=threads, warning=warn_each(BackendFallbackWarning))
+        session = OnnxRuntimeSession(model, threads=threads)
+    except BackendError:  # onnxruntime lacks a dtype (float64): TVM whole, as before
+        return None
+    names = _placement.node_names(model.graph)
+    reasons = [f"node {names[index]!r}: {reason}" for index, reason in refused.items()]
+    more = f" and {len(reasons) - 3} more" if len(reasons) > 3 else ""
+    warnings.warn(f"backend='auto' uses onnxruntime:cpu instead of tvm:{target}: no "
+                  f"compute-heavy node of this model has a scheduled TVM kernel "
+                  f"({'; '.join(reasons[:3])}{more})", BackendFallbackWarning, stacklevel=4)
+    return session
+
+
 class InferenceSession:
     """Like `onnxruntime.InferenceSession`, over any of our backends.
 
@@ -149,6 +189,7 @@ class InferenceSession:
 
     def __init__(self, model_or_path, backend="auto", target="host", *, threads=None,
                  cache_dir=None, targets=None):
+        self._model_or_path, self._placement = model_or_path, None
         self._session = open_session(model_or_path, backend, target, threads=threads,
                                      cache_dir=cache_dir, targets=targets)
 
@@ -156,6 +197,22 @@ class InferenceSession:
     def backend(self) -> str:
         """Which backend runs this session, e.g. 'onnxruntime:cpu' or 'tvm:host'."""
         return self._session.backend
+
+    @property
+    def placement(self) -> dict[str, str]:
+        """Node name -> the backend that runs it ('tvm:host', 'onnxruntime:cpu'); nodes
+        without a name are called `<op_type>_<index>`. Empty for a compiled artifact,
+        which keeps no graph."""
+        found = getattr(self._session, "placement", None) or self._placement
+        if found is None:
+            source = self._model_or_path
+            if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+                found = {}
+            else:
+                graph = load_model(source).graph
+                found = dict.fromkeys(_placement.node_names(graph), self.backend)
+            self._placement = found
+        return dict(found)
 
     @property
     def emulated(self) -> bool:

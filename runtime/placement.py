@@ -1,0 +1,215 @@
+"""Per-node placement (issue 29): which nodes of a model our TVM kernel runs, and the model
+cut into segments that each run on one backend.
+
+A vocoder exported from PyTorch is mostly Conv, activations and a few ConvTranspose. TVM
+0.27 compiles the Conv nodes with its unscheduled default lowering (a HiFi-GAN V1
+generator took ~20 s a call against onnxruntime's ~0.5 s, 99.7% of it in those Convs), and
+its ONNX importer has no LSTM at all. So `auto` gives TVM only the ConvTranspose nodes our
+scheduled kernel takes, with the layout Transposes around them, and leaves every other
+node to onnxruntime.
+
+Pure functions of the ONNX graph; nothing here imports TVM or onnxruntime.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import onnx
+
+# Nodes whose cost grows with the product of two dimensions: a model that has one we cannot
+# schedule is not given to TVM whole (its default lowering of them is 10-1000x slower).
+COMPUTE_HEAVY = frozenset({
+    "Attention", "Conv", "ConvInteger", "ConvTranspose", "Einsum", "GRU", "Gemm", "LSTM",
+    "MatMul", "MatMulInteger", "MultiHeadAttention", "QLinearConv", "QLinearMatMul", "RNN"})
+_KERNEL_DTYPES = {onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}
+
+
+@dataclasses.dataclass
+class Segment:
+    """Consecutive nodes (in the graph's topological order) that run on one backend."""
+
+    on_tvm: bool
+    indices: list[int]  # of its nodes in the graph
+    nodes: list  # onnx.NodeProto
+    inputs: list[str]  # values it reads from graph inputs or earlier segments
+    outputs: list[str]  # values later segments or the graph's outputs read
+
+
+def node_names(graph: onnx.GraphProto) -> list[str]:
+    """A unique name per node: its own, or `<op_type>_<index>` where it has none (ONNX
+    allows empty and repeated names)."""
+    names, seen = [], set()
+    for index, node in enumerate(graph.node):
+        name = node.name or f"{node.op_type}_{index}"
+        if name in seen:
+            name = f"{name}_{index}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy with Constant nodes turned into initializers (a weight may come from either)
+    and shapes inferred for every value the inference can type."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    graph = model.graph
+    kept = []
+    for node in graph.node:
+        value = [a for a in node.attribute if a.name == "value"]
+        if node.op_type == "Constant" and value and not node.domain:
+            tensor = onnx.TensorProto()
+            tensor.CopyFrom(value[0].t)
+            tensor.name = node.output[0]
+            graph.initializer.append(tensor)
+        else:
+            kept.append(node)
+    del graph.node[:]
+    graph.node.extend(kept)
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:  # a model the inference rejects still runs on onnxruntime
+        return model
+
+
+def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
+    graph = model.graph
+    found = {v.name: v.type for v in list(graph.value_info) + list(graph.input)
+             + list(graph.output)}
+    for tensor in graph.initializer:
+        found[tensor.name] = onnx.helper.make_tensor_type_proto(tensor.data_type,
+                                                                tensor.dims)
+    return found
+
+
+def static_shape(type_proto: onnx.TypeProto | None) -> tuple[int, ...] | None:
+    if type_proto is None or not type_proto.tensor_type.HasField("shape"):
+        return None
+    dims = type_proto.tensor_type.shape.dim
+    if not all(d.HasField("dim_value") for d in dims):
+        return None
+    return tuple(d.dim_value for d in dims)
+
+
+def kernel_refusal(node: onnx.NodeProto, model: onnx.ModelProto, types=None) -> str | None:
+    """Why our kernel cannot run this node, in words; None where it can.
+
+    It runs a 1-D ConvTranspose of group 1 whose weights (and bias) are constants, on a
+    float16/32/64 tensor with a static shape (a symbolic time axis is issue 30's)."""
+    if node.op_type != "ConvTranspose" or node.domain not in ("", "ai.onnx"):
+        return f"{node.op_type} has no scheduled TVM kernel"
+    types = value_types(model) if types is None else types
+    constants = {t.name: t for t in model.graph.initializer}
+    weight = constants.get(node.input[1]) if len(node.input) > 1 else None
+    if weight is None:
+        return f"its weights {node.input[1]!r} are not a constant"
+    if len(weight.dims) != 3:
+        return f"it is {len(weight.dims) - 2}-D (weights of shape {list(weight.dims)})"
+    if len(node.input) > 2 and node.input[2] and node.input[2] not in constants:
+        return f"its bias {node.input[2]!r} is not a constant"
+    attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    if attributes.get("group", 1) != 1:
+        return f"group={attributes['group']} (the kernel takes group 1)"
+    if weight.data_type not in _KERNEL_DTYPES:
+        return f"dtype {onnx.TensorProto.DataType.Name(weight.data_type)}"
+    shape = static_shape(types.get(node.input[0]))
+    if shape is None:
+        return f"its input {node.input[0]!r} has no static shape"
+    if len(shape) != 3 or 0 in shape:
+        return f"its input has shape {list(shape)}"
+    return None
+
+
+def layout_transposes(model: onnx.ModelProto, convs: set[int]) -> set[int]:
+    """Indices of the `[0, 2, 1]` Transposes that feed or read only one of `convs` (our
+    NWC graph and tf2onnx's wrap each ConvTranspose in them): they go to TVM with it, where
+    the lowering folds them into the kernel's indexing."""
+    nodes = list(model.graph.node)
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        for name in node.input:
+            consumers.setdefault(name, []).append(index)
+    graph_outputs = {o.name for o in model.graph.output}
+    producer = {out: index for index, node in enumerate(nodes) for out in node.output}
+
+    def swap(index):
+        node = nodes[index]
+        perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
+        return node.op_type == "Transpose" and perm == [[0, 2, 1]]
+
+    found = set()
+    for conv in convs:
+        before = producer.get(nodes[conv].input[0])
+        if before is not None and swap(before) \
+                and consumers.get(nodes[before].output[0]) == [conv] \
+                and nodes[before].output[0] not in graph_outputs:
+            found.add(before)
+        after = consumers.get(nodes[conv].output[0], [])
+        if len(after) == 1 and swap(after[0]) and nodes[conv].output[0] not in graph_outputs:
+            found.add(after[0])
+    return found
+
+
+def segments(model: onnx.ModelProto, on_tvm: set[int]) -> list[Segment]:
+    """The graph's nodes cut into runs of one backend, in topological order, each with
+    the values it reads from before and the values read after it."""
+    graph = model.graph
+    constants = {t.name for t in graph.initializer}
+    runs: list[tuple[bool, list[int]]] = []
+    for index in range(len(graph.node)):
+        tvm = index in on_tvm
+        if runs and runs[-1][0] == tvm:
+            runs[-1][1].append(index)
+        else:
+            runs.append((tvm, [index]))
+    reads = [set().union(*[_read_names(graph.node[i]) for i in run]) for _, run in runs]
+    graph_outputs = [o.name for o in graph.output]
+    result = []
+    for position, (tvm, run) in enumerate(runs):
+        made = [out for i in run for out in graph.node[i].output if out]
+        made_set = set(made)
+        later = set().union(*reads[position + 1:]) | set(graph_outputs)
+        inputs = sorted(reads[position] - made_set - constants)
+        outputs = [name for name in dict.fromkeys(made) if name in later]
+        result.append(Segment(tvm, run, [graph.node[i] for i in run], inputs, outputs))
+    return result
+
+
+def _read_names(node: onnx.NodeProto) -> set[str]:
+    """Every value a node reads, including those its subgraphs (If, Loop, Scan) read from
+    the enclosing scope."""
+    names = {name for name in node.input if name}
+    for attribute in node.attribute:
+        graphs = list(attribute.graphs) + ([attribute.g] if attribute.HasField("g") else [])
+        for sub in graphs:
+            inner = {v.name for v in sub.input} | {t.name for t in sub.initializer}
+            for sub_node in sub.node:
+                inner |= set(sub_node.output)
+            for sub_node in sub.node:
+                names |= _read_names(sub_node) - inner
+    return names
+
+
+def segment_model(model: onnx.ModelProto, segment: Segment, types) -> onnx.ModelProto:
+    """A model of one segment alone: its nodes, the initializers they read, its inputs and
+    outputs typed as shape inference typed them."""
+    graph = model.graph
+    read = set().union(*[_read_names(node) for node in segment.nodes])
+    initializers = [t for t in graph.initializer if t.name in read]
+
+    def value(name):
+        type_proto = types.get(name)
+        if type_proto is None:
+            raise ValueError(f"the type of {name!r} is unknown")  # caught: stays on onnxruntime
+        info = onnx.ValueInfoProto()
+        info.name = name
+        info.type.CopyFrom(type_proto)
+        return info
+
+    sub = onnx.helper.make_graph(list(segment.nodes), f"{graph.name}_part",
+                                 [value(n) for n in segment.inputs],
+                                 [value(n) for n in segment.outputs], initializers)
+    result = onnx.helper.make_model(sub, opset_imports=list(model.opset_import),
+                                    ir_version=model.ir_version)
+    result.functions.extend(model.functions)
+    return result
+

@@ -1,0 +1,110 @@
+"""`SplitSession`: one model, its ConvTranspose nodes on TVM and the rest on onnxruntime.
+
+The segments (placement.py) run in the graph's order; each hands its outputs on as numpy
+arrays (TVM's CPU results leave through DLPack without a copy, and onnxruntime reads numpy
+inputs in place). onnxruntime's sessions here do not spin: an intra-op pool spinning
+after its call was seen to slow the TVM kernel that runs next 2-4x on two cores (issue
+29: encodec-up2's layer 6.4 ms alone, 20 ms right after each onnxruntime call, 5.3 ms
+with `session.intra_op.allow_spinning = 0`).
+"""
+from __future__ import annotations
+
+import warnings
+
+import onnx
+
+from ..graph.errors import ArgumentError
+from . import placement as _placement
+from .onnxruntime_backend import OnnxRuntimeSession
+
+ONNXRUNTIME = OnnxRuntimeSession.backend
+
+
+class SplitSession:
+    """Runs `model` with TVM sessions (from `open_tvm(sub_model)`) for the nodes in
+    `kernel_nodes` (indices into the graph, with their layout Transposes) and onnxruntime
+    for the rest. A TVM segment that fails to build, or builds without our kernel, runs on
+    onnxruntime instead, with a `warning(text)` naming its nodes and the cause.
+
+    Args:
+      model: a model from `placement.normalized`.
+      kernel_nodes: ConvTranspose nodes `placement.kernel_refusal` accepts.
+      open_tvm: ModelProto -> a TVM session (`scheduled`, `backend`, `run`).
+      threads: onnxruntime's intra-op threads (None: its default).
+    """
+
+    def __init__(self, model: onnx.ModelProto, kernel_nodes: set[int], open_tvm, *,
+                 threads=None, warning=None):
+        from .tvm_backend import NodeArg
+
+        names = _placement.node_names(model.graph)
+        types = _placement.value_types(model)
+        on_tvm = set(kernel_nodes) | _placement.layout_transposes(model, set(kernel_nodes))
+        tvm_sessions = {}
+        for segment in _placement.segments(model, on_tvm):
+            if not segment.on_tvm:
+                continue
+            try:
+                session = open_tvm(_placement.segment_model(model, segment, types))
+                if not getattr(session, "scheduled", False):
+                    raise RuntimeError("TVM built it without the scheduled kernel")
+            except Exception as error:
+                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+                which = ", ".join(repr(names[i]) for i in segment.indices)
+                if warning is not None:
+                    warning(f"nodes {which} run on {ONNXRUNTIME}: {reason}")
+                on_tvm -= set(segment.indices)
+                continue
+            tvm_sessions[tuple(segment.indices)] = session
+        self._parts = []
+        for segment in _placement.segments(model, on_tvm):
+            session = tvm_sessions.get(tuple(segment.indices)) if segment.on_tvm else \
+                OnnxRuntimeSession(_placement.segment_model(model, segment, types),
+                                   threads=threads, spinning=False)
+            self._parts.append((segment.inputs, segment.outputs, session))
+        tvm_backend = next((s.backend for s in tvm_sessions.values()), None)
+        self.placement = {name: tvm_backend if index in on_tvm else ONNXRUNTIME
+                          for index, name in enumerate(names)}
+        self.backend = f"{tvm_backend}+{ONNXRUNTIME}" if tvm_sessions else ONNXRUNTIME
+        self.scheduled = bool(tvm_sessions)
+        constants = {t.name for t in model.graph.initializer}
+        self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input
+                        if v.name not in constants]
+        self._outputs = [_node_arg(NodeArg, v) for v in model.graph.output]
+
+    def run(self, output_names, feeds):
+        """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
+        missing = [arg.name for arg in self._inputs if arg.name not in feeds]
+        if missing:
+            raise ArgumentError(f"feeds lack the model's inputs {missing}; inputs: "
+                                f"{[arg.name for arg in self._inputs]}")
+        values = dict(feeds)
+        for inputs, outputs, session in self._parts:
+            results = session.run(outputs, {name: values[name] for name in inputs})
+            values.update(zip(outputs, results))
+        names = [arg.name for arg in self._outputs] if output_names is None else output_names
+        unknown = [name for name in names if name not in values]
+        if unknown:
+            raise ArgumentError(f"output {unknown[0]!r} is not an output of the model; "
+                                f"outputs: {[arg.name for arg in self._outputs]}")
+        return [values[name] for name in names]
+
+    def get_inputs(self):
+        return list(self._inputs)
+
+    def get_outputs(self):
+        return list(self._outputs)
+
+
+def _node_arg(node_arg, value: onnx.ValueInfoProto):
+    tensor = value.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
+            for d in tensor.shape.dim]
+    name = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
+    type_name = {"float32": "float", "float64": "double"}.get(name, name)
+    return node_arg(value.name, dims, f"tensor({type_name})")
+
+
+def warn_each(category):
+    """A `warning` callback for SplitSession that raises `category` warnings."""
+    return lambda text: warnings.warn(f"backend='auto': {text}", category, stacklevel=4)

@@ -1,0 +1,219 @@
+"""Per-node placement (issue 29): `auto` gives TVM the ConvTranspose nodes our kernel takes
+and onnxruntime the rest of a model; the split model gives onnxruntime's answer."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import conv1d_transpose as ct
+from conv1d_transpose.runtime import placement, session as session_module
+from conv1d_transpose.runtime.session import BackendFallbackWarning
+
+RNG = np.random.default_rng(29)
+
+
+def weight(name, *shape):
+    return numpy_helper.from_array((RNG.standard_normal(shape) * 0.2).astype(np.float32), name)
+
+
+def model_of(nodes, initializers, inputs, outputs, opset=17):
+    graph = helper.make_graph(nodes, "m", inputs, outputs, initializers)
+    model = helper.make_model(graph, opset_imports=[helper.make_operatorsetid("", opset)])
+    onnx.checker.check_model(model)
+    return model
+
+
+def vocoder_block(width=12, channels=8):
+    """Conv -> LeakyRelu -> ConvTranspose (x4, NCW as torch exports it) -> Conv + residual:
+    a HiFi-GAN stage in miniature."""
+    c, h = channels, channels // 2
+    nodes = [
+        helper.make_node("Conv", ["x", "w0", "b0"], ["a"], name="conv_pre", pads=[1, 1]),
+        helper.make_node("LeakyRelu", ["a"], ["a1"], name="act", alpha=0.1),
+        helper.make_node("ConvTranspose", ["a1", "wt", "bt"], ["u"], name="up",
+                         strides=[4], pads=[2, 2]),
+        helper.make_node("Conv", ["u", "w1", "b1"], ["r"], name="conv_res", pads=[1, 1]),
+        helper.make_node("Add", ["u", "r"], ["y"], name="residual"),
+    ]
+    inits = [weight("w0", c, 4, 3), weight("b0", c), weight("wt", c, h, 8), weight("bt", h),
+             weight("w1", h, h, 3), weight("b1", h)]
+    return model_of(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                 [1, 4, width])],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
+
+
+def onnxruntime_answer(model, feeds):
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    return session.run(None, feeds)
+
+
+def test_a_vocoder_block_splits_with_its_conv_transpose_on_tvm(tmp_path):
+    model = vocoder_block()
+    x = RNG.standard_normal((1, 4, 12)).astype(np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BackendFallbackWarning)
+        session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert session.placement == {"conv_pre": "onnxruntime:cpu", "act": "onnxruntime:cpu",
+                                 "up": "tvm:host", "conv_res": "onnxruntime:cpu",
+                                 "residual": "onnxruntime:cpu"}
+    assert session.backend == "tvm:host+onnxruntime:cpu"
+    [y] = session.run(None, {"x": x})
+    [expected] = onnxruntime_answer(model, {"x": x})
+    assert y.shape == expected.shape == (1, 4, 48)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    assert [arg.name for arg in session.get_inputs()] == ["x"]
+    assert session.get_inputs()[0].shape == [1, 4, 12]
+    assert [arg.name for arg in session.get_outputs()] == ["y"]
+
+
+def test_a_model_without_a_conv_transpose_goes_to_onnxruntime_without_tvm(monkeypatch):
+    """No TVM import is tried (it cost 3-4.6 s per session for LSTM models, issue 29)."""
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["y"], name="only_conv", pads=[1, 1])]
+    model = model_of(nodes, [weight("w0", 3, 4, 3)],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
+
+    def no_tvm(*args, **kwargs):
+        raise AssertionError("TVM was asked to import a model it cannot speed up")
+
+    monkeypatch.setattr(session_module, "_tvm_session", no_tvm)
+    with pytest.warns(BackendFallbackWarning,
+                      match="node 'only_conv': Conv has no scheduled TVM kernel"):
+        session = ct.InferenceSession(model, backend="auto")
+    assert session.backend == "onnxruntime:cpu"
+    assert session.placement == {"only_conv": "onnxruntime:cpu"}
+
+
+def lstm_then_upsample(width=5, channels=4):
+    """A BiLSTM over time (Demucs' and EnCodec's bottleneck) then a ConvTranspose."""
+    c = channels
+    nodes = [
+        helper.make_node("Transpose", ["x"], ["t"], name="to_time_major", perm=[2, 0, 1]),
+        helper.make_node("LSTM", ["t", "lw", "lr"], ["seq"], name="lstm", hidden_size=c,
+                         direction="bidirectional"),
+        # seq: [W, 2, N, C] -> [N, 2C, W]
+        helper.make_node("Transpose", ["seq"], ["s1"], name="seq_to_ncw", perm=[2, 1, 3, 0]),
+        helper.make_node("Reshape", ["s1", "shape"], ["s2"], name="merge_directions"),
+        helper.make_node("ConvTranspose", ["s2", "wt"], ["y"], name="up", strides=[2]),
+    ]
+    inits = [weight("lw", 2, 4 * c, c), weight("lr", 2, 4 * c, c),
+             numpy_helper.from_array(np.array([1, 2 * c, width], np.int64), "shape"),
+             weight("wt", 2 * c, 3, 4)]
+    return model_of(nodes, inits,
+                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, c, width])],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
+
+
+def test_an_lstm_stays_on_onnxruntime_and_tvm_prints_nothing(tmp_path, capfd):
+    model = lstm_then_upsample()
+    x = RNG.standard_normal((1, 4, 5)).astype(np.float32)
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert session.placement["lstm"] == "onnxruntime:cpu"
+    assert session.placement["up"] == "tvm:host"
+    [y] = session.run(None, {"x": x})
+    [expected] = onnxruntime_answer(model, {"x": x})
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+    assert "Error converting operator" not in capfd.readouterr().out
+
+
+def test_a_conv_transpose_with_computed_weights_alone_runs_on_onnxruntime(tmp_path):
+    """Node by node, never all-or-nothing: weight norm's `g * v` (not a constant) keeps
+    its own node on onnxruntime, and the constant one next to it still goes to TVM."""
+    nodes = [
+        helper.make_node("Mul", ["g", "v"], ["w_norm"], name="weight_norm"),
+        helper.make_node("ConvTranspose", ["x", "w_norm"], ["a"], name="up_norm",
+                         strides=[2]),
+        helper.make_node("ConvTranspose", ["a", "w_const"], ["y"], name="up_const",
+                         strides=[2]),
+    ]
+    inits = [weight("g", 4, 1, 1), weight("v", 4, 4, 4), weight("w_const", 4, 2, 4)]
+    model = model_of(nodes, inits,
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert session.placement == {"weight_norm": "onnxruntime:cpu",
+                                 "up_norm": "onnxruntime:cpu", "up_const": "tvm:host"}
+    x = RNG.standard_normal((1, 4, 6)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0],
+                               onnxruntime_answer(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_tvm_segment_that_fails_runs_on_onnxruntime_and_says_which(monkeypatch):
+    from conv1d_transpose.graph.errors import BackendError
+
+    def failing(*args, **kwargs):
+        raise BackendError("the build broke")
+
+    monkeypatch.setattr(session_module, "_tvm_session", failing)
+    model = vocoder_block()
+    with pytest.warns(BackendFallbackWarning, match="nodes 'up' run on onnxruntime:cpu: "
+                                                    "the build broke"):
+        session = ct.InferenceSession(model, backend="auto")
+    assert set(session.placement.values()) == {"onnxruntime:cpu"}
+    x = RNG.standard_normal((1, 4, 12)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0],
+                               onnxruntime_answer(model, {"x": x})[0], rtol=1e-5, atol=1e-6)
+
+
+def exported_layer():
+    """Our own export of one layer (NWC: Transpose -> ConvTranspose -> Transpose)."""
+    f = RNG.standard_normal((4, 2, 3)).astype(np.float32)
+    return ct.Conv1DTranspose(f, [1, 12, 2], 2, backend="onnxruntime").to_onnx()
+
+
+def test_a_model_of_one_layer_still_runs_whole_on_tvm(tmp_path):
+    session = ct.InferenceSession(exported_layer(), backend="auto", cache_dir=tmp_path)
+    assert session.backend == "tvm:host"
+    assert set(session.placement.values()) == {"tvm:host"}
+
+
+# --- the pure parts ------------------------------------------------------------------
+
+
+def test_segments_read_what_earlier_segments_made_and_hand_on_what_later_ones_read():
+    model = placement.normalized(vocoder_block())
+    parts = placement.segments(model, {2})
+    assert [(p.on_tvm, [n.name for n in p.nodes]) for p in parts] == [
+        (False, ["conv_pre", "act"]), (True, ["up"]), (False, ["conv_res", "residual"])]
+    assert [(p.inputs, p.outputs) for p in parts] == [
+        (["x"], ["a1"]), (["a1"], ["u"]), (["u"], ["y"])]
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"group": 2}, "group=2"),
+    ({"weights_computed": True}, "its weights 'w' are not a constant"),
+    ({"symbolic": True}, "its input 'x' has no static shape"),
+    ({"two_d": True}, "it is 2-D"),
+])
+def test_the_kernel_refuses_a_node_in_words(change, reason):
+    shape = ["n", 4, "time"] if change.get("symbolic") else [1, 4, 6]
+    w_shape = (4, 2, 1, 3) if change.get("two_d") else (4, 2 // change.get("group", 1), 3)
+    if change.get("two_d"):
+        shape = [1, 4, 1, 6]
+    nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up",
+                              group=change.get("group", 1))]
+    inits = [weight("w", *w_shape)]
+    if change.get("weights_computed"):
+        nodes.insert(0, helper.make_node("Neg", ["w0"], ["w"], name="neg"))
+        inits = [weight("w0", *w_shape)]
+    model = model_of(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                  shape)],
+                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
+    model = placement.normalized(model)
+    up = [n for n in model.graph.node if n.name == "up"][0]
+    assert reason in placement.kernel_refusal(up, model)
+
+
+def test_layout_transposes_go_with_their_conv_transpose():
+    """Our own NWC export: Transpose -> ConvTranspose -> Transpose, one TVM segment."""
+    model = placement.normalized(exported_layer())
+    convs = {i for i, n in enumerate(model.graph.node) if n.op_type == "ConvTranspose"}
+    transposes = {i for i, n in enumerate(model.graph.node) if n.op_type == "Transpose"}
+    assert len(transposes) == 2
+    assert placement.layout_transposes(model, convs) == transposes
