@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy
 import onnx
 
 # Nodes whose cost grows with the product of two dimensions: a model that has one we cannot
@@ -21,6 +22,8 @@ import onnx
 COMPUTE_HEAVY = frozenset({
     "Attention", "Conv", "ConvInteger", "ConvTranspose", "Einsum", "GRU", "Gemm", "LSTM",
     "MatMul", "MatMulInteger", "MultiHeadAttention", "QLinearConv", "QLinearMatMul", "RNN"})
+# In a placement: a node that reads only constants, computed once when the session opens.
+FOLDED = "folded"
 _KERNEL_DTYPES = {onnx.TensorProto.FLOAT16, onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE}
 
 
@@ -49,10 +52,14 @@ def node_names(graph: onnx.GraphProto) -> list[str]:
 
 
 def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy with Constant nodes turned into initializers (a weight may come from either)
-    and shapes inferred for every value the inference can type."""
+    """A copy with Constant nodes turned into initializers (a weight may come from either),
+    constant subgraphs computed (weight norm's `g * v / ||v||`, which torch's exporter
+    leaves in the graph) and shapes inferred for every value the inference can type.
+    Every node keeps its name in `node_names`' terms; `folded_nodes` says which are gone."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
+    for node, name in zip(graph.node, node_names(graph)):
+        node.name = name  # (the names `placement` reports are the model's)
     kept = []
     for node in graph.node:
         value = [a for a in node.attribute if a.name == "value"]
@@ -65,10 +72,17 @@ def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
             kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
+    _fold_constants(model)
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # a model the inference rejects still runs on onnxruntime
         return model
+
+
+def folded_nodes(model: onnx.ModelProto, normalized_model: onnx.ModelProto) -> list[str]:
+    """The nodes of `model` that `normalized` computed once (FOLDED in a placement)."""
+    kept = {node.name for node in normalized_model.graph.node}
+    return [name for name in node_names(model.graph) if name not in kept]
 
 
 def value_types(model: onnx.ModelProto) -> dict[str, onnx.TypeProto]:
@@ -213,3 +227,54 @@ def segment_model(model: onnx.ModelProto, segment: Segment, types) -> onnx.Model
     result.functions.extend(model.functions)
     return result
 
+
+
+# Never folded: their value is not a function of their inputs.
+_NOT_FOLDED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform",
+                         "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})
+
+
+def _fold_constants(model: onnx.ModelProto) -> None:
+    """Replace the nodes that read only constants by the values they compute, in place
+    (onnx's reference evaluator computes them: no runtime needed). A model it cannot
+    evaluate is left as it is: onnxruntime folds such nodes itself, and our kernel then
+    just does not take the ConvTranspose they feed."""
+    graph = model.graph
+    known = {t.name for t in graph.initializer}
+    folded, kept = [], []
+    for node in graph.node:
+        if node.input and node.domain in ("", "ai.onnx") and node.op_type not in _NOT_FOLDED \
+                and not any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS)
+                            for a in node.attribute) \
+                and all(not name or name in known for name in node.input):
+            folded.append(node)
+            known.update(node.output)
+        else:
+            kept.append(node)
+    if not folded:
+        return
+    read = set().union(*[_read_names(node) for node in kept]) | {o.name for o in graph.output}
+    wanted = [name for node in folded for name in node.output if name in read]
+    if not wanted:
+        return
+    from onnx import numpy_helper
+    from onnx.reference import ReferenceEvaluator
+
+    constants = onnx.helper.make_graph(
+        folded, "constants", [], [onnx.helper.make_empty_tensor_value_info(name)
+                                  for name in wanted], list(graph.initializer))
+    try:
+        evaluator = ReferenceEvaluator(onnx.helper.make_model(
+            constants, opset_imports=list(model.opset_import), ir_version=model.ir_version))
+        values = evaluator.run(wanted, {})
+    except Exception:
+        return
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(numpy_helper.from_array(numpy.asarray(value), name)
+                             for name, value in zip(wanted, values))
+    used = set().union(*[_read_names(node) for node in kept]) | {o.name for o in graph.output}
+    inputs = {v.name for v in graph.input}
+    unused = [t for t in graph.initializer if t.name not in used and t.name not in inputs]
+    for tensor in unused:
+        graph.initializer.remove(tensor)

@@ -142,17 +142,19 @@ def _place_nodes(model, target, tvm_options, threads):
     """`auto` for a model with compute-heavy nodes our kernel does not take (placement.py):
     onnxruntime for those, TVM for the ConvTranspose nodes it does take (SplitSession), or
     onnxruntime alone where it takes none, without importing the model into TVM (which
-    cannot import LSTM, for one). None where every such node is ours: then the whole model
-    goes to TVM, as before, or where onnxruntime cannot run the rest."""
+    cannot import LSTM, for one). None where every such node is ours and nothing was
+    folded: then the whole model goes to TVM, as before; or where onnxruntime cannot run
+    the rest."""
     if not _onnxruntime_importable():
         return None
-    model = _placement.normalized(model)
+    original, model = model, _placement.normalized(model)
     types = _placement.value_types(model)
     heavy = {index: _placement.kernel_refusal(node, model, types)
              for index, node in enumerate(model.graph.node)
              if node.op_type in _placement.COMPUTE_HEAVY}
     refused = {index: reason for index, reason in heavy.items() if reason}
-    if not refused:
+    folded = _placement.folded_nodes(original, model)
+    if not refused and not folded:
         return None
     kernels = set(heavy) - set(refused)
     try:
@@ -160,8 +162,9 @@ def _place_nodes(model, target, tvm_options, threads):
             from .split_session import SplitSession, warn_each
             return SplitSession(model, kernels,
                                 lambda sub: _tvm_session(sub, target, **tvm_options),
-                                threads=threads, warning=warn_each(BackendFallbackWarning))
-        session = OnnxRuntimeSession(model, threads=threads)
+                                threads=threads, warning=warn_each(BackendFallbackWarning),
+                                folded=folded)
+        session = OnnxRuntimeSession(original, threads=threads)
     except BackendError:  # onnxruntime lacks a dtype (float64): TVM whole, as before
         return None
     names = _placement.node_names(model.graph)

@@ -31,10 +31,11 @@ class SplitSession:
       kernel_nodes: ConvTranspose nodes `placement.kernel_refusal` accepts.
       open_tvm: ModelProto -> a TVM session (`scheduled`, `backend`, `run`).
       threads: onnxruntime's intra-op threads (None: its default).
+      folded: names of the nodes `placement.normalized` computed once (`FOLDED`).
     """
 
     def __init__(self, model: onnx.ModelProto, kernel_nodes: set[int], open_tvm, *,
-                 threads=None, warning=None):
+                 threads=None, warning=None, folded=()):
         from .tvm_backend import NodeArg
 
         names = _placement.node_names(model.graph)
@@ -63,9 +64,13 @@ class SplitSession:
                                    threads=threads, spinning=False)
             self._parts.append((segment.inputs, segment.outputs, session))
         tvm_backend = next((s.backend for s in tvm_sessions.values()), None)
-        self.placement = {name: tvm_backend if index in on_tvm else ONNXRUNTIME
-                          for index, name in enumerate(names)}
-        self.backend = f"{tvm_backend}+{ONNXRUNTIME}" if tvm_sessions else ONNXRUNTIME
+        self.placement = dict.fromkeys(folded, _placement.FOLDED)
+        self.placement.update((name, tvm_backend if index in on_tvm else ONNXRUNTIME)
+                              for index, name in enumerate(names))
+        backends = [tvm_backend] if tvm_sessions else []
+        if any(isinstance(session, OnnxRuntimeSession) for _, _, session in self._parts):
+            backends.append(ONNXRUNTIME)
+        self.backend = "+".join(backends)
         self.scheduled = bool(tvm_sessions)
         constants = {t.name for t in model.graph.initializer}
         self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input

@@ -122,9 +122,38 @@ def test_an_lstm_stays_on_onnxruntime_and_tvm_prints_nothing(tmp_path, capfd):
     assert "Error converting operator" not in capfd.readouterr().out
 
 
-def test_a_conv_transpose_with_computed_weights_alone_runs_on_onnxruntime(tmp_path):
-    """Node by node, never all-or-nothing: weight norm's `g * v` (not a constant) keeps
-    its own node on onnxruntime, and the constant one next to it still goes to TVM."""
+def weight_norm_model():
+    """Two ConvTransposes, the first with weight norm left in the graph as torch's current
+    exporter writes it (`g * v / ||v||`), the second with a constant weight."""
+    nodes = [
+        helper.make_node("ReduceL2", ["v"], ["v_norm"], name="norm", axes=[1, 2]),
+        helper.make_node("Div", ["v", "v_norm"], ["v_unit"], name="unit"),
+        helper.make_node("Mul", ["g", "v_unit"], ["w_norm"], name="weight_norm"),
+        helper.make_node("ConvTranspose", ["x", "w_norm"], ["a"], name="up_norm",
+                         strides=[2]),
+        helper.make_node("ConvTranspose", ["a", "w_const"], ["y"], name="up_const",
+                         strides=[2]),
+    ]
+    inits = [weight("g", 4, 1, 1), weight("v", 4, 4, 4), weight("w_const", 4, 2, 4)]
+    return model_of(nodes, inits,
+                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
+                    [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
+
+
+def test_weight_norm_in_the_graph_is_computed_once_and_its_conv_transpose_goes_to_tvm(
+        tmp_path):
+    model = weight_norm_model()
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert session.placement == {"norm": "folded", "unit": "folded", "weight_norm": "folded",
+                                 "up_norm": "tvm:host", "up_const": "tvm:host"}
+    x = RNG.standard_normal((1, 4, 6)).astype(np.float32)
+    np.testing.assert_allclose(session.run(None, {"x": x})[0],
+                               onnxruntime_answer(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+
+
+def test_a_conv_transpose_with_weights_from_an_input_alone_runs_on_onnxruntime(tmp_path):
+    """Node by node, never all-or-nothing: a weight that is not a constant (here scaled by
+    a graph input) keeps its node on onnxruntime; the constant one still goes to TVM."""
     nodes = [
         helper.make_node("Mul", ["g", "v"], ["w_norm"], name="weight_norm"),
         helper.make_node("ConvTranspose", ["x", "w_norm"], ["a"], name="up_norm",
@@ -132,16 +161,19 @@ def test_a_conv_transpose_with_computed_weights_alone_runs_on_onnxruntime(tmp_pa
         helper.make_node("ConvTranspose", ["a", "w_const"], ["y"], name="up_const",
                          strides=[2]),
     ]
-    inits = [weight("g", 4, 1, 1), weight("v", 4, 4, 4), weight("w_const", 4, 2, 4)]
+    inits = [weight("v", 4, 4, 4), weight("w_const", 4, 2, 4)]
     model = model_of(nodes, inits,
-                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
+                     [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6]),
+                      helper.make_tensor_value_info("g", TensorProto.FLOAT, [4, 1, 1])],
                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
     session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
     assert session.placement == {"weight_norm": "onnxruntime:cpu",
                                  "up_norm": "onnxruntime:cpu", "up_const": "tvm:host"}
+    g = RNG.standard_normal((4, 1, 1)).astype(np.float32)
     x = RNG.standard_normal((1, 4, 6)).astype(np.float32)
-    np.testing.assert_allclose(session.run(None, {"x": x})[0],
-                               onnxruntime_answer(model, {"x": x})[0], rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(session.run(None, {"x": x, "g": g})[0],
+                               onnxruntime_answer(model, {"x": x, "g": g})[0],
+                               rtol=1e-4, atol=1e-5)
 
 
 def test_a_tvm_segment_that_fails_runs_on_onnxruntime_and_says_which(monkeypatch):
@@ -199,11 +231,12 @@ def test_the_kernel_refuses_a_node_in_words(change, reason):
     nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up",
                               group=change.get("group", 1))]
     inits = [weight("w", *w_shape)]
-    if change.get("weights_computed"):
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)]
+    if change.get("weights_computed"):  # from an input: not a constant, nothing to fold
         nodes.insert(0, helper.make_node("Neg", ["w0"], ["w"], name="neg"))
-        inits = [weight("w0", *w_shape)]
-    model = model_of(nodes, inits, [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                  shape)],
+        inits = []
+        inputs.append(helper.make_tensor_value_info("w0", TensorProto.FLOAT, w_shape))
+    model = model_of(nodes, inits, inputs,
                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
     model = placement.normalized(model)
     up = [n for n in model.graph.node if n.name == "up"][0]
@@ -217,3 +250,16 @@ def test_layout_transposes_go_with_their_conv_transpose():
     transposes = {i for i, n in enumerate(model.graph.node) if n.op_type == "Transpose"}
     assert len(transposes) == 2
     assert placement.layout_transposes(model, convs) == transposes
+
+
+def test_normalizing_computes_weight_norm_and_keeps_the_node_names():
+    model = weight_norm_model()
+    arrays = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    g, v = arrays["g"], arrays["v"]
+    expected = g * v / np.sqrt((v.astype(np.float64) ** 2).sum(axis=(1, 2), keepdims=True))
+    normal = placement.normalized(model)
+    folded = {t.name: numpy_helper.to_array(t) for t in normal.graph.initializer}
+    np.testing.assert_allclose(folded["w_norm"], expected, rtol=1e-6)
+    assert not {"g", "v"} & set(folded)  # read by nothing else now
+    assert [n.name for n in normal.graph.node] == ["up_norm", "up_const"]
+    assert placement.folded_nodes(model, normal) == ["norm", "unit", "weight_norm"]
