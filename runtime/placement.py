@@ -73,10 +73,88 @@ def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
     del graph.node[:]
     graph.node.extend(kept)
     _fold_constants(model)
+    model = _inferred(model)
+    if _unit_height_to_1d(model):
+        model = _inferred(model)
+    return model
+
+
+def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
     try:
         return onnx.shape_inference.infer_shapes(model, data_prop=True)
     except Exception:  # a model the inference rejects still runs on onnxruntime
         return model
+
+
+# Suffixes of the Squeeze/Unsqueeze that `_unit_height_to_1d` puts around a 1-D node.
+TO_1D, TO_2D = "/to_1d", "/to_2d"
+
+
+def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
+    """Rewrite each 2-D ConvTranspose of unit height (what tf2onnx writes for Keras'
+    Conv1DTranspose and tf.nn.conv1d_transpose: input [N, C, 1, W], kernel [Cin, Cout,
+    1, K], between an Unsqueeze and a Squeeze) as Squeeze -> the 1-D ConvTranspose ->
+    Unsqueeze, which our kernel takes. The node keeps its name. True if any was."""
+    graph = model.graph
+    types = value_types(model)
+    weights = {t.name: t for t in graph.initializer}
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    nodes, changed = [], False
+    for node in graph.node:
+        weight = weights.get(node.input[1]) if node.op_type == "ConvTranspose" \
+            and len(node.input) > 1 else None
+        shape = static_shape(types.get(node.input[0])) if weight is not None else None
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if weight is None or len(weight.dims) != 4 or weight.dims[2] != 1 or shape is None \
+                or len(shape) != 4 or shape[2] != 1 or not _unit_height(attributes):
+            nodes.append(node)
+            continue
+        from onnx import numpy_helper
+        flat = numpy_helper.to_array(weight).reshape(list(weight.dims[:2]) + [weight.dims[3]])
+        flat_name = f"{weight.name}{TO_1D}"
+        if flat_name not in weights:
+            graph.initializer.append(numpy_helper.from_array(flat, flat_name))
+            weights[flat_name] = graph.initializer[-1]
+        axes = f"{node.name}{TO_1D}/axes"
+        axis_args = {}
+        if opset >= 13:
+            graph.initializer.append(numpy_helper.from_array(numpy.array([2], numpy.int64),
+                                                             axes))
+        else:
+            axis_args = {"axes": [2]}
+        x1, y1 = f"{node.input[0]}{TO_1D}@{node.name}", f"{node.output[0]}{TO_1D}"
+        one_d = {name: value[1:] if isinstance(value, list) and len(value) == 2 else
+                 (value[1:2] + value[3:4] if name == "pads" else value)
+                 for name, value in attributes.items()}
+        nodes.append(onnx.helper.make_node(
+            "Squeeze", [node.input[0]] + ([axes] if opset >= 13 else []), [x1],
+            name=f"{node.name}{TO_1D}", **axis_args))
+        nodes.append(onnx.helper.make_node(
+            "ConvTranspose", [x1, flat_name] + list(node.input[2:]), [y1], name=node.name,
+            **one_d))
+        nodes.append(onnx.helper.make_node(
+            "Unsqueeze", [y1] + ([axes] if opset >= 13 else []), [node.output[0]],
+            name=f"{node.name}{TO_2D}", **axis_args))
+        changed = True
+    if changed:
+        del graph.node[:]
+        graph.node.extend(nodes)
+    return changed
+
+
+def _unit_height(attributes) -> bool:
+    """The height axis of a 2-D ConvTranspose does nothing: kernel 1, stride 1, no pads."""
+    pairs = ("kernel_shape", "strides", "dilations", "output_padding", "output_shape")
+    if any(len(attributes.get(name, [1, 1])) != 2 for name in pairs):
+        return False
+    pads = attributes.get("pads", [0, 0, 0, 0])
+    return (len(pads) == 4 and pads[0] == pads[2] == 0
+            and attributes.get("kernel_shape", [1, 1])[0] == 1
+            and attributes.get("strides", [1, 1])[0] == 1
+            and attributes.get("dilations", [1, 1])[0] == 1
+            and attributes.get("output_padding", [0, 0])[0] == 0
+            and attributes.get("output_shape", [1, 1])[0] == 1
+            and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
 
 
 def folded_nodes(model: onnx.ModelProto, normalized_model: onnx.ModelProto) -> list[str]:
@@ -136,7 +214,8 @@ def kernel_refusal(node: onnx.NodeProto, model: onnx.ModelProto, types=None) -> 
 def layout_transposes(model: onnx.ModelProto, convs: set[int]) -> set[int]:
     """Indices of the `[0, 2, 1]` Transposes that feed or read only one of `convs` (our
     NWC graph and tf2onnx's wrap each ConvTranspose in them): they go to TVM with it, where
-    the lowering folds them into the kernel's indexing."""
+    the lowering folds them into the kernel's indexing); and the Squeeze/Unsqueeze that
+    `normalized` put around a unit-height 2-D one."""
     nodes = list(model.graph.node)
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(nodes):
@@ -150,7 +229,8 @@ def layout_transposes(model: onnx.ModelProto, convs: set[int]) -> set[int]:
         perm = [list(a.ints) for a in node.attribute if a.name == "perm"]
         return node.op_type == "Transpose" and perm == [[0, 2, 1]]
 
-    found = set()
+    found = {index for index, node in enumerate(nodes) for conv in convs
+             if node.name in (nodes[conv].name + TO_1D, nodes[conv].name + TO_2D)}
     for conv in convs:
         before = producer.get(nodes[conv].input[0])
         if before is not None and swap(before) \

@@ -142,9 +142,9 @@ def _place_nodes(model, target, tvm_options, threads):
     """`auto` for a model with compute-heavy nodes our kernel does not take (placement.py):
     onnxruntime for those, TVM for the ConvTranspose nodes it does take (SplitSession), or
     onnxruntime alone where it takes none, without importing the model into TVM (which
-    cannot import LSTM, for one). None where every such node is ours and nothing was
-    folded: then the whole model goes to TVM, as before; or where onnxruntime cannot run
-    the rest."""
+    cannot import LSTM, for one). None where every such node is ours and `normalized`
+    changed nothing: then the whole model goes to TVM, as before; or where onnxruntime
+    cannot run the rest."""
     if not _onnxruntime_importable():
         return None
     original, model = model, _placement.normalized(model)
@@ -154,16 +154,22 @@ def _place_nodes(model, target, tvm_options, threads):
              if node.op_type in _placement.COMPUTE_HEAVY}
     refused = {index: reason for index, reason in heavy.items() if reason}
     folded = _placement.folded_nodes(original, model)
-    if not refused and not folded:
+    rewritten = [node.name for node in model.graph.node] != \
+        _placement.node_names(original.graph)
+    if not refused and not rewritten:
         return None
     kernels = set(heavy) - set(refused)
     try:
         if kernels:
             from .split_session import SplitSession, warn_each
-            return SplitSession(model, kernels,
-                                lambda sub: _tvm_session(sub, target, **tvm_options),
-                                threads=threads, warning=warn_each(BackendFallbackWarning),
-                                folded=folded)
+            session = SplitSession(model, kernels,
+                                   lambda sub: _tvm_session(sub, target, **tvm_options),
+                                   threads=threads, warning=warn_each(BackendFallbackWarning),
+                                   folded=folded)
+            names = set(_placement.node_names(original.graph))  # not the rewrite's own
+            session.placement = {name: backend for name, backend in session.placement.items()
+                                 if name in names}
+            return session
         session = OnnxRuntimeSession(original, threads=threads)
     except BackendError:  # onnxruntime lacks a dtype (float64): TVM whole, as before
         return None

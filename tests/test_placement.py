@@ -225,9 +225,9 @@ def test_segments_read_what_earlier_segments_made_and_hand_on_what_later_ones_re
 ])
 def test_the_kernel_refuses_a_node_in_words(change, reason):
     shape = ["n", 4, "time"] if change.get("symbolic") else [1, 4, 6]
-    w_shape = (4, 2, 1, 3) if change.get("two_d") else (4, 2 // change.get("group", 1), 3)
-    if change.get("two_d"):
-        shape = [1, 4, 1, 6]
+    w_shape = (4, 2, 2, 3) if change.get("two_d") else (4, 2 // change.get("group", 1), 3)
+    if change.get("two_d"):  # (a unit-height one is rewritten to 1-D: tf2onnx's form)
+        shape = [1, 4, 2, 6]
     nodes = [helper.make_node("ConvTranspose", ["x", "w"], ["y"], name="up",
                               group=change.get("group", 1))]
     inits = [weight("w", *w_shape)]
@@ -263,3 +263,34 @@ def test_normalizing_computes_weight_norm_and_keeps_the_node_names():
     assert not {"g", "v"} & set(folded)  # read by nothing else now
     assert [n.name for n in normal.graph.node] == ["up_norm", "up_const"]
     assert placement.folded_nodes(model, normal) == ["norm", "unit", "weight_norm"]
+
+
+def tf2onnx_layer(width=6, cin=3, cout=2, K=4, s=2):
+    """What tf2onnx writes for Keras' Conv1DTranspose (NWC): Unsqueeze to [N, 1, W, C],
+    Transpose to NCHW, a 2-D ConvTranspose with a [Cin, Cout, 1, K] kernel, and back."""
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "axis1"], ["x4"], name="expand"),
+        helper.make_node("Transpose", ["x4"], ["xc"], name="to_nchw", perm=[0, 3, 1, 2]),
+        helper.make_node("ConvTranspose", ["xc", "w", "b"], ["yc"], name="conv2d_transpose",
+                         strides=[1, s], pads=[0, 1, 0, 1], kernel_shape=[1, K]),
+        helper.make_node("Transpose", ["yc"], ["y4"], name="to_nhwc", perm=[0, 2, 3, 1]),
+        helper.make_node("Squeeze", ["y4", "axis1"], ["y"], name="squeeze"),
+        helper.make_node("LeakyRelu", ["y"], ["z"], name="act", alpha=0.2),
+    ]
+    inits = [weight("w", cin, cout, 1, K), weight("b", cout),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    return model_of(nodes, inits,
+                    [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width, cin])],
+                    [helper.make_tensor_value_info("z", TensorProto.FLOAT, ["n", "w", "c"])])
+
+
+def test_tf2onnx_unit_height_conv_transpose_goes_to_tvm(tmp_path):
+    model = tf2onnx_layer()
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert session.placement["conv2d_transpose"] == "tvm:host"
+    assert set(session.placement) == {n.name for n in model.graph.node}
+    x = RNG.standard_normal((1, 6, 3)).astype(np.float32)
+    [y] = session.run(None, {"x": x})
+    [expected] = onnxruntime_answer(model, {"x": x})
+    assert y.shape == expected.shape == (1, 12, 2)
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
