@@ -4,9 +4,9 @@ cut into segments that each run on one backend.
 A vocoder exported from PyTorch is mostly Conv, activations and a few ConvTranspose. TVM
 0.27 compiles the Conv nodes with its unscheduled default lowering (a HiFi-GAN V1
 generator took ~20 s a call against onnxruntime's ~0.5 s, 99.7% of it in those Convs), and
-its ONNX importer has no LSTM at all. So `auto` gives TVM only the ConvTranspose nodes our
-scheduled kernel takes, with the layout Transposes around them, and leaves every other
-node to onnxruntime.
+its ONNX importer has no LSTM at all. So `auto` gives TVM only the nodes our scheduled
+kernel takes: ConvTranspose, and stride-1 Conv written as one (compile/forward_conv.py),
+with the layout Transposes around them; every other node goes to onnxruntime.
 
 Pure functions of the ONNX graph; nothing here imports TVM or onnxruntime.
 """
@@ -76,7 +76,38 @@ def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
     model = _inferred(model)
     if _unit_height_to_1d(model):
         model = _inferred(model)
+    _convs_as_transposes(model)
     return model
+
+
+def _convs_as_transposes(model: onnx.ModelProto) -> None:
+    """Each stride-1 1-D Conv with constant weights becomes the ConvTranspose that
+    computes the same (compile/forward_conv.py), so our kernel runs it. In place; the
+    node keeps its name (and its output's type: shapes need no new inference)."""
+    from ..compile.forward_conv import as_conv_transpose
+
+    graph = model.graph
+    types = value_types(model)
+    weights = {t.name: t for t in graph.initializer}
+    nodes = []
+    for node in graph.node:
+        shape = static_shape(types.get(node.input[0])) if node.op_type == "Conv" else None
+        found = as_conv_transpose(node, weights, shape[2]) \
+            if shape is not None and len(shape) == 3 else None
+        if found is None:
+            nodes.append(node)
+            continue
+        new, tensor = found
+        if tensor.name not in weights:
+            graph.initializer.append(tensor)
+            weights[tensor.name] = tensor
+        nodes.append(new)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    read = set().union(*[_read_names(node) for node in nodes]) if nodes else set()
+    inputs = {v.name for v in graph.input} | {o.name for o in graph.output}
+    for tensor in [t for t in graph.initializer if t.name not in read | inputs]:
+        graph.initializer.remove(tensor)
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -91,17 +122,17 @@ TO_1D, TO_2D = "/to_1d", "/to_2d"
 
 
 def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
-    """Rewrite each 2-D ConvTranspose of unit height (what tf2onnx writes for Keras'
-    Conv1DTranspose and tf.nn.conv1d_transpose: input [N, C, 1, W], kernel [Cin, Cout,
-    1, K], between an Unsqueeze and a Squeeze) as Squeeze -> the 1-D ConvTranspose ->
-    Unsqueeze, which our kernel takes. The node keeps its name. True if any was."""
+    """Rewrite each 2-D ConvTranspose or Conv of unit height (what tf2onnx writes for
+    Keras' Conv1DTranspose and Conv1D: input [N, C, 1, W], kernel [., ., 1, K], between an
+    Unsqueeze and a Squeeze) as Squeeze -> the 1-D node -> Unsqueeze, which our kernel
+    takes. The node keeps its name. True if any was."""
     graph = model.graph
     types = value_types(model)
     weights = {t.name: t for t in graph.initializer}
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
     nodes, changed = [], False
     for node in graph.node:
-        weight = weights.get(node.input[1]) if node.op_type == "ConvTranspose" \
+        weight = weights.get(node.input[1]) if node.op_type in ("Conv", "ConvTranspose") \
             and len(node.input) > 1 else None
         shape = static_shape(types.get(node.input[0])) if weight is not None else None
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
@@ -130,7 +161,7 @@ def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
             "Squeeze", [node.input[0]] + ([axes] if opset >= 13 else []), [x1],
             name=f"{node.name}{TO_1D}", **axis_args))
         nodes.append(onnx.helper.make_node(
-            "ConvTranspose", [x1, flat_name] + list(node.input[2:]), [y1], name=node.name,
+            node.op_type, [x1, flat_name] + list(node.input[2:]), [y1], name=node.name,
             **one_d))
         nodes.append(onnx.helper.make_node(
             "Unsqueeze", [y1] + ([axes] if opset >= 13 else []), [node.output[0]],
@@ -187,6 +218,9 @@ def kernel_refusal(node: onnx.NodeProto, model: onnx.ModelProto, types=None) -> 
 
     It runs a 1-D ConvTranspose of group 1 whose weights (and bias) are constants, on a
     float16/32/64 tensor with a static shape (a symbolic time axis is issue 30's)."""
+    if node.op_type == "Conv" and node.domain in ("", "ai.onnx"):
+        return ("our kernel takes a Conv only when it is 1-D, of stride 1 and group 1, with "
+                "constant weights and a static input shape")
     if node.op_type != "ConvTranspose" or node.domain not in ("", "ai.onnx"):
         return f"{node.op_type} has no scheduled TVM kernel"
     types = value_types(model) if types is None else types

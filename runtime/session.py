@@ -154,8 +154,9 @@ def _place_nodes(model, target, tvm_options, threads):
              if node.op_type in _placement.COMPUTE_HEAVY}
     refused = {index: reason for index, reason in heavy.items() if reason}
     folded = _placement.folded_nodes(original, model)
-    rewritten = [node.name for node in model.graph.node] != \
-        _placement.node_names(original.graph)
+    rewritten = [(node.name, node.op_type) for node in model.graph.node] != \
+        list(zip(_placement.node_names(original.graph),
+                 [node.op_type for node in original.graph.node]))
     if not refused and not rewritten:
         return None
     kernels = set(heavy) - set(refused)

@@ -53,14 +53,14 @@ def onnxruntime_answer(model, feeds):
     return session.run(None, feeds)
 
 
-def test_a_vocoder_block_splits_with_its_conv_transpose_on_tvm(tmp_path):
+def test_a_vocoder_block_splits_with_its_convolutions_on_tvm(tmp_path):
     model = vocoder_block()
     x = RNG.standard_normal((1, 4, 12)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackendFallbackWarning)
         session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
-    assert session.placement == {"conv_pre": "onnxruntime:cpu", "act": "onnxruntime:cpu",
-                                 "up": "tvm:host", "conv_res": "onnxruntime:cpu",
+    assert session.placement == {"conv_pre": "tvm:host", "act": "onnxruntime:cpu",
+                                 "up": "tvm:host", "conv_res": "tvm:host",
                                  "residual": "onnxruntime:cpu"}
     assert session.backend == "tvm:host+onnxruntime:cpu"
     [y] = session.run(None, {"x": x})
@@ -72,9 +72,10 @@ def test_a_vocoder_block_splits_with_its_conv_transpose_on_tvm(tmp_path):
     assert [arg.name for arg in session.get_outputs()] == ["y"]
 
 
-def test_a_model_without_a_conv_transpose_goes_to_onnxruntime_without_tvm(monkeypatch):
+def test_a_model_our_kernel_cannot_help_goes_to_onnxruntime_without_tvm(monkeypatch):
     """No TVM import is tried (it cost 3-4.6 s per session for LSTM models, issue 29)."""
-    nodes = [helper.make_node("Conv", ["x", "w0"], ["y"], name="only_conv", pads=[1, 1])]
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["y"], name="only_conv", pads=[1, 1],
+                              strides=[2])]
     model = model_of(nodes, [weight("w0", 3, 4, 3)],
                      [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 6])],
                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
@@ -84,7 +85,8 @@ def test_a_model_without_a_conv_transpose_goes_to_onnxruntime_without_tvm(monkey
 
     monkeypatch.setattr(session_module, "_tvm_session", no_tvm)
     with pytest.warns(BackendFallbackWarning,
-                      match="node 'only_conv': Conv has no scheduled TVM kernel"):
+                      match="node 'only_conv': our kernel takes a Conv only when it is "
+                            "1-D, of stride 1"):
         session = ct.InferenceSession(model, backend="auto")
     assert session.backend == "onnxruntime:cpu"
     assert session.placement == {"only_conv": "onnxruntime:cpu"}
@@ -184,7 +186,8 @@ def test_a_tvm_segment_that_fails_runs_on_onnxruntime_and_says_which(monkeypatch
 
     monkeypatch.setattr(session_module, "_tvm_session", failing)
     model = vocoder_block()
-    with pytest.warns(BackendFallbackWarning, match="nodes 'up' run on onnxruntime:cpu: "
+    with pytest.warns(BackendFallbackWarning, match="nodes 'up', 'conv_res' run on "
+                                                    "onnxruntime:cpu: "
                                                     "the build broke"):
         session = ct.InferenceSession(model, backend="auto")
     assert set(session.placement.values()) == {"onnxruntime:cpu"}
