@@ -1,6 +1,9 @@
 """ONNX model -> Relax IRModule, through `legalize` first."""
 from __future__ import annotations
 
+import contextlib
+import io
+
 import onnx
 
 from ..graph.errors import ArgumentError
@@ -29,4 +32,7 @@ def import_onnx(model: onnx.ModelProto):
     if not isinstance(model, onnx.ModelProto):
         raise ArgumentError(f"import_onnx needs an onnx.ModelProto, got {type(model).__name__}")
     legal = legalize_conv_transpose(model)
-    return from_onnx(legal, opset=model_opset(legal), keep_params_in_input=False)
+    # The importer prints "Error converting operator ..." to stdout before raising (the
+    # exception says it too): a library must not write to its user's stdout.
+    with contextlib.redirect_stdout(io.StringIO()):
+        return from_onnx(legal, opset=model_opset(legal), keep_params_in_input=False)

@@ -71,6 +71,9 @@ def _tvm_session(model, target, **options):
     except Conv1DTransposeError:
         raise
     except Exception as error:
+        if type(error).__name__ == "OpNotImplemented":  # tvm.error: a limit of TVM's, not a bug
+            raise BackendError(f"TVM cannot import this model: "
+                               f"{str(error).splitlines()[0]}") from error
         # Anything else is a bug of ours (a schedule that does not fit a shape, say): say
         # so in words, keep the details on the chained exception, and let `auto` fall back.
         raise BackendError(

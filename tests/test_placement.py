@@ -297,3 +297,22 @@ def test_tf2onnx_unit_height_conv_transpose_goes_to_tvm(tmp_path):
     [expected] = onnxruntime_answer(model, {"x": x})
     assert y.shape == expected.shape == (1, 12, 2)
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_tvm_names_an_op_it_cannot_import_in_words(tmp_path):
+    with pytest.raises(ct.BackendError, match="TVM cannot import this model: The following "
+                                              "operators are not supported .*: LSTM"):
+        ct.InferenceSession(lstm_then_upsample(), backend="tvm", cache_dir=tmp_path)
+
+
+def test_tvm_prints_nothing_when_an_operator_fails_to_convert(tmp_path, capfd, monkeypatch):
+    """TVM's importer prints "Error converting operator ..." before it raises."""
+    from tvm.relax.frontend.onnx import onnx_frontend
+
+    def broken(self, op_name, *args, **kwargs):
+        raise RuntimeError(f"cannot convert {op_name}")
+
+    monkeypatch.setattr(onnx_frontend.ONNXGraphImporter, "_convert_operator", broken)
+    with pytest.raises(ct.BackendError):
+        ct.InferenceSession(exported_layer(), backend="tvm", cache_dir=tmp_path)
+    assert "Error converting operator" not in capfd.readouterr().out
