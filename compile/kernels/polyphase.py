@@ -24,6 +24,7 @@ import numpy as np
 
 from ...graph.shapes import layout_shape
 from ...graph.spec import Conv1DTransposeSpec
+from . import tir
 
 ACCUMULATE = {"float16": "float32", "float32": "float32", "float64": "float64"}
 
@@ -160,7 +161,7 @@ class Tiling:
     in_tile: int = 1
 
 
-def _round_up(value: int, multiple: int) -> int:
+def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
@@ -229,8 +230,8 @@ def plan_layout(geometry: Geometry, tiling: Tiling, winograd: bool = False,
         from .winograd import padded_rows as _winograd_rows
         padded_rows = _winograd_rows(dec, tiling.rows)
     else:
-        padded_rows = _round_up(dec.rows, tiling.rows)
-    cin = _round_up(geometry.in_channels, tiling.in_tile)
+        padded_rows = round_up(dec.rows, tiling.rows)
+    cin = round_up(geometry.in_channels, tiling.in_tile)
     out_blocks = -(-geometry.out_channels // tiling.out_tile)
     active = dec.active
     if active:
@@ -308,7 +309,7 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
         channel = f"vcoo * {COT} + vcoi"
         value = f"T.Cast(\"{dtype}\", acc{index}[vn, vq, vr, vcoo, vcoi])"
         if g.folded_stride == 1:
-            return (f"if {_inside(position, lowest, O, Cout, COT)}:",
+            return (f"if {tir.inside(position, lowest, O, Cout, COT)}:",
                     f"    {out_at('vn', position, channel)} = {value}")
         s0, c0 = g.folded_stride, Cout // g.folded_stride
         if c0 == 1:
@@ -390,21 +391,10 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
             f"    for n, qq, co in T.grid({N}, {dec.rows}, {Cout}):",
             f"        with T.sblock(\"zero_r{p.r}\"):",
             "            vn, vq, vco = T.axis.remap(\"SSS\", [n, qq, co])",
-            f"            if {_inside(f'vq * {S} + {p.r - rho}', p.r - rho, O)}:",
+            f"            if {tir.inside(f'vq * {S} + {p.r - rho}', p.r - rho, O)}:",
             f"                {out_at('vn', f'vq * {S} + {p.r - rho}', 'vco')} = T.Cast(\"{dtype}\", 0)",
         ]
     return "\n".join(lines) + "\n"
-
-
-def _inside(position: str, lowest: int, width: int, channels: int = 0, out_tile: int = 1) -> str:
-    """Condition of a store: the output position is inside [0, O) (and the channel is
-    real). An `if` in the block body rather than a block predicate: predicates that mix
-    loop variables make the bindings non-affine for the schedule primitives."""
-    terms = [] if lowest >= 0 else [f"{position} >= 0"]
-    terms.append(f"{position} < {width}")
-    if channels % out_tile:
-        terms.append(f"vcoo * {out_tile} + vcoi < {channels}")
-    return " and ".join(terms)
 
 
 def build_primfunc(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"):

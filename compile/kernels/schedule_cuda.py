@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 
 from .polyphase import Geometry, KernelLayout, Tiling, build_primfunc, decompose, plan_layout
-from .schedule_cpu import loops_by_variable
+from .tir import loops_by_variable
 
 THREADS = 128  # threads per block of the zero-filling blocks
 

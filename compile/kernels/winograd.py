@@ -33,7 +33,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .polyphase import Geometry, KernelLayout, _inside, _round_up, decompose
+from . import tir
+from .polyphase import Geometry, KernelLayout, decompose, round_up
 
 
 # F(2, r) for correlation with r taps, y_h = sum_i d_(h+i) g_i over the r + 1 input rows
@@ -130,7 +131,7 @@ def padded_rows(dec, tile_pairs: int) -> int:
     """Output rows a kernel of `tile_pairs`-pair tiles covers: pairs (q, q + e) of rows,
     e = row_step, in blocks of 2e rows, the pairs rounded up to whole tiles."""
     e = dec.row_step
-    return 2 * e * -(-_round_up(pairs_of(dec), tile_pairs) // e)
+    return 2 * e * -(-round_up(pairs_of(dec), tile_pairs) // e)
 
 
 def pairs_of(dec) -> int:
@@ -140,7 +141,7 @@ def pairs_of(dec) -> int:
 
 def pairs(layout: KernelLayout) -> int:
     """Pairs in a kernel: rounded up to whole tiles."""
-    return _round_up(pairs_of(layout.decomposition), layout.tiling.rows)
+    return round_up(pairs_of(layout.decomposition), layout.tiling.rows)
 
 
 def _combination(coefficients, terms) -> str:
@@ -189,9 +190,9 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
 
     x_read = f"x[vn, vp + {w0}, vci]" if nwc else f"x[vn, vci, vp + {w0}]"
     position = f"({row('vt', 'vh')}) * {S} + vr - {rho}"
-    inside = _inside(position, -rho, O, Cout, COT)
+    inside = tir.inside(position, -rho, O, Cout, COT)
     fix_position = f"({row('vt', 'h')}) * {S} + r - {rho}"
-    inside_fix = _inside(fix_position, -rho, O)
+    inside_fix = tir.inside(fix_position, -rho, O)
     # The pair's input rows d_i = x[q0 + c - (r - 1) e + i e].
     rows = [f"xp[vn, {row('vt', '0')} + {c - (R - 1) * e + i * e}, vci]" for i in range(R + 1)]
     products = [f"acc0[vn, vt, {k}, vr, vcoo, vcoi]" for k in range(R + 1)]
@@ -307,8 +308,7 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     r + 1 GEMMs (k) one after another inside it, each over the input channels."""
     import tvm
 
-    from .schedule_cpu import (_vectorize_channels, finish_tile, loops_by_variable,
-                               parallel_transpose)
+    from .tir import finish_tile, loops_by_variable, parallel_transpose, vectorize_channels
 
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
     tiling = layout.tiling
@@ -372,7 +372,7 @@ def schedule(func, layout: KernelLayout, cpu_plan):
             # add per filter vector and tile).
             summed = sch.get_sblock("sum_filters")
             sch.compute_at(summed, reduction)
-            _vectorize_channels(sch, sch.get_loops(summed)[-1], cpu_plan.lanes)
+            vectorize_channels(sch, sch.get_loops(summed)[-1], cpu_plan.lanes)
     tile_loops = [item for item in (a_t, a_r) if item is not None]
     sch.reorder(a_k, a_ci, *tile_loops, a_coi)
     sch.set_scope(block, 0, "local")
@@ -382,7 +382,7 @@ def schedule(func, layout: KernelLayout, cpu_plan):
     sch.unroll(a_k)
     for item in tile_loops:
         sch.unroll(item)
-    _vectorize_channels(sch, a_coi, cpu_plan.lanes)
+    vectorize_channels(sch, a_coi, cpu_plan.lanes)
     finish_tile(sch, store, outer, block, reduction, cpu_plan.lanes)
     # (Every phase is a loop of its own here: vr counts from phase 0.)
     prefetches = [(a_ci, layout, [0], False, cpu_plan.chunk_tiles)] if (

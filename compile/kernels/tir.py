@@ -1,0 +1,76 @@
+"""TIR helpers that the kernel's sources and schedules share.
+
+`inside` writes the guard of a store into the TVMScript of either form (polyphase.py,
+winograd.py); the rest are schedule steps used by the CPU schedules of both forms
+(schedule_cpu.py, winograd.py) and, for `loops_by_variable`, the CUDA one
+(schedule_cuda.py). Nothing here imports the rest of the package.
+"""
+from __future__ import annotations
+
+
+def inside(position: str, lowest: int, width: int, channels: int = 0, out_tile: int = 1) -> str:
+    """Condition of a store: the output position is inside [0, O) (and the channel is
+    real). An `if` in the block body rather than a block predicate: predicates that mix
+    loop variables make the bindings non-affine for the schedule primitives."""
+    terms = [] if lowest >= 0 else [f"{position} >= 0"]
+    terms.append(f"{position} < {width}")
+    if channels % out_tile:
+        terms.append(f"vcoo * {out_tile} + vcoi < {channels}")
+    return " and ".join(terms)
+
+
+def loops_by_variable(sch, block) -> dict:
+    """{block variable name: the loop bound to it} for the loops right above `block`.
+
+    compute_at creates loops only for block variables whose region is wider than one,
+    so a variable may have no loop of its own.
+    """
+    loops = sch.get_loops(block)
+    body = sch.get(loops[-1]).body
+    # A block with no loop of its own shares its innermost loop with its neighbours (one
+    # input channel and one tap): find its own realize among them.
+    statements = list(body.seq) if hasattr(body, "seq") else [body]
+    target = sch.get(block)
+    realize = next(s for s in statements
+                   if hasattr(s, "block") and s.block.same_as(target))
+    from tvm.tirx.analysis import undefined_vars
+
+    by_var = {}
+    for iter_var, value in zip(realize.block.iter_vars, realize.iter_values):
+        used = undefined_vars(value)
+        # The innermost loop in the binding (`outer * rows + ax0` binds to ax0).
+        for loop in reversed(loops):
+            if any(sch.get(loop).loop_var.same_as(var) for var in used):
+                by_var[iter_var.var.name] = loop
+                break
+    return by_var
+
+
+def vectorize_channels(sch, loop, lanes):
+    """Vectorize a loop over a tile's channels as unrolled machine-width vectors."""
+    extent = int(sch.get(loop).extent)
+    if extent > lanes and extent % lanes == 0:
+        outer, loop = sch.split(loop, [None, lanes])
+        sch.unroll(outer)
+    sch.vectorize(loop)
+
+
+def finish_tile(sch, store_block, outer, block, reduction_loop, lanes):
+    """The store's loops below `outer` (one tile) unrolled, its channels vectorized; the
+    accumulators' init split off at `reduction_loop` and vectorized too."""
+    store_loops = sch.get_loops(store_block)
+    outer_stmt = sch.get(outer)
+    below = next(i for i, item in enumerate(store_loops) if sch.get(item).same_as(outer_stmt))
+    for item in store_loops[below + 1:-1]:
+        sch.unroll(item)
+    vectorize_channels(sch, store_loops[-1], lanes)
+    init = sch.decompose_reduction(block, reduction_loop)
+    vectorize_channels(sch, sch.get_loops(init)[-1], lanes)
+
+
+def parallel_transpose(sch, n, p, ci, symbolic_batch=False):
+    """The NCW input copy (a transpose) in 16 x 16 tiles, read along the input rows."""
+    po, pi = sch.split(p, [None, 16])
+    cio, cii = sch.split(ci, [None, 16])
+    sch.reorder(po, cio, cii, pi)
+    sch.parallel(po if symbolic_batch else sch.fuse(n, po))
