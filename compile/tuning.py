@@ -286,7 +286,8 @@ def _unscheduled(geometry: Geometry, out_tile: int):
     channels are contiguous for its vectorizer), no row or reduction padding."""
     import tvm
 
-    from .kernels.polyphase import Tiling, build_primfunc
+    from .kernels.forms import build_primfunc
+    from .kernels.layout import Tiling
 
     layout = plan_layout(geometry, Tiling(1, out_tile, 1))
     func = build_primfunc(layout).with_attr("global_symbol", "main")

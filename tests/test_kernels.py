@@ -829,8 +829,8 @@ def test_summed_winograd_filters_are_g1_and_g0_alone():
 def test_summed_filters_give_the_same_bits_as_stored_sums(data_format, monkeypatch):
     # G0 + G1 summed in float32 registers is rounded once from the exact sum, as the
     # packed sum (computed in float64, then rounded) is: the kernels agree bit for bit.
-    from conv1d_transpose.compile.kernels import winograd
-    from conv1d_transpose.compile.kernels.polyphase import build_primfunc
+    from conv1d_transpose.compile.kernels import schedule_cpu_winograd
+    from conv1d_transpose.compile.kernels.forms import build_primfunc
     from conv1d_transpose.compile.kernels.schedule_cpu import CpuTarget
 
     monkeypatch.setattr(schedule_cpu, "WINOGRAD_FILTER_BYTES", 0)  # as in the blocked tests
@@ -845,7 +845,7 @@ def test_summed_filters_give_the_same_bits_as_stored_sums(data_format, monkeypat
         layout = plan_layout(geometry, cpu_plan.tiling, True, cpu_plan.phase_major,
                              summed_filters=summed)
         assert layout.summed_filters == summed
-        func = winograd.schedule(build_primfunc(layout), layout, cpu_plan)
+        func = schedule_cpu_winograd.schedule(build_primfunc(layout), layout, cpu_plan)
         if summed:
             # Summed one reduction block at a time (an L1-sized buffer the chunk's tiles
             # share), inside the loop over the blocks, not as a pass over all filters.

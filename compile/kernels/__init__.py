@@ -6,12 +6,28 @@ output` for a CPU (llvm: x86, aarch64) or CUDA target, with the `KernelLayout` t
 taps per phase (K = 2s, K = 3s, dilated stride 1) may get the Winograd F(2,2) or F(2,3)
 form of it (winograd.py). Layers with few output channels and K a multiple of s run as
 a stride-1 kernel with the phases as channels (folding.py).
+
+One module per idea, each importing only the ones listed before it:
+
+- polyphase.py: the decomposition into phases (`Geometry`, `decompose`);
+- folding.py: phases folded into channels, for layers with few output channels;
+- winograd.py: the Winograd form's arithmetic (where it applies, its transforms, slots);
+- layout.py: tiles, the kernel's sizes (`KernelLayout`) and the packed filters;
+- tir.py: TIR helpers that the sources and schedules share;
+- source_direct.py, source_winograd.py: the TVMScript of each form, unscheduled;
+- forms.py: `build_primfunc`, the source of the form a layout asks for;
+- prefetch.py: software prefetch of the filters for blocked CPU plans;
+- schedule_cpu_winograd.py: the CPU schedule of the Winograd form;
+- schedule_cpu.py: the CPU plans (which also choose the form) and the direct form's
+  CPU schedule; schedule_cuda.py: the CUDA schedules (direct form);
+- this file: the public names, and `build_kernel`, which picks the schedule for a target.
 """
 from __future__ import annotations
 
 from .folding import fold_filters, fold_phases, kernel_geometry
-from .polyphase import (Decomposition, Geometry, KernelLayout, Phase, Tiling, decompose,
-                        kernel_source, pack_filters, plan_layout)
+from .layout import KernelLayout, Tiling, pack_filters, plan_layout
+from .polyphase import Decomposition, Geometry, Phase, decompose
+from .source_direct import kernel_source
 
 # The version of the kernel's CPU code: part of the compile cache key, and the key of the
 # CPU tuning records (a bump retires every shipped record). Bump it when the CPU kernel's

@@ -5,7 +5,7 @@ Where the dilation is 1 and the kernel width a multiple of the stride (K = a*s),
 `q = w + a` is an output channel of a stride-1 transposed convolution with K/s taps and
 s*Cout output channels. The folded kernel (`fold_phases`) computes that, and its store
 writes each (phase, channel) pair straight to the layer's output position
-`q*s + r - pad_begin` (polyphase.kernel_source): same input, same output, no copies.
+`q*s + r - pad_begin` (source_direct.kernel_source): same input, same output, no copies.
 
 Why: the polyphase kernel vectorizes over output channels, so one output channel (an
 ISTFT exported as ConvTranspose: htdemucs' n_fft 4096, hop 1024, 2049 -> 1) pads to a

@@ -6,7 +6,7 @@ the block from L1/L2, but the first tile of each block waits on L3 or memory for
 it. Here, every tile's pass over a tap also prefetches its share of the same tap's next
 block (a short loop of `llvm.prefetch` before the pass), so the block is in L2 before the
 first tile needs it. The same holds for a blocked Winograd plan, whose "taps" are its
-r + 1 products (winograd.schedule).
+r + 1 products (schedule_cpu_winograd.py).
 
 The prefetches sit outside the innermost reduction loop on purpose: inside it, LLVM
 keeps the register tile's stores in the loop (it cannot tell the prefetch's pointer from
@@ -16,6 +16,8 @@ TVM 0.27 has no Python statement mutator, so `_replace` rebuilds the path from t
 function's body to the loop by hand (For, SeqStmt, SBlockRealize, SBlock).
 """
 from __future__ import annotations
+
+from .layout import stored_slot
 
 CACHE_LINE = 64
 
@@ -72,8 +74,6 @@ def _prefetch_loop(target, filters, layout, phases, phases_in_tile, passes, rows
     lane = offset % out_tile
     # (A tile spanning the phases has vr among its own loops, bound to 0 above.)
     phase = binding["vr"] + phases[0] + (offset // out_tile if phases_in_tile else 0)
-    from .winograd import stored_slot
-
     block, tap = binding["vcoo"], analyzer.simplify(stored_slot(layout, binding[tap_var]))
     indices = ([block, phase, tap, channel, lane] if layout.phase_major
                else [block, tap, channel, phase, lane])

@@ -18,10 +18,10 @@ column vector (AVX-512: 6 rows x 4 vectors = 24 zmm accumulators; NEON: 6 x 4 q-
 
 Where every phase has the same two or three equally spaced taps (K = 2s or 3s, or a
 dilated stride-1 layer), a plan may take the Winograd F(2,2) or F(2,3) form instead
-(`winograd=True`, scheduled in winograd.py): the same register tile over pairs of rows,
-3/4 or 2/3 of the multiply-adds. Its panels (the r + 1 products' filters) are blocked and
-prefetched the same way where they outgrow L2 and its filters exceed what the generic
-plan streams (a `tune` candidate).
+(`winograd=True`, scheduled in schedule_cpu_winograd.py): the same register tile over
+pairs of rows, 3/4 or 2/3 of the multiply-adds. Its panels (the r + 1 products'
+filters) are blocked and prefetched the same way where they outgrow L2 and its filters
+exceed what the generic plan streams (a `tune` candidate).
 
 Every loop transform comes before decompose_reduction (TVM's schedule refuses them after).
 """
@@ -29,7 +29,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from .polyphase import Geometry, KernelLayout, Tiling, plan_layout
+from . import schedule_cpu_winograd
+from .forms import build_primfunc
+from .layout import KernelLayout, Tiling, plan_layout
+from .polyphase import Geometry, decompose
 from .tir import finish_tile, loops_by_variable, parallel_transpose, vectorize_channels
 
 
@@ -378,7 +381,7 @@ def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
 
 
 def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
-    """Apply the plan to the PrimFunc from `polyphase.build_primfunc(layout)`."""
+    """Apply the plan to the PrimFunc from `forms.build_primfunc(layout)`."""
     import tvm
 
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
@@ -473,7 +476,7 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         # The padded input in the order the blocked loop reads it, [n, channel block, row,
         # channel]: a tile's pass over one block then reads its rows as one run of lines,
         # not as pieces a row of channels apart (a multiple of 4 KiB from 1024 channels
-        # up, so the same L1 sets); as winograd.schedule does for its transformed input.
+        # up, so the same L1 sets); as schedule_cpu_winograd does for its transformed input.
         # demucs-ncw (docs/outside-suite-wide.yaml), kernel ms, interleaved in one
         # process (`tools/cpu/kernel_plans.py`), Emerald Rapids, 2026-11-27: 7.82 and
         # 7.92 -> 7.73 and 7.57; demucs-dec1's direct plan unchanged (7.26-7.34 both).
@@ -493,7 +496,7 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
             if nwc:
                 sch.parallel(p if symbolic_batch else sch.fuse(n, p))
                 if blocked_input:
-                    # (One block's channels at a time: see winograd.schedule.)
+                    # (One block's channels at a time: see schedule_cpu_winograd.)
                     ci = sch.split(ci, [None, tiling.in_tile])[1]
                 sch.vectorize(ci)
             else:
@@ -511,15 +514,11 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
 
 def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
     """(scheduled PrimFunc, KernelLayout) for a CPU target."""
-    from .polyphase import build_primfunc, decompose
-    from .winograd import blocks_reduction
-
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))
-    summed = blocks_reduction(cpu_plan, decompose(geometry).stride)
+    summed = schedule_cpu_winograd.blocks_reduction(cpu_plan, decompose(geometry).stride)
     layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd, cpu_plan.phase_major,
                          summed_filters=summed)
     func = build_primfunc(layout)
     if cpu_plan.winograd:
-        from . import winograd
-        return winograd.schedule(func, layout, cpu_plan), layout
+        return schedule_cpu_winograd.schedule(func, layout, cpu_plan), layout
     return schedule(func, layout, cpu_plan), layout

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from .polyphase import Geometry, KernelLayout, Tiling, build_primfunc, decompose, plan_layout
+from .forms import build_primfunc
+from .layout import KernelLayout, Tiling, plan_layout
+from .polyphase import Geometry, decompose
 from .tir import loops_by_variable
 
 THREADS = 128  # threads per block of the zero-filling blocks

@@ -1,8 +1,8 @@
 """TIR helpers that the kernel's sources and schedules share.
 
-`inside` writes the guard of a store into the TVMScript of either form (polyphase.py,
-winograd.py); the rest are schedule steps used by the CPU schedules of both forms
-(schedule_cpu.py, winograd.py) and, for `loops_by_variable`, the CUDA one
+`inside` writes the guard of a store into the TVMScript of either form (source_direct.py,
+source_winograd.py); the rest are schedule steps used by the CPU schedules of both forms
+(schedule_cpu.py, schedule_cpu_winograd.py) and, for `loops_by_variable`, the CUDA one
 (schedule_cuda.py). Nothing here imports the rest of the package.
 """
 from __future__ import annotations

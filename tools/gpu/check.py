@@ -94,7 +94,7 @@ def _torch_kernel_ms(spec, x, f):
 def kernel_sweep():
     import tvm
     from conv1d_transpose.compile.kernels import schedule_cuda
-    from conv1d_transpose.compile.kernels.polyphase import Geometry, pack_filters, plan_layout
+    from conv1d_transpose.compile.kernels import Geometry, pack_filters, plan_layout
     from conv1d_transpose.workloads import load_workloads
     dev = tvm.cuda(0)
     index, workloads = {}, {}
