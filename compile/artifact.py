@@ -283,7 +283,7 @@ def build_options(entry: TargetEntry) -> dict:
     if entry.family == "cpu":
         # The user's tuning records choose CPU schedules: new records, new libraries.
         # (The shipped records live in compile/, which compiler_version hashes.)
-        from .tuning import databases_digest
+        from .records import databases_digest
         options["tuning"] = databases_digest()
     return options
 

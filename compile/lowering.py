@@ -20,7 +20,7 @@ import functools
 
 import numpy as np
 
-from . import tuning
+from . import records
 from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
                       pack_filters, target_family)
 
@@ -243,7 +243,7 @@ def _rewriter_class():
                 geometry = kernel_geometry(plan.geometry)
                 if target_family(self.target) == "cpu":
                     # A tuning record for this shape and target when there is one.
-                    func, layout, record = tuning.tuned_kernel(geometry, self.target)
+                    func, layout, record = records.tuned_kernel(geometry, self.target)
                 else:
                     (func, layout), record = build_kernel(geometry, self.target), None
                 schedule = f"tuned:{record.digest()}" if record else "generic"

@@ -559,7 +559,7 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
 @contextlib.contextmanager
 def _tuning_records(apply: bool):
     """Within: TVM builds use tuning records (apply) or the generic schedule alone."""
-    from .compile.tuning import ENV_RECORDS
+    from .compile.records import ENV_RECORDS
 
     previous = os.environ.get(ENV_RECORDS)
     if not apply:

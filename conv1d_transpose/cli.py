@@ -259,7 +259,7 @@ def compile_command(model_path, target, targets_file, cache_dir, out_dir):
 
 def _schedule_note(artifact, target, targets_file) -> str:
     """Whether a tuning record shaped the kernel, or the generic hand schedule did."""
-    from .compile import tuning
+    from .compile import records
     from .compile.kernels import Geometry, kernel_geometry
     from .compile.targets import get_target
 
@@ -267,7 +267,7 @@ def _schedule_note(artifact, target, targets_file) -> str:
     spec = artifact.spec
     if entry.family != "cpu" or spec is None:
         return "the generic hand schedule"
-    record = tuning.lookup(kernel_geometry(Geometry.from_spec(spec)), entry.tvm_target())
+    record = records.lookup(kernel_geometry(Geometry.from_spec(spec)), entry.tvm_target())
     if record is None:
         return ("the generic hand schedule (no tuning record for this shape on this target; "
                 "`conv1d-transpose tune` can find a faster one)")

@@ -1,5 +1,6 @@
 """`conv1d-transpose tune`: search the kernel's schedule for layers on a target, verify,
-and record the winner in a tuning database that compiles then use (compile/tuning.py)."""
+and record the winner in a tuning database (compile/tuning.py) that compiles then use
+(compile/records.py)."""
 from __future__ import annotations
 
 import sys
@@ -68,7 +69,7 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
           processes=5):
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
-    from .compile import tuning
+    from .compile import records, tuning
     from .compile.kernels import Geometry, kernel_geometry
     from .compile.targets import get_target, rpc_address, rpc_endpoint
     from .graph.errors import BackendError
@@ -83,14 +84,14 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
                 if can_build and entry.is_cross else "")
         raise BackendError(f"target {entry.name!r} cannot be tuned here: "
                            f"{build_reason if not can_build else run_reason}{hint}")
-    database = database or tuning.default_database()
+    database = database or records.default_database()
     target = entry.tvm_target()
-    store = tuning.RecordStore(database)
+    store = records.RecordStore(database)
     remote = tuning.RemoteTarget.from_entry(entry) if entry.rpc else None
     endpoint = rpc_endpoint(entry.rpc) if remote else {}
     where = f", on the device over RPC ({rpc_address(endpoint)})" if remote else ""
     console.print(f"tuning {len(layers)} layer(s) for target {entry.name!r} "
-                  f"({tuning.target_key(target)}){where}, {trials} MetaSchedule trials each; "
+                  f"({records.target_key(target)}){where}, {trials} MetaSchedule trials each; "
                   f"records -> {database}")
     if "emulated" in endpoint:
         console.print("[yellow]note[/]: an emulated device's times are qemu's, not a board's: "
@@ -103,8 +104,8 @@ def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resu
                   TimeElapsedColumn(), console=console, transient=True) as progress:
         for workload in layers:
             spec = workload.spec(dtype)
-            key = tuning.workload_key(kernel_geometry(Geometry.from_spec(spec)))
-            if resume and store.get(key, tuning.target_key(target)) is not None:
+            key = records.workload_key(kernel_geometry(Geometry.from_spec(spec)))
+            if resume and store.get(key, records.target_key(target)) is not None:
                 table.add_row(workload.name, "", "", "", "", "recorded before (--resume)", "", "")
                 continue
             task = progress.add_task(workload.name, total=1)

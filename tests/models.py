@@ -28,7 +28,9 @@ def edit_manifest(path, **changes):
 
 def plant_wrong_plans(monkeypatch):
     """Make every "plan" candidate of compile/tuning.py build a fast, wrong kernel (same
-    shapes, outputs shifted by one), for tests that tuning refuses it. This process only."""
+    shapes, outputs shifted by one), for tests that tuning refuses it. This process only:
+    the tuner's own name for records.kernel_from_schedule is replaced, so compiles still
+    build the real kernels."""
     import dataclasses
 
     from conv1d_transpose.compile import tuning

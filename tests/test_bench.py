@@ -268,30 +268,30 @@ def test_untuned_runs_every_tvm_kernel_without_records_and_says_so(tmp_path, mon
 
     import tvm
 
-    from conv1d_transpose.compile import tuning
+    from conv1d_transpose.compile import records
     from conv1d_transpose.compile.kernels import Geometry, kernel_geometry
     from conv1d_transpose.workloads import find_workload
 
     geometry = kernel_geometry(Geometry.from_spec(find_workload("hifigan-up1").spec()))
     shipped_cpu = tvm.target.Target({"kind": "llvm", "mcpu": "znver4"})
-    assert tuning.lookup(geometry, shipped_cpu) is not None
+    assert records.lookup(geometry, shipped_cpu) is not None
     seen = []
-    real = tuning.lookup
+    real = records.lookup
 
     def spy(*args, **kwargs):
-        seen.append(os.environ.get(tuning.ENV_RECORDS))
+        seen.append(os.environ.get(records.ENV_RECORDS))
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(tuning, "lookup", spy)
+    monkeypatch.setattr(records, "lookup", spy)
     path = tmp_path / "bench.json"
     result = invoke(*TINY, "--quick", "--backends", "tvm:host", "--targets", "host",
                     "--untuned", "--json", str(path))
     assert result.exit_code == 0, result.output
     assert seen == ["off"] and "generic (--untuned" in result.output
     assert "--untuned" in json.loads(path.read_text())["header"]["tvm_schedules"]
-    assert tuning.ENV_RECORDS not in os.environ  # only for the bench's own builds
-    monkeypatch.setenv(tuning.ENV_RECORDS, "off")
-    assert real(geometry, shipped_cpu) is None and tuning.databases_digest() == "off"
+    assert records.ENV_RECORDS not in os.environ  # only for the bench's own builds
+    monkeypatch.setenv(records.ENV_RECORDS, "off")
+    assert real(geometry, shipped_cpu) is None and records.databases_digest() == "off"
 
 
 def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, tmp_path):

@@ -297,7 +297,7 @@ def test_tune_on_the_device_over_rpc(emulated, tmp_path, monkeypatch, limit_plan
     import gc
 
     from conv1d_transpose.cli import main
-    from conv1d_transpose.compile import tuning
+    from conv1d_transpose.compile import records
     from conv1d_transpose.compile.kernels import Geometry
     from conv1d_transpose.compile.targets import get_target
     from conv1d_transpose.graph import make_spec
@@ -307,7 +307,7 @@ def test_tune_on_the_device_over_rpc(emulated, tmp_path, monkeypatch, limit_plan
     gc.collect()
     limit_plans(3)
     database = tmp_path / "tuning.json"
-    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    monkeypatch.setenv(records.ENV_DATABASE, str(database))
     layer = ["--width", "12", "--cin", "8", "--cout", "8", "--kernel", "5", "--stride", "3"]
     runner = CliRunner()
     result = runner.invoke(main, ["tune", *layer, "--target", TARGET, "--processes", "1"],
@@ -315,10 +315,10 @@ def test_tune_on_the_device_over_rpc(emulated, tmp_path, monkeypatch, limit_plan
     assert result.exit_code == 0, result.output
     assert "qemu" in result.output  # the note that emulated times mean nothing
     spec = make_spec((1, 12, 8), (5, 8, 8), (1, 36, 8), 3, "SAME", "NWC", 1, "float32")
-    target_key = tuning.target_key(get_target(TARGET).tvm_target())
+    target_key = records.target_key(get_target(TARGET).tvm_target())
     assert "mtriple=aarch64-linux-gnu" in target_key
-    record = tuning.RecordStore(database).get(tuning.workload_key(Geometry.from_spec(spec)),
-                                              target_key)
+    record = records.RecordStore(database).get(records.workload_key(Geometry.from_spec(spec)),
+                                               target_key)
     assert record is not None and record.measured["candidates"] == 3
     assert "emulated" in record.measured["machine"]
     log = open(emulated["servers"][0]["log"], encoding="utf-8").read()

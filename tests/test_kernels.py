@@ -1125,20 +1125,20 @@ def test_plan_blocks_a_winograd_panel_beyond_l2_in_blocks_of_16_kib():
 
 
 def test_records_without_a_prefetch_key_run_without_prefetch():
-    from conv1d_transpose.compile import tuning
+    from conv1d_transpose.compile import records
 
-    saved = tuning.plan_to_dict(schedule_cpu.CpuPlan(Tiling(6, 64, 256), False, "filters",
-                                                     blocked=True, prefetch=True))
+    saved = records.plan_to_dict(schedule_cpu.CpuPlan(Tiling(6, 64, 256), False, "filters",
+                                                      blocked=True, prefetch=True))
     del saved["prefetch"]
-    assert tuning.plan_from_dict(saved).prefetch is False
+    assert records.plan_from_dict(saved).prefetch is False
 
 
 def test_records_without_a_packing_key_keep_the_interleaved_packing():
-    from conv1d_transpose.compile import tuning
+    from conv1d_transpose.compile import records
 
-    saved = tuning.plan_to_dict(schedule_cpu.CpuPlan(Tiling(6, 64, 256), False, "filters"))
+    saved = records.plan_to_dict(schedule_cpu.CpuPlan(Tiling(6, 64, 256), False, "filters"))
     del saved["phase_major"]
-    assert tuning.plan_from_dict(saved).phase_major is False
+    assert records.plan_from_dict(saved).phase_major is False
 
 
 @pytest.mark.parametrize("cout, vectors", [(96, 3), (80, 3), (128, 4), (50, 4), (48, 3),

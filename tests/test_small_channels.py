@@ -16,7 +16,7 @@ from tvm import relax
 from tvm.relax.frontend.onnx import from_onnx
 
 import conv1d_transpose as ct
-from conv1d_transpose.compile import lowering, tuning
+from conv1d_transpose.compile import lowering, records, tuning
 from conv1d_transpose.compile.kernels import (Geometry, fold_filters, fold_phases,
                                               kernel_geometry)
 from conv1d_transpose.compile.kernels import folding, schedule_cpu
@@ -179,7 +179,8 @@ def test_one_input_channel_has_no_channel_loop_in_any_plan(K, s, d, rows):
     bench = tuning._Bench(spec, host_target())
     plans = schedule_cpu.candidate_plans(geometry, schedule_cpu.describe_target(host_target()))
     for plan in plans:
-        candidate = tuning.Candidate("plan", {"kind": "plan", "plan": tuning.plan_to_dict(plan)})
+        candidate = tuning.Candidate("plan", {"kind": "plan",
+                                              "plan": records.plan_to_dict(plan)})
         assert bench.build(candidate), (plan, candidate.problem)
 
 
@@ -208,13 +209,13 @@ def test_a_failed_tvm_build_is_reported_in_words(monkeypatch):
 def test_tune_records_the_folded_kernel_and_the_lowering_applies_it(tmp_path, monkeypatch,
                                                                     limit_plans):
     database = tmp_path / "tuning.json"
-    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    monkeypatch.setenv(records.ENV_DATABASE, str(database))
     limit_plans(3)
     spec = layer(width=7, cin=24, cout=2, K=16, s=4, layout="NCW")
     result = tuning.tune(spec, host_target(), rounds=1, processes=0)
     folded = kernel_geometry(Geometry.from_spec(spec))
     assert folded.out_channels == 8 and folded.stride == 1
-    assert result.record.workload == tuning.workload_key(folded)
+    assert result.record.workload == records.workload_key(folded)
     assert all(c.problem is None for c in result.candidates)
     y, x, f, kernel = run_layer(spec)
     assert str(kernel.attrs["conv1d_transpose.schedule"]) == f"tuned:{result.record.digest()}"

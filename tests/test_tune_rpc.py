@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 import conv1d_transpose as ct
 from conv1d_transpose.cli import main
-from conv1d_transpose.compile import tuning
+from conv1d_transpose.compile import records, tuning
 from conv1d_transpose.compile.kernels import Geometry
 from conv1d_transpose.compile.targets import get_target
 from conv1d_transpose.graph import make_spec, max_error
@@ -99,7 +99,7 @@ def sessions_served(server) -> int:
 def test_tune_over_rpc_times_on_the_device_and_compiles_apply_the_record(
         server, few_plans, tmp_path, monkeypatch):
     database = tmp_path / "tuning.json"
-    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    monkeypatch.setenv(records.ENV_DATABASE, str(database))
     monkeypatch.setenv("CONV1D_TRANSPOSE_TARGETS", server["targets"])
     before = sessions_served(server)
     runner = CliRunner()
@@ -112,8 +112,8 @@ def test_tune_over_rpc_times_on_the_device_and_compiles_apply_the_record(
     assert sessions_served(server) - before == 3
     entry = get_target(TARGET)
     spec = small_spec()
-    record = tuning.RecordStore(database).get(tuning.workload_key(Geometry.from_spec(spec)),
-                                              tuning.target_key(entry.tvm_target()))
+    record = records.RecordStore(database).get(records.workload_key(Geometry.from_spec(spec)),
+                                               records.target_key(entry.tvm_target()))
     assert record is not None
     assert record.measured["machine"] == f"{TARGET} over RPC at 127.0.0.1:{server['port']}"
     assert record.measured["processes"] == 2 and record.measured["candidates"] == 4

@@ -1,5 +1,5 @@
-"""Tuning (compile/tuning.py, `conv1d-transpose tune`): keys, records, the searches, and
-that compiles apply what was recorded.
+"""Tuning (compile/tuning.py, `conv1d-transpose tune`) and its records (compile/records.py):
+keys, records, the searches, and that compiles apply what was recorded.
 
 Every candidate schedule is run against the numpy reference before it may be recorded
 (MetaSchedule once reported a wrong kernel as a fast one); these tests
@@ -15,8 +15,9 @@ import pytest
 from click.testing import CliRunner
 
 from conv1d_transpose.cli import main
-from conv1d_transpose.compile import lowering, tuning
-from conv1d_transpose.compile.kernels import Geometry, kernel_geometry, schedule_cpu
+from conv1d_transpose.compile import lowering, records, tuning
+from conv1d_transpose.compile.kernels import (KERNEL_VERSION, Geometry, kernel_geometry,
+                                              schedule_cpu)
 from conv1d_transpose.graph import ArgumentError, build_model, make_spec, max_error
 from conv1d_transpose.graph.errors import BackendError
 from conv1d_transpose.workloads import load_workloads
@@ -66,47 +67,47 @@ def small_spec(layout="NWC", dtype="float32", stride=2, kernel=4, dilation=1, ba
 
 def test_workload_key_names_every_integer_of_the_kernel():
     base = Geometry(1, 10, 8, 20, 4, 4, 2, 1, 1, "NWC", "float32")
-    keys = {tuning.workload_key(base)}
+    keys = {records.workload_key(base)}
     for field, value in [("batch", 2), ("batch", None), ("in_width", 11), ("in_channels", 9),
                          ("out_width", 21), ("out_channels", 5), ("kernel_width", 3),
                          ("stride", 3), ("dilation", 2), ("pad_begin", 0),
                          ("data_format", "NCW"), ("dtype", "float64")]:
-        keys.add(tuning.workload_key(dataclasses.replace(base, **{field: value})))
+        keys.add(records.workload_key(dataclasses.replace(base, **{field: value})))
     folded = dataclasses.replace(base, folded_stride=2, folded_width=40)
     for field, value in [("folded_stride", 4), ("folded_width", 39), ("folded_offset", 1)]:
-        keys.add(tuning.workload_key(dataclasses.replace(folded, **{field: value})))
-    keys.add(tuning.workload_key(folded))
+        keys.add(records.workload_key(dataclasses.replace(folded, **{field: value})))
+    keys.add(records.workload_key(folded))
     assert len(keys) == 17
 
 
 def test_target_key_ignores_the_core_count_but_not_the_cpu():
-    assert tuning.target_key(target()) == tuning.target_key(target(**{"num-cores": 7}))
-    assert tuning.target_key(tvm.target.Target(SHIPPED_TARGET)) != tuning.target_key(
+    assert records.target_key(target()) == records.target_key(target(**{"num-cores": 7}))
+    assert records.target_key(tvm.target.Target(SHIPPED_TARGET)) != records.target_key(
         tvm.target.Target({"kind": "llvm", "mcpu": "skylake-avx512"}))
-    assert tuning.target_key(target()) != tuning.target_key(
+    assert records.target_key(target()) != records.target_key(
         tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}))
 
 
 def record(workload="w", schedule=None, version=None):
-    return tuning.Record(workload, "llvm mcpu=znver4", version or tuning.KERNEL_VERSION,
-                         schedule or {"kind": "generic"}, {"ms": 1.0})
+    return records.Record(workload, "llvm mcpu=znver4", version or KERNEL_VERSION,
+                          schedule or {"kind": "generic"}, {"ms": 1.0})
 
 
 def test_records_round_trip_through_a_readable_file(tmp_path):
     path = tmp_path / "sub" / "records.json"
-    store = tuning.RecordStore(path)
+    store = records.RecordStore(path)
     store.put(record("a"))
     store.put(record("b", {"kind": "plan", "plan": {"rows": 3}}))
     store.save()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
-    again = tuning.RecordStore(path)
+    again = records.RecordStore(path)
     assert again.get("b", "llvm mcpu=znver4").schedule == {"kind": "plan", "plan": {"rows": 3}}
     assert again.get("a", "llvm mcpu=skylake") is None
-    assert json.loads(path.read_text())["format"] == tuning.RECORDS_FORMAT
+    assert json.loads(path.read_text())["format"] == records.RECORDS_FORMAT
 
 
 def test_a_record_of_another_kernel_version_is_not_used(tmp_path):
-    store = tuning.RecordStore(tmp_path / "r.json")
+    store = records.RecordStore(tmp_path / "r.json")
     store.put(record("a", version="polyphase-0"))
     assert store.get("a", "llvm mcpu=znver4") is None
 
@@ -120,25 +121,26 @@ def test_a_broken_database_is_refused_by_name(tmp_path, text, words):
     path = tmp_path / "r.json"
     path.write_text(text)
     with pytest.raises(ArgumentError, match=words) as error:
-        tuning.RecordStore(path)
+        records.RecordStore(path)
     assert str(path) in str(error.value)
 
 
 def test_lookup_prefers_the_users_records_and_skips_a_broken_file(tmp_path):
     geometry = Geometry.from_spec(small_spec())
-    key, tkey = tuning.workload_key(geometry), tuning.target_key(target())
+    key, tkey = records.workload_key(geometry), records.target_key(target())
     user, shipped, broken = tmp_path / "user.json", tmp_path / "shipped.json", tmp_path / "b.json"
     for path, chosen in ((user, "user"), (shipped, "shipped")):
-        store = tuning.RecordStore(path)
-        store.put(tuning.Record(key, tkey, tuning.KERNEL_VERSION, {"kind": "generic"},
-                                {"chosen": chosen}))
+        store = records.RecordStore(path)
+        store.put(records.Record(key, tkey, KERNEL_VERSION, {"kind": "generic"},
+                                 {"chosen": chosen}))
         store.save()
     broken.write_text("{")
-    assert tuning.lookup(geometry, target(), [str(user), str(shipped)]).measured["chosen"] == "user"
+    found = records.lookup(geometry, target(), [str(user), str(shipped)])
+    assert found.measured["chosen"] == "user"
     with pytest.warns(UserWarning, match="cannot be read"):
-        found = tuning.lookup(geometry, target(), [str(broken), str(shipped)])
+        found = records.lookup(geometry, target(), [str(broken), str(shipped)])
     assert found.measured["chosen"] == "shipped"
-    assert tuning.lookup(geometry, target(), [str(tmp_path / "missing.json")]) is None
+    assert records.lookup(geometry, target(), [str(tmp_path / "missing.json")]) is None
 
 
 # --- the plan search -------------------------------------------------------------------
@@ -156,7 +158,8 @@ def test_every_candidate_plan_computes_the_reference(case):
     plans = schedule_cpu.candidate_plans(geometry, schedule_cpu.describe_target(target()))
     assert len(plans) > 4
     for plan in plans:
-        candidate = tuning.Candidate("plan", {"kind": "plan", "plan": tuning.plan_to_dict(plan)})
+        candidate = tuning.Candidate("plan", {"kind": "plan",
+                                              "plan": records.plan_to_dict(plan)})
         assert bench.build(candidate), (plan, candidate.problem)
 
 
@@ -188,7 +191,7 @@ def run_module(mod, tvm_target, x):
 
 def test_tune_records_a_checked_schedule_that_compiles_then_apply(tmp_path, monkeypatch):
     database = tmp_path / "tuning.json"
-    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    monkeypatch.setenv(records.ENV_DATABASE, str(database))
     spec = small_spec()
     rng = np.random.default_rng(1)
     x = rng.standard_normal(spec.input_shape).astype("float32")
@@ -203,8 +206,8 @@ def test_tune_records_a_checked_schedule_that_compiles_then_apply(tmp_path, monk
     assert ("final timing (process 2 of 2)", 1, 2) in seen
     assert result.record.measured["processes"] == 2
     assert result.refused == [] and len(result.candidates) > 4
-    stored = tuning.RecordStore(database).get(tuning.workload_key(Geometry.from_spec(spec)),
-                                              tuning.target_key(target()))
+    stored = records.RecordStore(database).get(records.workload_key(Geometry.from_spec(spec)),
+                                               records.target_key(target()))
     assert stored == result.record
     assert stored.measured["max_abs_error"] is not None and stored.measured["generic_ms"] > 0
 
@@ -247,8 +250,8 @@ def test_a_plan_must_beat_the_generic_schedule_in_every_process():
 
 def test_the_replaced_records_schedule_always_reaches_the_final_timing():
     names = ["generic"] + [f"plan {i}" for i in range(1, 8)]
-    plans = [tuning.plan_to_dict(schedule_cpu.CpuPlan(schedule_cpu.Tiling(i + 1, 16, 64),
-                                                      False, "rows")) for i in range(8)]
+    plans = [records.plan_to_dict(schedule_cpu.CpuPlan(schedule_cpu.Tiling(i + 1, 16, 64),
+                                                       False, "rows")) for i in range(8)]
     good = [tuning.Candidate(name, {"kind": "plan", "plan": plan})
             for name, plan in zip(names, plans)]
     for index, candidate in enumerate(good):
@@ -317,13 +320,13 @@ def test_a_failing_timing_process_is_a_clear_error(monkeypatch, tmp_path, limit_
 
 def test_a_record_that_no_longer_applies_falls_back_to_the_generic_schedule():
     geometry = Geometry.from_spec(small_spec())
-    bogus = tuning.Record(tuning.workload_key(geometry), tuning.target_key(target()),
-                          tuning.KERNEL_VERSION,
-                          {"kind": "metaschedule", "out_tile": 16,
-                           "trace": [[["GetSBlock", [], ["no-such-block", "main"], ["b0"]]], []]},
-                          {})
+    bogus = records.Record(records.workload_key(geometry), records.target_key(target()),
+                           KERNEL_VERSION,
+                           {"kind": "metaschedule", "out_tile": 16,
+                            "trace": [[["GetSBlock", [], ["no-such-block", "main"], ["b0"]]], []]},
+                           {})
     with pytest.warns(UserWarning, match="does not apply"):
-        _, _, used = tuning.tuned_kernel(geometry, target(), bogus)
+        _, _, used = records.tuned_kernel(geometry, target(), bogus)
     assert used is None
 
 
@@ -357,18 +360,18 @@ def test_metaschedule_trials_are_checked_and_resume(tmp_path):
 
 
 def shipped():
-    return list(tuning.RecordStore(tuning.SHIPPED_RECORDS).records.values())
+    return list(records.RecordStore(records.SHIPPED_RECORDS).records.values())
 
 
 @pytest.mark.parametrize("cpu", SHIPPED_TARGETS, ids=lambda t: t["mcpu"])
 def test_shipped_records_cover_the_suite_on_this_machine_kinds_host(cpu):
     keys = {(r.workload, r.target) for r in shipped()}
-    tkey = tuning.target_key(tvm.target.Target(cpu))
+    tkey = records.target_key(tvm.target.Target(cpu))
     for workload in tuned_suite(cpu):
         geometry = kernel_geometry(Geometry.from_spec(workload.spec()))
-        assert (tuning.workload_key(geometry), tkey) in keys, workload.name
+        assert (records.workload_key(geometry), tkey) in keys, workload.name
     for item in shipped():
-        assert item.kernel_version == tuning.KERNEL_VERSION
+        assert item.kernel_version == KERNEL_VERSION
         assert {"ms", "generic_ms", "date", "machine"} <= set(item.measured)
 
 
@@ -380,11 +383,11 @@ def test_each_shipped_record_computes_the_reference(workload, cpu):
     spec = layer.spec()
     geometry = kernel_geometry(Geometry.from_spec(spec))
     its_cpu = tvm.target.Target(cpu)
-    found = tuning.lookup(geometry, its_cpu, [tuning.SHIPPED_RECORDS])
+    found = records.lookup(geometry, its_cpu, [records.SHIPPED_RECORDS])
     assert found is not None
     if host_cpu() != cpu["mcpu"]:
         # Not that CPU here: the record must still build (its code is not run).
-        func, _ = tuning.kernel_from_schedule(geometry, its_cpu, found.schedule)
+        func, _ = records.kernel_from_schedule(geometry, its_cpu, found.schedule)
         tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                     target=its_cpu)
         return
@@ -409,7 +412,7 @@ def test_tune_command_writes_records_and_resume_skips_them(tmp_path, limit_plans
     result = invoke("tune", *LAYER, "--database", database, "--processes", "1")
     assert result.exit_code == 0, result.output
     assert "custom" in result.output and database.exists()
-    assert len(tuning.RecordStore(database).records) == 1
+    assert len(records.RecordStore(database).records) == 1
     again = invoke("tune", *LAYER, "--database", database, "--resume")
     assert again.exit_code == 0 and "recorded before" in again.output
 
@@ -435,7 +438,7 @@ def test_compile_command_says_which_schedule_the_kernel_got(tmp_path, monkeypatc
     result = invoke("compile", model, "-o", tmp_path / "a")
     assert result.exit_code == 0 and "generic hand schedule" in result.output, result.output
     database = tmp_path / "t.json"
-    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    monkeypatch.setenv(records.ENV_DATABASE, str(database))
     assert invoke("tune", *LAYER, "--target", "host", "--processes", "0").exit_code == 0
     result = invoke("compile", model, "-o", tmp_path / "b")
     assert result.exit_code == 0 and "schedule: tuned" in result.output, result.output
@@ -446,10 +449,10 @@ def test_new_user_records_change_the_cache_key(tmp_path, monkeypatch):
     from conv1d_transpose.compile.targets import get_target
 
     database = tmp_path / "t.json"
-    monkeypatch.setenv(tuning.ENV_DATABASE, str(database))
+    monkeypatch.setenv(records.ENV_DATABASE, str(database))
     entry = get_target("host")
     before = build_options(entry)
-    store = tuning.RecordStore(database)
+    store = records.RecordStore(database)
     store.put(record("a"))
     store.save()
     after = build_options(entry)

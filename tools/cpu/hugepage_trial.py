@@ -17,7 +17,7 @@ from kernel_timing import checked_kernel, interleaved_medians
 from conv1d_transpose.compile.machine import configure_threads
 from conv1d_transpose.workloads import find_workload
 from conv1d_transpose.compile.kernels.polyphase import Geometry
-from conv1d_transpose.compile import tuning
+from conv1d_transpose.compile import records
 from conv1d_transpose.compile.targets import get_target
 
 HUGE_PAGE = 2 << 20
@@ -49,9 +49,9 @@ def main(name, rounds, which):
     x, f = workload.arrays()
     geometry = Geometry.from_spec(spec)
     target = get_target("host").tvm_target()
-    schedule = (tuning.lookup(geometry, target).schedule if which == "record"
+    schedule = (records.lookup(geometry, target).schedule if which == "record"
                 else {"kind": "generic"})
-    func, layout = tuning.kernel_from_schedule(geometry, target, schedule)
+    func, layout = records.kernel_from_schedule(geometry, target, schedule)
     evaluator, args, error, ok = checked_kernel(func, layout, spec, x, f, target)
     before = anon_huge_kib()
     huge = on_huge_pages(args[1].numpy())

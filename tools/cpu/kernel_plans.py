@@ -17,7 +17,7 @@ from conv1d_transpose.compile.machine import configure_threads; print(configure_
 from conv1d_transpose.workloads import find_workload
 from conv1d_transpose.compile.kernels import Geometry, kernel_geometry
 from conv1d_transpose.compile.kernels import schedule_cpu
-from conv1d_transpose.compile import tuning
+from conv1d_transpose.compile import records
 from conv1d_transpose.compile.targets import get_target
 name, rounds = sys.argv[1], int(sys.argv[2])
 import dataclasses as _dc, os
@@ -34,7 +34,7 @@ for arg0 in sys.argv[3:]:
     if arg == "generic":
         sched = {"kind": "generic"}
     elif arg == "record":
-        rec = tuning.lookup(g, target); sched = rec.schedule
+        rec = records.lookup(g, target); sched = rec.schedule
     else:
         d = json.loads(arg)
         rewrite = d.pop("rewrite", None)
@@ -45,8 +45,8 @@ for arg0 in sys.argv[3:]:
         import dataclasses
         tiling = dataclasses.replace(base.tiling, **d.pop("tiling", {}))
         p = dataclasses.replace(base, tiling=tiling, **d)
-        sched = {"kind": "plan", "plan": tuning.plan_to_dict(p)}
-    func, layout = tuning.kernel_from_schedule(g, target, sched)
+        sched = {"kind": "plan", "plan": records.plan_to_dict(p)}
+    func, layout = records.kernel_from_schedule(g, target, sched)
     if rewrite:
         import tvm
         text = func.script()
