@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import warnings
 
 import onnx
 
@@ -34,5 +35,8 @@ def import_onnx(model: onnx.ModelProto):
     legal = legalize_conv_transpose(model)
     # The importer prints "Error converting operator ..." to stdout before raising (the
     # exception says it too): a library must not write to its user's stdout.
-    with contextlib.redirect_stdout(io.StringIO()):
+    # It also warns "Renaming name ..." for every value whose name is not an identifier
+    # (all of torch's: "/model.0/Pad_output_0"): internal names, nothing a user can act on.
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Renaming name ")
         return from_onnx(legal, opset=model_opset(legal), keep_params_in_input=False)
