@@ -143,7 +143,8 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
 
 def _place_nodes(model, target, tvm_options, threads):
     """`auto` for a model with compute-heavy nodes our kernel does not take (placement.py):
-    onnxruntime for those, TVM for the ConvTranspose nodes it does take (SplitSession), or
+    onnxruntime for those, TVM for the ConvTranspose and Conv nodes it does take
+    (SplitSession, kept only where it measures faster than onnxruntime alone), or
     onnxruntime alone where it takes none, without importing the model into TVM (which
     cannot import LSTM, for one). None where every such node is ours and `normalized`
     changed nothing: then the whole model goes to TVM, as before; or where onnxruntime
@@ -173,7 +174,7 @@ def _place_nodes(model, target, tvm_options, threads):
             names = set(_placement.node_names(original.graph))  # not the rewrite's own
             session.placement = {name: backend for name, backend in session.placement.items()
                                  if name in names}
-            return session
+            return _faster_of(session, original, threads)
         session = OnnxRuntimeSession(original, threads=threads)
     except BackendError:  # onnxruntime lacks a dtype (float64): TVM whole, as before
         return None
@@ -184,6 +185,31 @@ def _place_nodes(model, target, tvm_options, threads):
                   f"compute-heavy node of this model has a scheduled TVM kernel "
                   f"({'; '.join(reasons[:3])}{more})", BackendFallbackWarning, stacklevel=4)
     return session
+
+
+def _faster_of(split, model, threads):
+    """The split session, or onnxruntime alone where that measured faster on this machine
+    (with a warning that says so): under `auto` no model may run slower than onnxruntime
+    alone, and a model's split can lose where its convolutions are small and its
+    crossings many. Both run on random feeds (a model with a free dimension is not
+    timed: its split is kept)."""
+    from .split_session import median_times, sample_feeds
+
+    if not getattr(split, "scheduled", False):
+        return split
+    feeds = sample_feeds(split.get_inputs())
+    if feeds is None:
+        return split
+    alone = OnnxRuntimeSession(model, threads=threads)
+    times = median_times({"split": split, "alone": alone}, feeds)
+    if times["split"] <= times["alone"]:
+        split.measured = times
+        return split
+    warnings.warn(f"backend='auto' runs this model on onnxruntime:cpu alone: it measured "
+                  f"{times['alone'] * 1e3:.3g} ms a call on this machine against "
+                  f"{times['split'] * 1e3:.3g} ms with {split.backend}",
+                  BackendFallbackWarning, stacklevel=5)
+    return alone
 
 
 class InferenceSession:

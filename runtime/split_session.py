@@ -113,3 +113,47 @@ def _node_arg(node_arg, value: onnx.ValueInfoProto):
 def warn_each(category):
     """A `warning` callback for SplitSession that raises `category` warnings."""
     return lambda text: warnings.warn(f"backend='auto': {text}", category, stacklevel=4)
+
+
+def sample_feeds(inputs, seed=0):
+    """Random feeds for inputs of static shape (None where one has a free dimension)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for arg in inputs:
+        if not all(isinstance(d, int) for d in arg.shape):
+            return None
+        dtype = {"float": "float32", "double": "float64"}.get(arg.type[7:-1], arg.type[7:-1])
+        try:
+            dtype = np.dtype(dtype)
+        except TypeError:
+            return None
+        feeds[arg.name] = rng.standard_normal(arg.shape).astype(dtype) \
+            if dtype.kind == "f" else np.zeros(arg.shape, dtype)
+    return feeds
+
+
+def median_times(sessions: dict, feeds, *, budget_s: float = 3.0, clock=None) -> dict:
+    """Median seconds of a call of each session, timed as a user of one library alone
+    sees it: isolated blocks (a pause for the other library's threads to stop spinning,
+    one untimed call, then timed calls), alternated twice, within about `budget_s`."""
+    import statistics
+    import time
+
+    clock = clock or time.perf_counter
+    times = {name: [] for name in sessions}
+    calls = 3
+    for round_ in range(2):
+        for name, session in sessions.items():
+            time.sleep(0.05)
+            start = clock()
+            session.run(None, feeds)
+            first = clock() - start
+            if round_ == 0 and first * calls * 2 * len(sessions) > budget_s:
+                calls = 1
+            for _ in range(calls):
+                start = clock()
+                session.run(None, feeds)
+                times[name].append(clock() - start)
+    return {name: statistics.median(values) for name, values in times.items()}

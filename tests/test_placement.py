@@ -17,6 +17,16 @@ from conv1d_transpose.runtime.session import BackendFallbackWarning
 RNG = np.random.default_rng(29)
 
 
+@pytest.fixture(autouse=True)
+def split_measures_faster(monkeypatch):
+    """These tests check what goes where; on models this small onnxruntime alone is
+    faster, and auto would (rightly) take it: the guard has tests of its own below."""
+    from conv1d_transpose.runtime import split_session
+
+    monkeypatch.setattr(split_session, "median_times",
+                        lambda sessions, feeds, **kwargs: {"split": 1.0, "alone": 2.0})
+
+
 def weight(name, *shape):
     return numpy_helper.from_array((RNG.standard_normal(shape) * 0.2).astype(np.float32), name)
 
@@ -316,3 +326,51 @@ def test_tvm_prints_nothing_when_an_operator_fails_to_convert(tmp_path, capfd, m
     with pytest.raises(ct.BackendError):
         ct.InferenceSession(exported_layer(), backend="tvm", cache_dir=tmp_path)
     assert "Error converting operator" not in capfd.readouterr().out
+
+
+@pytest.mark.parametrize("split_wins", [True, False])
+def test_auto_keeps_the_split_only_where_it_measures_faster(split_wins, tmp_path, monkeypatch):
+    """Under auto no model runs slower than onnxruntime alone: the split is timed against
+    it when the session opens (here with the timer replaced by one that says who won)."""
+    from conv1d_transpose.runtime import split_session
+
+    def rigged(sessions, feeds, **kwargs):
+        assert set(sessions) == {"split", "alone"} and feeds["x"].shape == (1, 4, 12)
+        return {"split": 1.0 if split_wins else 3.0, "alone": 2.0}
+
+    monkeypatch.setattr(split_session, "median_times", rigged)
+    model = vocoder_block()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    messages = [str(w.message) for w in caught if w.category is BackendFallbackWarning]
+    if split_wins:
+        assert session.backend == "tvm:host+onnxruntime:cpu" and not messages
+    else:
+        assert session.backend == "onnxruntime:cpu"
+        assert set(session.placement.values()) == {"onnxruntime:cpu"}
+        assert messages == ["backend='auto' runs this model on onnxruntime:cpu alone: it "
+                            "measured 2e+03 ms a call on this machine against 3e+03 ms "
+                            "with tvm:host+onnxruntime:cpu"]
+
+
+def test_median_times_alternates_isolated_blocks():
+    import importlib
+    median_times = importlib.reload(
+        importlib.import_module("conv1d_transpose.runtime.split_session")).median_times
+
+    calls = []
+
+    class Fake:
+        def __init__(self, name):
+            self.name = name
+
+        def run(self, names, feeds):
+            calls.append(self.name)
+
+    ticks = iter(range(1000))
+    times = median_times({"a": Fake("a"), "b": Fake("b")}, {}, clock=lambda: next(ticks),
+                         budget_s=100)
+    # Per block: one untimed call, then 3 timed; blocks a, b, a, b.
+    assert calls == ["a"] * 4 + ["b"] * 4 + ["a"] * 4 + ["b"] * 4
+    assert times == {"a": 1, "b": 1}
