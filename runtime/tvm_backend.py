@@ -9,25 +9,19 @@ inputs) and hands the outputs out.
 """
 from __future__ import annotations
 
-import collections
 import math
 import os
 import threading
 
 import numpy as np
-import onnx
 
-from ..compile.artifact import Artifact, ModelSource, compile_model, load_artifact
-from ..compile.targets import get_target
+from ..compile.artifact import Artifact
 from ..compile.machine import configure_threads
+from ..compile.targets import get_target
 from ..graph.errors import ArgumentError, BackendError
+# NodeArg, check_feeds and io_signature are this module's public names too.
+from .loading import NodeArg, artifact_for, check_feeds, io_signature  # noqa: F401
 
-# Like onnxruntime's NodeArg: name, shape (ints, or str/None for free dims), type string.
-NodeArg = collections.namedtuple("NodeArg", ["name", "shape", "type"])
-
-_ONNX_TYPE_NAMES = {"float16": "tensor(float16)", "float32": "tensor(float)",
-                    "float64": "tensor(double)", "int64": "tensor(int64)",
-                    "int32": "tensor(int32)", "bfloat16": "tensor(bfloat16)"}
 # TVM's generated code assumes 64-byte aligned buffers; tvm.runtime.from_dlpack checks it,
 # but a numpy array passed straight to a VM function is not checked, so we check.
 _ALIGNMENT = 64
@@ -78,7 +72,7 @@ class TVMSession:
         _, _, can_run, run_reason = entry.capabilities()
         if not can_run:
             raise BackendError(f"target {entry.name!r} cannot run on this machine: {run_reason}")
-        self.artifact: Artifact = _artifact(model_or_artifact, entry, targets, cache_dir)
+        self.artifact: Artifact = artifact_for(model_or_artifact, entry, targets, cache_dir)
         self.target = entry.name
         self.backend = f"tvm:{entry.name}"
         self.scheduled = self.artifact.scheduled
@@ -296,46 +290,3 @@ def _aligned_empty(shape, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     raw = np.empty(math.prod(shape) * dtype.itemsize + _ALIGNMENT, np.uint8)
     return np.ndarray(shape, dtype, raw, -raw.ctypes.data % _ALIGNMENT)
-
-
-def io_signature(artifact: Artifact):
-    """(inputs, outputs as NodeArgs, input dtypes, output name -> index) of an artifact."""
-    inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
-              for i in artifact.inputs]
-    outputs = [NodeArg(o["name"], list(o["shape"]), _type_name(o["dtype"]))
-               for o in artifact.outputs]
-    dtypes = [np.dtype(i["dtype"]) for i in artifact.inputs]
-    return inputs, outputs, dtypes, {o.name: n for n, o in enumerate(outputs)}
-
-
-def check_feeds(feeds, inputs) -> None:
-    """Feeds must be a dict naming exactly the model's inputs (onnxruntime's contract)."""
-    if not isinstance(feeds, dict):
-        raise ArgumentError(f"feeds must be a dict of input name -> array, "
-                            f"got {type(feeds).__name__}")
-    if len(feeds) != len(inputs) or any(i.name not in feeds for i in inputs):
-        raise ArgumentError(f"feeds have keys {sorted(feeds)}; the model's inputs are "
-                            f"{[i.name for i in inputs]}")
-
-
-def _type_name(dtype: str | None) -> str:
-    return _ONNX_TYPE_NAMES.get(dtype, f"tensor({dtype})")
-
-
-def _artifact(model_or_artifact, entry, targets, cache_dir) -> Artifact:
-    if isinstance(model_or_artifact, Artifact):
-        model_or_artifact = model_or_artifact.path
-    if isinstance(model_or_artifact, (onnx.ModelProto, ModelSource)):
-        return compile_model(model_or_artifact, entry, targets=targets, cache_dir=cache_dir)
-    if isinstance(model_or_artifact, (str, os.PathLike)):
-        path = os.fspath(model_or_artifact)
-        if os.path.isdir(path):
-            try:
-                return load_artifact(path, expected={"target": entry.target_dict()})
-            except BackendError as error:
-                raise BackendError(f"{error} (asked for target {entry.name!r})") from None
-        if os.path.isfile(path):
-            return compile_model(onnx.load(path), entry, targets=targets, cache_dir=cache_dir)
-        raise ArgumentError(f"model_or_artifact={path!r} is neither a file nor a directory")
-    raise ArgumentError(f"model_or_artifact must be an onnx.ModelProto, a path to an .onnx "
-                        f"file or an artifact directory, got {type(model_or_artifact).__name__}")

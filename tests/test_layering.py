@@ -33,8 +33,6 @@ KNOWN_CYCLES = [
     # The direct form, the Winograd form and the prefetch pass call each other's helpers.
     {"compile.kernels.polyphase", "compile.kernels.prefetch", "compile.kernels.schedule_cpu",
      "compile.kernels.winograd"},
-    # TVMSession.__new__ returns an RPCSession, which reuses TVMSession's helpers.
-    {"runtime.rpc_backend", "runtime.tvm_backend"},
     # The CLI registers bench and tune, which reuse its options (module __getattr__).
     {"bench", "cli", "tune"},
 ]
