@@ -287,9 +287,9 @@ def _schedule_note(artifact, target, targets_file) -> str:
 def run_command(artifact_dir, input_path, output_path, target, targets_file):
     """Run a compiled artifact (verified before loading) on an input .npy."""
     from .compile.artifact import load_artifact
-    from .runtime.tvm_backend import TVMSession
+    from .runtime.session import open_tvm_session
     artifact = load_artifact(artifact_dir)
-    session = TVMSession(artifact_dir, target or artifact.target_name, targets=targets_file)
+    session = open_tvm_session(artifact_dir, target or artifact.target_name, targets=targets_file)
     x = np.load(input_path, allow_pickle=False)
     name = session.get_inputs()[0].name
     start = time.perf_counter()

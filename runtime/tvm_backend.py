@@ -47,28 +47,24 @@ class TVMSession:
     Args:
       model_or_artifact: an onnx.ModelProto, a path to an .onnx file, or an artifact
         directory (from `compile_model` / `conv1d-transpose compile`).
-      target: a target name in targets.yaml ('host' by default).
+      target: a target name in targets.yaml ('host' by default), or its entry; not one
+        with an `rpc:` block (RPCSession runs those; `open_tvm_session` picks either).
       targets: a mapping from `load_targets` or a path to a targets.yaml.
       cache_dir: the artifact cache (default: the user cache directory).
     Raises:
+      ArgumentError: the target runs on a remote device.
       BackendError (a ValueError): the target cannot run on this machine, or an artifact
       directory fails verification (hash, TVM version, target).
     """
 
-    def __new__(cls, model_or_artifact=None, target="host", *, targets=None, **options):
-        # A target with an `rpc:` block runs on its remote device: the same surface, from
-        # runtime/rpc_backend.py (not a subclass, so __init__ below is not run for it).
-        entry = get_target(target, targets)
-        if entry.rpc and cls is TVMSession:
-            from .rpc_backend import RPCSession
-            return RPCSession(model_or_artifact, entry, targets=targets, **options)
-        session = super().__new__(cls)
-        session._entry = entry  # read targets.yaml once (~15 ms), not again in __init__
-        return session
-
     def __init__(self, model_or_artifact, target="host", *, targets=None, cache_dir=None,
                  threads=None):
-        entry = self.__dict__.pop("_entry", None) or get_target(target, targets)
+        entry = get_target(target, targets)
+        if entry.rpc:
+            raise ArgumentError(f"target {entry.name!r} has an 'rpc' block in {entry.source}: "
+                                f"it runs on a remote device, which TVMSession does not; "
+                                f"open it with open_tvm_session (or InferenceSession with "
+                                f"backend='tvm')")
         _, _, can_run, run_reason = entry.capabilities()
         if not can_run:
             raise BackendError(f"target {entry.name!r} cannot run on this machine: {run_reason}")
