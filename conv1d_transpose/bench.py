@@ -9,7 +9,8 @@ worker threads keep spinning after a call and slow whatever runs next (a TVM ker
 up to ~3x slower right after an onnxruntime call on 2 cores), so every timed batch follows a short pause and one untimed call. Thread counts are
 pinned equal where the library allows, and reported either way.
 
-`run_bench(...)` returns the JSON document; the click command `bench` wraps it.
+`run_bench(...)` returns the JSON document, `render` prints it and `plot` draws it;
+the command `conv1d-transpose bench` (cli/bench.py) calls them.
 """
 from __future__ import annotations
 
@@ -20,7 +21,6 @@ import functools
 import gc
 import importlib
 import importlib.metadata
-import json
 import math
 import os
 import platform
@@ -573,9 +573,13 @@ def _tuning_records(apply: bool):
             os.environ[ENV_RECORDS] = previous
 
 
-def _plotting_or_exit(path: str) -> None:
+def require_matplotlib(path: str) -> None:
     """Before a bench of minutes: --plot needs matplotlib (extra `bench`); say so now,
-    not after the measurements (which would be lost with the traceback)."""
+    not after the measurements (which would be lost with the traceback).
+
+    Raises:
+      ArgumentError naming `path` and the install hint, where matplotlib is not installed.
+    """
     try:
         import matplotlib  # noqa: F401
     except ImportError:
@@ -788,73 +792,3 @@ def plot(document, path) -> None:
     figure.tight_layout()
     figure.savefig(path)
     plt.close(figure)
-
-
-# --- the command ----------------------------------------------------------------------
-
-def _make_command():
-    # cli.py imports this module to register the command, and the command reuses cli's
-    # layer flags: building it on first use of `bench` (PEP 562) breaks the import cycle
-    # whichever of the two modules is imported first.
-    import click
-
-    from .cli import _friendly_errors, console, layer_options, select_workloads
-
-    def split(values):
-        return [v.strip() for value in values for v in value.split(",") if v.strip()]
-
-    @click.command("bench")
-    @layer_options
-    @click.option("--only", multiple=True, metavar="NAME",
-                  help="Only these workloads of the suite (repeat, or comma-separated).")
-    @click.option("--backends", multiple=True, metavar="LIST",
-                  help="Comma-separated: tvm:<target>, onnxruntime:cpu, tensorflow, torch, "
-                       "and on a GPU torch:cuda, onnxruntime:cuda (default: all that apply; "
-                       "'tvm' means every target in --targets).")
-    @click.option("--targets", multiple=True, metavar="LIST",
-                  help="TVM targets for 'tvm' (default: every targets.yaml entry that runs here).")
-    @click.option("--dtype", default="float32", show_default=True)
-    @click.option("--repeat", type=int, help="Timed calls per backend per round (default 10, quick 3).")
-    @click.option("--rounds", type=int, help="Interleaved rounds (default 5, quick 2).")
-    @click.option("--threads", type=int, help="Threads for every backend (default: physical cores).")
-    @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
-    @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
-    @click.option("--quick", is_flag=True, help="Few rounds and calls: a smoke run.")
-    @click.option("--cache-dir", type=click.Path(file_okay=False),
-                  help="Artifact cache for the TVM backends (default: a fresh one, so that "
-                       "compile time is measured), e.g. artifacts built on another machine.")
-    @click.option("--untuned", is_flag=True,
-                  help="The generic schedule for every layer, no tuning record (shipped or "
-                       "yours): what a layer of your own gets before `tune`.")
-    @_friendly_errors
-    def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
-              quick, cache_dir, untuned, **layer):
-        """Check every backend against the reference, then time them interleaved."""
-        if plot_path:
-            _plotting_or_exit(plot_path)
-        workloads = select_workloads(only, layer)
-        document = run_bench(workloads, split(backends) or None, dtype, repeat, threads, quick,
-                             progress=sys.stderr.isatty(), rounds=rounds,
-                             targets=split(targets) or None, cache_dir=cache_dir,
-                             untuned=untuned)
-        render(document, console)
-        if json_path:
-            with open(json_path, "w") as stream:
-                json.dump(document, stream, indent=1)
-            console.print(f"wrote {json_path}")
-        if plot_path:
-            plot(document, plot_path)
-            console.print(f"wrote {plot_path}")
-        if any(r["status"] == "FAIL" for r in document["records"]):
-            sys.exit(1)
-
-    return bench
-
-
-def __getattr__(name):
-    if name == "bench":
-        if "_command" not in globals():
-            command = _make_command()  # may re-enter via cli.py: keep the first one made
-            globals().setdefault("_command", command)
-        return globals()["_command"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -42,8 +42,6 @@ import tempfile
 import time
 from importlib import metadata
 
-import click
-
 # The record of started devices lives in compile/ (targets.yaml's `emulated:` reads it);
 # ENV_DEVICE_DIR, resolve and running are this module's public names too.
 from .compile.devices import (DEFAULT_FLEET_NAME, DEFAULT_NAME, ENV_DEVICE_DIR,  # noqa: F401
@@ -51,7 +49,6 @@ from .compile.devices import (DEFAULT_FLEET_NAME, DEFAULT_NAME, ENV_DEVICE_DIR, 
                               process_children, read_json, recorded_processes, resolve,
                               running, state_healthy, state_path)
 from .compile.remote import tracker_free, tracker_summary  # noqa: F401 (public here too)
-from .graph.errors import Conv1DTransposeError
 
 LOOPBACK = "127.0.0.1"
 DEFAULT_FLEET_KEY = "arm64-emulated"
@@ -590,69 +587,3 @@ def describe(state: dict) -> str:
         return (f"TVM tracker at {state['host']}:{state['port']}, {len(state['servers'])} "
                 f"emulated {state['emulate']} devices under key {state['key']!r}")
     return f"TVM RPC server at {state['host']}:{state['port']} (emulated {state['emulate']})"
-
-
-# --- the command line -------------------------------------------------------------------------
-
-def _friendly(function):
-    import functools
-
-    @functools.wraps(function)
-    def wrapper(*args, **kwargs):
-        try:
-            return function(*args, **kwargs)
-        except Conv1DTransposeError as error:
-            raise click.ClickException(str(error)) from None
-    return wrapper
-
-
-@click.group("device")
-def device():
-    """Emulated edge devices (TVM RPC servers under qemu) and fleets (TVM's RPC tracker)."""
-
-
-@device.command("start")
-@click.option("--emulate", type=click.Choice(sorted(EMULATIONS)), required=True,
-              help="The CPU to emulate.")
-@click.option("--port", type=int, default=None,
-              help="Port on 127.0.0.1 of the device (with --fleet: of the tracker); default free.")
-@click.option("--name", default=None, help="Name of the device (default arm64; fleet: fleet).")
-@click.option("--fleet", type=int, default=None,
-              help="Start TVM's RPC tracker and this many devices registered under --key.")
-@click.option("--key", default=None, help=f"Tracker key of a fleet (default {DEFAULT_FLEET_KEY}).")
-@_friendly
-def start_command(emulate, port, name, fleet, key):
-    """Start an emulated device (idempotent); prints where it listens."""
-    state = start(emulate, port=port, name=name, fleet=fleet, key=key,
-                  log=lambda message: click.echo(message, err=True))
-    click.echo(f"{state['name']}: {describe(state)}")
-
-
-@device.command("stop")
-@click.argument("names", nargs=-1)
-@_friendly
-def stop_command(names):
-    """Stop the named devices/fleets (default: all started ones)."""
-    stopped = stop(list(names) or None)
-    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing running")
-
-
-@device.command("status")
-@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-@_friendly
-def status_command(as_json):
-    """List started devices and fleets, and whether they answer."""
-    rows = status()
-    if as_json:
-        click.echo(json.dumps(rows, indent=2))
-        return
-    if not rows:
-        click.echo(f"no devices started (files in {device_dir()})")
-        return
-    for row in rows:
-        health = "running" if row["running"] else "NOT RUNNING (stop it to clean up)"
-        what = (f"fleet of {row['devices']} emulated {row['emulate']} devices, tracker"
-                if row["kind"] == "fleet" else f"emulated {row['emulate']} device")
-        key = f", key {row['key']!r}" if row["key"] else ""
-        click.echo(f"{row['name']}: {what} at {row['address']}{key}: {health} "
-                   f"(pids {' '.join(map(str, row['pids']))})")

@@ -1,11 +1,10 @@
-"""`conv1d-transpose tune`: search the kernel's schedule for layers on a target, verify,
-and record the winner in a tuning database (compile/tuning.py) that compiles then use
-(compile/records.py)."""
+"""Tune layers for a target: search the kernel's schedule (compile/tuning.py), verify,
+and record the winner in a tuning database that compiles then use (compile/records.py),
+showing progress and a table of the results. `conv1d-transpose tune` (cli/tune.py) calls `tune_workloads`."""
 from __future__ import annotations
 
 import sys
 
-import click
 from rich.console import Console
 from rich.table import Table
 
@@ -14,59 +13,14 @@ from .workloads import Workload
 console = Console(width=None if sys.stdout.isatty() else 140)
 
 
-def _make_command():
-    # Built on first use, as bench's is: the command reuses cli.py's layer flags and
-    # cli.py imports this module to register it.
-    from .cli import _friendly_errors, layer_options, select_workloads
+def tune_workloads(layers: list[Workload], target_name, targets_file, dtype, trials, resume,
+                   database, processes=5):
+    """Tune each layer for the target, print the results as a table, and write the records
+    to `database` (the default database where None).
 
-    @click.command("tune")
-    @layer_options
-    @click.option("--only", multiple=True, metavar="NAME",
-                  help="Only these workloads of the suite (repeat, or comma-separated).")
-    @click.option("--target", default="host", show_default=True,
-                  help="A CPU target in targets.yaml: one this machine runs, or one with an "
-                       "`rpc:` block (tuned on that device over TVM RPC).")
-    @click.option("--targets", "targets_file", type=click.Path(exists=True, dir_okay=False),
-                  envvar="CONV1D_TRANSPOSE_TARGETS", help="A targets.yaml of your own.")
-    @click.option("--dtype", default="float32", show_default=True)
-    @click.option("--trials", default=0, show_default=True, type=click.IntRange(min=0),
-                  help="MetaSchedule trials per layer, on top of the plan search (0: plans only).")
-    @click.option("--resume", is_flag=True,
-                  help="Skip layers the database already has a record for, and continue "
-                       "MetaSchedule searches where they stopped.")
-    @click.option("--database", type=click.Path(dir_okay=False),
-                  help="Records file (default: ~/.local/share/conv1d-transpose/tuning.json; "
-                       "env CONV1D_TRANSPOSE_TUNING). Compiles read it.")
-    @click.option("--processes", default=5, show_default=True, type=click.IntRange(min=0),
-                  help="Fresh processes that time the finalists, one after another; a "
-                       "schedule must beat the generic one in each (0: this process only).")
-    @_friendly_errors
-    def tune(only, target, targets_file, dtype, trials, resume, database, processes, **layer):
-        """Tune the kernel for layers on a CPU target (default: every workload of the
-        suite); compiles then apply the records.
-
-        Every candidate schedule is checked against the numpy reference before it is
-        timed; the finalists are re-timed interleaved with the generic schedule in fresh
-        processes, and the record keeps the correct one that is fastest in every process
-        (the generic one unless another is at least 3% faster in each).
-        """
-        layers = select_workloads(only, layer)
-        _tune(layers, target, targets_file, dtype, trials, resume, database, processes)
-
-    return tune
-
-
-def __getattr__(name):
-    if name == "tune":
-        if "_command" not in globals():
-            command = _make_command()
-            globals().setdefault("_command", command)
-        return globals()["_command"]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _tune(layers: list[Workload], target_name, targets_file, dtype, trials, resume, database,
-          processes=5):
+    Raises:
+      BackendError: the target is not a CPU target, or cannot be built for or run here.
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
 
     from .compile import records, tuning

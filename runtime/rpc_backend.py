@@ -26,7 +26,7 @@ from ..compile.artifact import Artifact, artifact_problem
 from ..compile.remote import connect, tracker_free
 from ..compile.targets import get_target, rpc_endpoint
 from ..graph.errors import ArgumentError, BackendError
-from .tvm_backend import NodeArg, _artifact, check_feeds, io_signature
+from .loading import NodeArg, artifact_for, check_feeds, io_signature
 
 
 class RPCSession:
@@ -67,7 +67,7 @@ class RPCSession:
         self.endpoint = rpc_endpoint(entry.rpc)  # BackendError if an emulated one is not up
         # True on an emulated device: its timings mean nothing (correctness only).
         self.emulated = "emulated" in self.endpoint
-        self.artifact: Artifact = _artifact(model_or_artifact, entry, targets, cache_dir)
+        self.artifact: Artifact = artifact_for(model_or_artifact, entry, targets, cache_dir)
         self.scheduled = self.artifact.scheduled
         problem = artifact_problem(self.artifact.path)
         if problem:

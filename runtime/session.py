@@ -60,14 +60,32 @@ def load_model(model_or_path) -> onnx.ModelProto:
                         f"serialized bytes or a path to a .onnx file")
 
 
+def open_tvm_session(model_or_artifact, target="host", *, targets=None, cache_dir=None,
+                     threads=None):
+    """A TVM session for `target`, with onnxruntime's surface: a `TVMSession` on this
+    machine, or, for a target with an `rpc:` block, an `RPCSession` on its remote device.
+
+    Args and Raises: as `TVMSession` (tvm_backend.py) and `RPCSession` (rpc_backend.py).
+    """
+    from ..compile.targets import get_target
+
+    entry = get_target(target, targets)  # targets.yaml read once (~15 ms), the entry passed on
+    options = {"targets": targets, "cache_dir": cache_dir, "threads": threads}
+    if entry.rpc:
+        from .rpc_backend import RPCSession
+        return RPCSession(model_or_artifact, entry, **options)
+    from .tvm_backend import TVMSession
+    return TVMSession(model_or_artifact, entry, **options)
+
+
 def _tvm_session(model, target, **options):
     try:
         import tvm  # noqa: F401  (a broken TVM install fails here, not halfway through)
-        from .tvm_backend import TVMSession
+        from . import rpc_backend, tvm_backend  # noqa: F401
     except (ImportError, OSError) as error:
         raise BackendError(f"TVM is not importable: {error}") from None
     try:
-        return TVMSession(model, target, **options)
+        return open_tvm_session(model, target, **options)
     except Conv1DTransposeError:
         raise
     except Exception as error:

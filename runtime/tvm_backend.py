@@ -9,25 +9,19 @@ inputs) and hands the outputs out.
 """
 from __future__ import annotations
 
-import collections
 import math
 import os
 import threading
 
 import numpy as np
-import onnx
 
-from ..compile.artifact import Artifact, ModelSource, compile_model, load_artifact
-from ..compile.targets import get_target
+from ..compile.artifact import Artifact
 from ..compile.machine import configure_threads
+from ..compile.targets import get_target
 from ..graph.errors import ArgumentError, BackendError
+# NodeArg, check_feeds and io_signature are this module's public names too.
+from .loading import NodeArg, artifact_for, check_feeds, io_signature  # noqa: F401
 
-# Like onnxruntime's NodeArg: name, shape (ints, or str/None for free dims), type string.
-NodeArg = collections.namedtuple("NodeArg", ["name", "shape", "type"])
-
-_ONNX_TYPE_NAMES = {"float16": "tensor(float16)", "float32": "tensor(float)",
-                    "float64": "tensor(double)", "int64": "tensor(int64)",
-                    "int32": "tensor(int32)", "bfloat16": "tensor(bfloat16)"}
 # TVM's generated code assumes 64-byte aligned buffers; tvm.runtime.from_dlpack checks it,
 # but a numpy array passed straight to a VM function is not checked, so we check.
 _ALIGNMENT = 64
@@ -53,32 +47,28 @@ class TVMSession:
     Args:
       model_or_artifact: an onnx.ModelProto, a path to an .onnx file, or an artifact
         directory (from `compile_model` / `conv1d-transpose compile`).
-      target: a target name in targets.yaml ('host' by default).
+      target: a target name in targets.yaml ('host' by default), or its entry; not one
+        with an `rpc:` block (RPCSession runs those; `open_tvm_session` picks either).
       targets: a mapping from `load_targets` or a path to a targets.yaml.
       cache_dir: the artifact cache (default: the user cache directory).
     Raises:
+      ArgumentError: the target runs on a remote device.
       BackendError (a ValueError): the target cannot run on this machine, or an artifact
       directory fails verification (hash, TVM version, target).
     """
 
-    def __new__(cls, model_or_artifact=None, target="host", *, targets=None, **options):
-        # A target with an `rpc:` block runs on its remote device: the same surface, from
-        # runtime/rpc_backend.py (not a subclass, so __init__ below is not run for it).
-        entry = get_target(target, targets)
-        if entry.rpc and cls is TVMSession:
-            from .rpc_backend import RPCSession
-            return RPCSession(model_or_artifact, entry, targets=targets, **options)
-        session = super().__new__(cls)
-        session._entry = entry  # read targets.yaml once (~15 ms), not again in __init__
-        return session
-
     def __init__(self, model_or_artifact, target="host", *, targets=None, cache_dir=None,
                  threads=None):
-        entry = self.__dict__.pop("_entry", None) or get_target(target, targets)
+        entry = get_target(target, targets)
+        if entry.rpc:
+            raise ArgumentError(f"target {entry.name!r} has an 'rpc' block in {entry.source}: "
+                                f"it runs on a remote device, which TVMSession does not; "
+                                f"open it with open_tvm_session (or InferenceSession with "
+                                f"backend='tvm')")
         _, _, can_run, run_reason = entry.capabilities()
         if not can_run:
             raise BackendError(f"target {entry.name!r} cannot run on this machine: {run_reason}")
-        self.artifact: Artifact = _artifact(model_or_artifact, entry, targets, cache_dir)
+        self.artifact: Artifact = artifact_for(model_or_artifact, entry, targets, cache_dir)
         self.target = entry.name
         self.backend = f"tvm:{entry.name}"
         self.scheduled = self.artifact.scheduled
@@ -296,46 +286,3 @@ def _aligned_empty(shape, dtype) -> np.ndarray:
     dtype = np.dtype(dtype)
     raw = np.empty(math.prod(shape) * dtype.itemsize + _ALIGNMENT, np.uint8)
     return np.ndarray(shape, dtype, raw, -raw.ctypes.data % _ALIGNMENT)
-
-
-def io_signature(artifact: Artifact):
-    """(inputs, outputs as NodeArgs, input dtypes, output name -> index) of an artifact."""
-    inputs = [NodeArg(i["name"], list(i["shape"]), _type_name(i["dtype"]))
-              for i in artifact.inputs]
-    outputs = [NodeArg(o["name"], list(o["shape"]), _type_name(o["dtype"]))
-               for o in artifact.outputs]
-    dtypes = [np.dtype(i["dtype"]) for i in artifact.inputs]
-    return inputs, outputs, dtypes, {o.name: n for n, o in enumerate(outputs)}
-
-
-def check_feeds(feeds, inputs) -> None:
-    """Feeds must be a dict naming exactly the model's inputs (onnxruntime's contract)."""
-    if not isinstance(feeds, dict):
-        raise ArgumentError(f"feeds must be a dict of input name -> array, "
-                            f"got {type(feeds).__name__}")
-    if len(feeds) != len(inputs) or any(i.name not in feeds for i in inputs):
-        raise ArgumentError(f"feeds have keys {sorted(feeds)}; the model's inputs are "
-                            f"{[i.name for i in inputs]}")
-
-
-def _type_name(dtype: str | None) -> str:
-    return _ONNX_TYPE_NAMES.get(dtype, f"tensor({dtype})")
-
-
-def _artifact(model_or_artifact, entry, targets, cache_dir) -> Artifact:
-    if isinstance(model_or_artifact, Artifact):
-        model_or_artifact = model_or_artifact.path
-    if isinstance(model_or_artifact, (onnx.ModelProto, ModelSource)):
-        return compile_model(model_or_artifact, entry, targets=targets, cache_dir=cache_dir)
-    if isinstance(model_or_artifact, (str, os.PathLike)):
-        path = os.fspath(model_or_artifact)
-        if os.path.isdir(path):
-            try:
-                return load_artifact(path, expected={"target": entry.target_dict()})
-            except BackendError as error:
-                raise BackendError(f"{error} (asked for target {entry.name!r})") from None
-        if os.path.isfile(path):
-            return compile_model(onnx.load(path), entry, targets=targets, cache_dir=cache_dir)
-        raise ArgumentError(f"model_or_artifact={path!r} is neither a file nor a directory")
-    raise ArgumentError(f"model_or_artifact must be an onnx.ModelProto, a path to an .onnx "
-                        f"file or an artifact directory, got {type(model_or_artifact).__name__}")

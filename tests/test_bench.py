@@ -9,6 +9,7 @@ from click.testing import CliRunner
 
 from conv1d_transpose import bench as bench_module
 from conv1d_transpose.bench import parse_backends, run_bench
+from conv1d_transpose.cli.bench import bench as bench_command
 from conv1d_transpose.peers import Unavailable, tensorflow_runner, torch_runner
 from conv1d_transpose.graph.reference import max_error
 from conv1d_transpose.workloads import Workload
@@ -23,7 +24,7 @@ RECORD_TYPES = {"workload": str, "backend": str, "target": str, "dtype": str,
 
 
 def invoke(*args):
-    return CliRunner().invoke(bench_module.bench, [*args], catch_exceptions=False)
+    return CliRunner().invoke(bench_command, [*args], catch_exceptions=False)
 
 
 @pytest.fixture(scope="module")
@@ -299,7 +300,7 @@ def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, tmp_path):
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # as if not installed
     monkeypatch.setattr(bench_module, "run_bench", lambda *a, **k: pytest.fail("measured"))
-    result = CliRunner().invoke(bench_module.bench, [*TINY, "--plot", str(tmp_path / "b.png")])
+    result = CliRunner().invoke(bench_command, [*TINY, "--plot", str(tmp_path / "b.png")])
     assert result.exit_code != 0
     assert "matplotlib is not installed" in result.output and "conv1d-transpose[bench]" in \
         result.output

@@ -26,6 +26,7 @@ from sweep import arrays, channel_configurations, configurations, spec_of  # noq
 
 import conv1d_transpose as ct  # noqa: E402
 from conv1d_transpose import device as devices  # noqa: E402
+from conv1d_transpose.cli.device import device as device_command  # noqa: E402
 from conv1d_transpose.graph import max_error  # noqa: E402
 from conv1d_transpose.graph.errors import BackendError  # noqa: E402
 from conv1d_transpose.workloads import find_workload  # noqa: E402
@@ -86,9 +87,9 @@ def test_start_is_idempotent_on_loopback_and_status_reports_it(emulated):
     assert "--host 127.0.0.1" in command or "127.0.0.1" in emulated["servers"][0]["command"]
     (row,) = [r for r in devices.status() if r["name"] == "arm64"]
     assert row["running"] and row["address"] == f"127.0.0.1:{emulated['port']}"
-    result = CliRunner().invoke(devices.device, ["status"])
+    result = CliRunner().invoke(device_command, ["status"])
     assert result.exit_code == 0 and "running" in result.output, result.output
-    result = CliRunner().invoke(devices.device, ["start", "--emulate", "arm64"])
+    result = CliRunner().invoke(device_command, ["start", "--emulate", "arm64"])
     assert result.exit_code == 0 and str(emulated["port"]) in result.output, result.output
     from conv1d_transpose.compile.targets import get_target
     capabilities = get_target(TARGET).capabilities()
@@ -357,8 +358,8 @@ def test_arm64_library_has_neon_vector_fma(device_dir):
 def test_device_cli_errors_name_what_to_install(monkeypatch, tmp_path):
     monkeypatch.setenv(devices.ENV_DEVICE_DIR, str(tmp_path))
     monkeypatch.setattr(devices.shutil, "which", lambda name: None)
-    result = CliRunner().invoke(devices.device, ["start", "--emulate", "arm64", "--name", "x"])
-    assert result.exit_code != 0
+    result = CliRunner().invoke(device_command, ["start", "--emulate", "arm64", "--name", "x"])
+    assert result.exit_code == 2  # as every command's errors (it was 1 before issue 28)
     assert "qemu-user-static binfmt-support mmdebstrap" in result.output, result.output
 
 
@@ -367,7 +368,7 @@ def test_stop_leaves_no_process_behind(device_dir, emulated, fleet):
 
     pids = STARTED_PIDS | _session_pids(emulated) | _session_pids(fleet)
     assert len(pids) >= 5  # server + worker, tracker, two fleet servers (+ workers)
-    result = CliRunner().invoke(devices.device, ["stop"])
+    result = CliRunner().invoke(device_command, ["stop"])
     assert result.exit_code == 0 and "arm64" in result.output and "fleet" in result.output
     time.sleep(0.5)
     alive = [p for p in pids if psutil.pid_exists(p)
@@ -377,4 +378,4 @@ def test_stop_leaves_no_process_behind(device_dir, emulated, fleet):
                  if any(str(device_dir) in part for part in (p.info["cmdline"] or []))]
     assert not leftovers
     assert devices.status() == []
-    assert CliRunner().invoke(devices.device, ["stop"]).output.strip() == "nothing running"
+    assert CliRunner().invoke(device_command, ["stop"]).output.strip() == "nothing running"

@@ -90,8 +90,10 @@ def test_a_consumer_that_raises_counts_as_wrong(monkeypatch):
 def test_command_prints_the_table_and_writes_markdown(tmp_path):
     from click.testing import CliRunner
 
+    from conv1d_transpose.cli.portability import portability
+
     markdown, data = tmp_path / "matrix.md", tmp_path / "matrix.json"
-    result = CliRunner().invoke(pm.portability, [
+    result = CliRunner().invoke(portability, [
         "--every", "300", "--form", "explicit", "--form", "same_upper",
         "--consumer", "onnxruntime", "--consumer", "reference", "--jobs", "1",
         "--markdown", str(markdown), "--json", str(data)])

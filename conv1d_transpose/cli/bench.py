@@ -1,0 +1,58 @@
+"""`conv1d-transpose bench`: the command over conv1d_transpose/bench.py (run_bench, render,
+plot)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from .options import (console, friendly_errors, layer_options, only_option, select_workloads,
+                      split_list)
+
+
+@click.command("bench")
+@layer_options
+@only_option
+@click.option("--backends", multiple=True, metavar="LIST",
+              help="Comma-separated: tvm:<target>, onnxruntime:cpu, tensorflow, torch, "
+                   "and on a GPU torch:cuda, onnxruntime:cuda (default: all that apply; "
+                   "'tvm' means every target in --targets).")
+@click.option("--targets", multiple=True, metavar="LIST",
+              help="TVM targets for 'tvm' (default: every targets.yaml entry that runs here).")
+@click.option("--dtype", default="float32", show_default=True)
+@click.option("--repeat", type=int, help="Timed calls per backend per round (default 10, quick 3).")
+@click.option("--rounds", type=int, help="Interleaved rounds (default 5, quick 2).")
+@click.option("--threads", type=int, help="Threads for every backend (default: physical cores).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
+@click.option("--quick", is_flag=True, help="Few rounds and calls: a smoke run.")
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Artifact cache for the TVM backends (default: a fresh one, so that "
+                   "compile time is measured), e.g. artifacts built on another machine.")
+@click.option("--untuned", is_flag=True,
+              help="The generic schedule for every layer, no tuning record (shipped or "
+                   "yours): what a layer of your own gets before `tune`.")
+@friendly_errors
+def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
+          quick, cache_dir, untuned, **layer):
+    """Check every backend against the reference, then time them interleaved."""
+    from .. import bench as benchmark
+
+    if plot_path:
+        benchmark.require_matplotlib(plot_path)
+    workloads = select_workloads(only, layer)
+    document = benchmark.run_bench(workloads, split_list(backends) or None, dtype, repeat,
+                                   threads, quick, progress=sys.stderr.isatty(), rounds=rounds,
+                                   targets=split_list(targets) or None, cache_dir=cache_dir,
+                                   untuned=untuned)
+    benchmark.render(document, console)
+    if json_path:
+        with open(json_path, "w") as stream:
+            json.dump(document, stream, indent=1)
+        console.print(f"wrote {json_path}")
+    if plot_path:
+        benchmark.plot(document, plot_path)
+        console.print(f"wrote {plot_path}")
+    if any(r["status"] == "FAIL" for r in document["records"]):
+        sys.exit(1)
