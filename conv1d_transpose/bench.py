@@ -455,7 +455,7 @@ def run_bench(workloads, backends=None, dtype="float32", repeat=None, threads=No
         (the header says so).
       progress: show a progress bar on stderr.
     Returns:
-      {"header": {...}, "records": [...]}; see README ("Benchmarks").
+      {"header": {...}, "records": [...]}; see docs/design/benchmarking.md.
     Raises:
       ArgumentError for an unknown backend, target or dtype.
     """

@@ -24,7 +24,7 @@ THREADS = 128  # threads per block of the zero-filling blocks
 
 # The register-tile plan's rule (register_plan), read off a sweep of rows {1, 2, 4, 8, 16}
 # x threads {32, 64, 128, 256} on every suite layer (H100 SXM, 132 SMs, sm_90; 2026-11-26,
-# README "CUDA"):
+# docs/design/cuda.md):
 # - a register tile of rows pays while a launch keeps at least MIN_LAUNCH_THREADS threads
 #   (about 0.4 of the 270k an H100 holds at once); past that, the lost parallelism costs
 #   more than the filter loads saved. Up to 8 rows: 16 lost on every layer.
@@ -64,7 +64,7 @@ class CudaPlan:
 
 # The shared-memory plans, by output-channel tile, and their rule, read off two sweeps on
 # the nine suite layers and the six of docs/outside-suite.yaml (H200, 132 SMs, sm_90;
-# 2026-11-26, README "CUDA"; docs/cuda/h200-kernel-sweep*.json):
+# 2026-11-26, docs/design/cuda.md; docs/cuda/h200-kernel-sweep*.json):
 # - the widest channel tile that divides the output channels (padding channels are
 #   computed on zeros: a 128 tile on 96 channels was 1.24x slower than a 32 one);
 # - while the kernel keeps MIN_BLOCKS blocks (about 1.5 per SM), counted over its phase
@@ -86,7 +86,7 @@ SHARED_PLANS = {
 MIN_BLOCKS = 200
 # NCW input rows staged in_chunk + 1 apart (CudaPlan.skew), which made the NCW kernels
 # 5-8% faster: ncw-up2 0.0967-0.0970 -> 0.0914-0.0918 ms, ncw-s5-k10 0.0320-0.0321 ->
-# 0.0294-0.0297 (four runs each; H200, 2026-11-27, README "CUDA"). In NWC the fills
+# 0.0294-0.0297 (four runs each; H200, 2026-11-27, docs/design/cuda.md). In NWC the fills
 # write whole float4s along the channels, which a skew would misalign.
 NCW_SKEW = 1
 # Static shared memory per block is at most 48 KB; the filters' part grows with the taps.

@@ -33,14 +33,27 @@ from .options import (console, friendly_errors, layer_options, only_option, sele
 @click.option("--untuned", is_flag=True,
               help="The generic schedule for every layer, no tuning record (shipped or "
                    "yours): what a layer of your own gets before `tune`.")
+@click.option("--model", "models", multiple=True, metavar="FILE|NAME",
+              help="Bench whole models instead of layers: an .onnx file or a built-in "
+                   "architecture (hifigan-v1, encodec-decoder, demucs-v2-decoder, ...); "
+                   "backends auto, onnxruntime:cpu (default) or tvm:<target>.")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=SHAPE",
+              help="With --model: the shape of an input with a free dimension, e.g. "
+                   "mel=1x80x50.")
+@click.option("--profile", is_flag=True,
+              help="With --model: where each backend's time goes (segments, op types).")
 @friendly_errors
 def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
-          quick, cache_dir, untuned, **layer):
+          quick, cache_dir, untuned, models, inputs, profile, **layer):
     """Check every backend against the reference, then time them interleaved."""
     from .. import bench as benchmark
 
     if plot_path:
         benchmark.require_matplotlib(plot_path)
+    if models:
+        _bench_models(models, split_list(backends) or None, inputs, threads, quick, rounds,
+                      cache_dir, profile, json_path, plot_path)
+        return
     workloads = select_workloads(only, layer)
     document = benchmark.run_bench(workloads, split_list(backends) or None, dtype, repeat,
                                    threads, quick, progress=sys.stderr.isatty(), rounds=rounds,
@@ -53,6 +66,27 @@ def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, pl
         console.print(f"wrote {json_path}")
     if plot_path:
         benchmark.plot(document, plot_path)
+        console.print(f"wrote {plot_path}")
+    if any(r["status"] == "FAIL" for r in document["records"]):
+        sys.exit(1)
+
+
+def _bench_models(models, backends, inputs, threads, quick, rounds, cache_dir, profile,
+                  json_path, plot_path):
+    from .. import model_bench
+
+    document = model_bench.run_model_bench(
+        models, backends, inputs=model_bench.parse_inputs(inputs), threads=threads,
+        quick=quick, rounds=rounds, cache_dir=cache_dir, profile=profile,
+        progress=(lambda text: console.print(f"[dim]{text}[/]")) if sys.stderr.isatty()
+        else None)
+    model_bench.render_models(document, console)
+    if json_path:
+        with open(json_path, "w") as stream:
+            json.dump(document, stream, indent=1)
+        console.print(f"wrote {json_path}")
+    if plot_path:
+        model_bench.plot_models(document, plot_path)
         console.print(f"wrote {plot_path}")
     if any(r["status"] == "FAIL" for r in document["records"]):
         sys.exit(1)

@@ -30,7 +30,7 @@ from ..portability import CONSUMER_KEYS, DEFAULT_EVERY, FORM_KEYS, measure, swee
               help="Also write the raw counts as JSON to FILE.")
 def portability(every, full, forms, consumers, jobs, markdown_path, json_path):
     """Which ONNX ConvTranspose forms give TF's answer on onnxruntime, onnx's
-    ReferenceEvaluator, TVM's raw importer and our TVM path (the README's matrix)."""
+    ReferenceEvaluator, TVM's raw importer and our TVM path (docs/design/onnx-export.md's matrix)."""
     console = Console(width=None if sys.stdout.isatty() else 160)
     every = 1 if full else every
     cases = sweep_cases(every=every)

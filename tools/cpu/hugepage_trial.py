@@ -4,7 +4,7 @@ copy on transparent huge pages (an anonymous private mapping with MADV_HUGEPAGE)
 
     python tools/cpu/hugepage_trial.py WORKLOAD ROUNDS generic|record
 
-Used for the README's demucs-dec1 notes: its 64 MB (direct) or 96 MB (F(2,2)) of filters
+Used for the demucs-dec1 notes in docs/results/cpu-history.md: its 64 MB (direct) or 96 MB (F(2,2)) of filters
 span 16-24 thousand 4 KiB pages per call, far past the STLB's reach.
 """
 import mmap

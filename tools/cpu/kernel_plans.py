@@ -9,7 +9,7 @@ every panel reading channel block 0 and phase 0 of the filters, to time the kern
 its filters in cache: '{"rewrite": [["filters[vcoo, vr, vj,", "filters[0, 0, vj,"]]}').
 Such a kernel is timed but its result is wrong, so the check is reported, not enforced.
 "stack_accumulators": true builds it with stack_accumulators.py's TIR pipeline.
-Used for the direct vs F(2,2) figures in schedule_cpu.plan and the README.
+Used for the direct vs F(2,2) figures in schedule_cpu.plan and docs/design/cpu-kernels.md.
 """
 import sys, json
 from kernel_timing import checked_kernel, interleaved_medians

@@ -5,7 +5,7 @@
 BACKENDS: comma-separated (tvm, onnxruntime). 200 untimed calls, then 2000 timed ones,
 each on its own; prints p10/median/p90 and a histogram (ms). Unlike `bench`, which
 interleaves every backend, a layer here runs alone: used for the streaming chunk's
-bimodal bench medians (README, Limitations).
+bimodal bench medians (docs/limitations.md).
 """
 import sys
 import time

@@ -10,7 +10,7 @@ of its share (S = 1: the shipped kernel). KIND "inner": no burst; instead two pr
 "inner" with the accumulators on the stack (stack_accumulators.py), so that LLVM keeps
 them in registers. KIND "cached": no prefetch, and every panel reads block 0 of the
 filters (wrong results, timed only): the form's ceiling with its filters in cache.
-README "demucs-dec1" quotes each (2026-11-27); with ASM_DIR=dir, kernel_plans.py also
+docs/results/cpu-history.md (demucs-dec1) quotes each (2026-11-27); with ASM_DIR=dir, kernel_plans.py also
 writes each kernel's assembly.
 """
 import json

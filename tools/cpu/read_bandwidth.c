@@ -1,6 +1,6 @@
 /* Read bandwidth by working-set size, 1 and 2 threads: where the caches end.
  *   gcc -O3 -march=native -fopenmp tools/cpu/read_bandwidth.c -o /tmp/read_bandwidth
- * Used for the README's note on demucs-dec1's filters (64 MB direct, 96 MB in F(2,2))
+ * Used for the note on demucs-dec1's filters in docs/results/cpu-history.md (64 MB direct, 96 MB in F(2,2))
  * against this machine kind's L3. AVX-512 loads; best of 15 passes per size. */
 #include <immintrin.h>
 #include <stdio.h>

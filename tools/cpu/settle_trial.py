@@ -6,7 +6,7 @@ of untimed calls (at least one call).
     python tools/cpu/settle_trial.py WORKLOAD SETTLE [ROUNDS]   (e.g. stream-chunk 0 / 0.02)
 
 Prints each library's median and p10 ms, and tvm's median for the first timed call of a
-batch against calls 6-10. Used for the settle_s comment in bench.py and the README.
+batch against calls 6-10. Used for the settle_s comment in bench.py and docs/design/cpu-kernels.md.
 """
 import sys
 import time

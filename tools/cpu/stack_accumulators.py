@@ -10,7 +10,7 @@ escapes it can, so the accumulators stay in registers. TVM 0.27 moves every allo
 of 1 KiB or more to a workspace; the `disable_lower_builtin` annotation on the
 allocation keeps it, but FlattenBuffer and VectorizeLoop drop annotations, and 0.27 has
 no Python statement mutator. So this pass re-parses the module's TVMScript just before
-SplitHostDevice with the annotation added. A trial, not the product: README "demucs-dec1"
+SplitHostDevice with the annotation added. A trial, not the product: docs/results/cpu-history.md (demucs-dec1)
 quotes what it measured (2026-11-27).
 """
 import re

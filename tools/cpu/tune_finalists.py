@@ -8,7 +8,7 @@ WL=FILE for a workloads file of your own.
 Runs `tuning.tune` as `conv1d-transpose tune` does (plan search, 5-process final), into
 DATABASE (default: a temporary file, so the shipped records stay as they are), with the
 tuner's private `_finalists` and `_pick` wrapped to print what they were given. Used for
-the README's note on why `tune` kept demucs-dec1's generic plan (2026-11-27).
+docs/results/cpu-history.md's note on why `tune` kept demucs-dec1's generic plan (2026-11-27).
 """
 import os
 import sys

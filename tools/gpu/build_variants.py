@@ -7,7 +7,7 @@ With SHARED set ("rows,threads,row_threads,channels,in_chunk[,vector[,skew]];...
 shared-memory plans instead of the ROWS x THREADS register-tile grid. LAYERS=name,...
 builds only those layers. NOSTORE=1 adds, for each kernel, a diagnostic copy (tag
 suffix _nostore) that stores an output only if it equals 12345.678: wrong, and timed only,
-it shows what the kernel's stores cost. The NCW skew figures (README "CUDA",
+it shows what the kernel's stores cost. The NCW skew figures (docs/design/cuda.md,
 docs/cuda/h200-ncw-skew.json, where the tags were rule_skew0/1) are these kernels:
 
     LAYERS=ncw-up2,hifigan-up2 SHARED="4,32,4,4,16,4,0;4,32,4,4,16,4,1" NOSTORE=1 \
