@@ -1,6 +1,7 @@
 """Tune layers for a target: search the kernel's schedule (compile/tuning.py), verify,
 and record the winner in a tuning database that compiles then use (compile/records.py),
-showing progress and a table of the results. `conv1d-transpose tune` (cli/tune.py) calls `tune_workloads`."""
+showing progress and a table of the results. `conv1d-transpose tune` (cli/tune.py) calls
+`tune_workloads`."""
 from __future__ import annotations
 
 import sys
@@ -8,6 +9,7 @@ import sys
 from rich.console import Console
 from rich.table import Table
 
+from .graph.errors import ArgumentError
 from .workloads import Workload
 
 console = Console(width=None if sys.stdout.isatty() else 140)
@@ -83,3 +85,18 @@ def tune_workloads(layers: list[Workload], target_name, targets_file, dtype, tri
     console.print(table)
     console.print(f"wrote {database}; compiles for {entry.name!r} now use these records "
                   f"(a cached artifact built without them is rebuilt).")
+
+
+def require_cost_model(trials: int) -> None:
+    """Before minutes of plan search: MetaSchedule's trials need xgboost (extra `tune`);
+    say so now, not after the plans were timed.
+
+    Raises:
+      ArgumentError with the install hint, where xgboost is not installed.
+    """
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        raise ArgumentError(f"--trials {trials}: MetaSchedule's cost model needs xgboost, "
+                            f"which is not installed (pip install 'conv1d-transpose[tune]'); "
+                            f"or leave out --trials to search the plans only") from None

@@ -78,3 +78,14 @@ def test_compile_then_run_from_the_shell(tmp_path):
     weights = onnx.numpy_helper.to_array(model.graph.initializer[0]).transpose(2, 1, 0)
     error, ok = max_error(np.load(y_path), x, weights, spec)
     assert ok, error
+
+
+def test_tune_trials_without_xgboost_fail_before_any_work(monkeypatch):
+    """The `tune` extra's cost model is checked first, with the install hint."""
+    import sys as _sys
+
+    monkeypatch.setitem(_sys.modules, "xgboost", None)  # an import of it raises ImportError
+    result = CliRunner().invoke(main, ["tune", "--workload", "stream-chunk", "--trials", "8"])
+    assert result.exit_code == 2
+    assert "pip install 'conv1d-transpose[tune]'" in result.output
+    assert "tuning 1 layer" not in result.output  # nothing was searched

@@ -36,7 +36,9 @@ def tune(only, target, targets_file, dtype, trials, resume, database, processes,
     processes, and the record keeps the correct one that is fastest in every process
     (the generic one unless another is at least 3% faster in each).
     """
-    from ..tune import tune_workloads
+    from ..tune import require_cost_model, tune_workloads
 
+    if trials:
+        require_cost_model(trials)
     layers = select_workloads(only, layer)
     tune_workloads(layers, target, targets_file, dtype, trials, resume, database, processes)
