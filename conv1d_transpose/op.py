@@ -33,7 +33,8 @@ class Conv1DTranspose:
       threads, cache_dir, targets: passed to the session (see `InferenceSession`).
 
     `op(x)` returns the output; `op.backend` says which backend runs it;
-    `op.to_onnx()` / `op.save_onnx(path)` export the model.
+    `op.to_onnx()` / `op.save_onnx(path)` export the model; `op.stream()` runs it chunk
+    by chunk.
     """
 
     def __init__(self, filters, output_shape, strides, padding="SAME", data_format="NWC",
@@ -47,6 +48,8 @@ class Conv1DTranspose:
                                                    strides, padding, data_format, dilations,
                                                    dtype)
         self.name = name
+        self._options = {"backend": backend, "target": target, "threads": threads,
+                         "cache_dir": cache_dir, "targets": targets}
         self._filters = np.array(filters, copy=True)
         self._filters.setflags(write=False)
         self._input_shape = self.spec.input_shape
@@ -95,6 +98,13 @@ class Conv1DTranspose:
             return self._zeros.copy()
         with self._lock:
             return self._run(input)
+
+    def stream(self):
+        """A `Stream` of this op: `push(chunk)` any number of input frames, get back the
+        output positions no later frame can change; `flush()` the rest. Everything
+        returned, concatenated, is `op(x)` (conv1d_transpose/streaming.py)."""
+        from .streaming import Stream
+        return Stream(self, self._options)
 
     def to_onnx(self, *, dynamic_batch: bool = False, dynamic_width: bool = False,
                 portable: bool = False, as_function: bool = False, form: str = "output_shape",

@@ -1,0 +1,107 @@
+"""`op.stream()`: chunk by chunk, the concatenation of what push and flush return is the
+offline op's output, for every padding, stride, dilation, layout and chunking; the state
+is the overlap, not the history; bad chunks are errors in words."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import conv1d_transpose as ct
+from conv1d_transpose.graph import make_spec, max_error, shapes
+
+
+@st.composite
+def streamed_calls(draw):
+    K, s, d = draw(st.integers(1, 7)), draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    padding, layout = draw(st.sampled_from(["SAME", "VALID"])), draw(st.sampled_from(["NWC", "NCW"]))
+    W = draw(st.integers(1, 14))
+    O = draw(st.sampled_from(list(shapes.valid_output_widths(W, K, s, d, padding))))
+    N, cin, cout = draw(st.integers(1, 2)), draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    dtype = draw(st.sampled_from(["float32", "float32", "float16"]))
+    chunks, left = [], W
+    while left:  # random chunk sizes, empty pushes and single frames included
+        size = draw(st.integers(0, left))
+        chunks.append(size)
+        left -= size
+    return (N, W, cin, cout, O, K, s, d, padding, layout, dtype, chunks)
+
+
+def run_stream(op, x, chunks, layout):
+    axis = 1 if layout == "NWC" else 2
+    stream, parts, at = op.stream(), [], 0
+    for size in chunks:
+        piece = x[:, at:at + size] if axis == 1 else x[:, :, at:at + size]
+        parts.append(stream.push(piece))
+        at += size
+    parts.append(stream.flush())
+    return np.concatenate(parts, axis=axis), stream
+
+
+def arrays(N, W, cin, cout, K, layout, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((N, W, cin) if layout == "NWC" else (N, cin, W)).astype(dtype)
+    f = rng.standard_normal((K, cout, cin)).astype(dtype)
+    return x, f
+
+
+@settings(max_examples=150, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))
+@given(streamed_calls())
+def test_any_chunking_gives_the_offline_answer(call):
+    N, W, cin, cout, O, K, s, d, padding, layout, dtype, chunks = call
+    x, f = arrays(N, W, cin, cout, K, layout, dtype)
+    out_shape = [N, O, cout] if layout == "NWC" else [N, cout, O]
+    op = ct.Conv1DTranspose(f, out_shape, s, padding, layout, d, backend="onnxruntime")
+    streamed, stream = run_stream(op, x, chunks, layout)
+    offline = op(x)
+    assert streamed.shape == offline.shape and streamed.dtype == offline.dtype
+    spec = make_spec(x.shape, f.shape, out_shape, s, padding, layout, d, dtype)
+    error, ok = max_error(streamed, x, f, spec)
+    assert ok, (error, chunks)
+    np.testing.assert_allclose(streamed.astype(np.float64), offline.astype(np.float64),
+                               rtol=0, atol=1e-2 if dtype == "float16" else 1e-5)
+
+
+def test_the_state_is_the_overlap_not_the_history():
+    """hifigan-up1's geometry (K 16, s 8) in 10-frame chunks: 8 positions per channel."""
+    x, f = arrays(1, 100, 4, 3, 16, "NWC", "float32")
+    op = ct.Conv1DTranspose(f, [1, 800, 3], 8, "SAME", backend="onnxruntime")
+    stream = op.stream()
+    returned = 0
+    for at in range(0, 90, 10):
+        returned += stream.push(x[:, at:at + 10]).shape[1]
+        assert stream.state_positions == (16 - 1) + 1 - 8
+        assert returned == (at + 10) * 8 - 4  # final positions, less SAME's crop of 4
+    rest = stream.push(x[:, 90:])
+    assert returned + rest.shape[1] + stream.flush().shape[1] == 800
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_tvm_streams_the_same(dtype, tmp_path):
+    x, f = arrays(1, 23, 5, 4, 8, "NCW", dtype)
+    op = ct.Conv1DTranspose(f, [1, 4, 92], 4, "SAME", "NCW", backend="tvm", cache_dir=tmp_path)
+    streamed, _ = run_stream(op, x, [10, 10, 3], "NCW")
+    spec = make_spec(x.shape, f.shape, [1, 4, 92], 4, "SAME", "NCW", 1, dtype)
+    assert max_error(streamed, x, f, spec)[1]
+
+
+def test_bad_chunks_are_errors_in_words():
+    x, f = arrays(1, 6, 3, 2, 4, "NWC", "float32")
+    op = ct.Conv1DTranspose(f, [1, 12, 2], 2, backend="onnxruntime")
+    stream = op.stream()
+    with pytest.raises(ct.DtypeError, match="chunk has dtype float64"):
+        stream.push(x.astype(np.float64))
+    with pytest.raises(ct.ShapeError, match=r"chunk has shape \(1, 2, 4\); this op's stream "
+                                            r"takes \(1, 'frames', 3\)"):
+        stream.push(np.zeros((1, 2, 4), np.float32))
+    with pytest.raises(ct.ShapeError, match="chunk has 7 frames but only 6"):
+        stream.push(np.zeros((1, 7, 3), np.float32))
+    stream.push(x[:, :4])
+    with pytest.raises(ct.ShapeError, match="flush\\(\\) after 4 of the op's 6 input frames"):
+        stream.flush()
+    stream.push(x[:, 4:])
+    stream.flush()
+    with pytest.raises(ct.ArgumentError, match="this stream was flushed"):
+        stream.push(x[:, :1])
