@@ -104,7 +104,13 @@ class Conv1DTranspose:
         output positions no later frame can change; `flush()` the rest. Everything
         returned, concatenated, is `op(x)` (conv1d_transpose/streaming.py)."""
         from .streaming import Stream
-        return Stream(self, self._options)
+
+        spec, options = self.spec, self._options
+
+        def valid_op(output_shape):  # (the stream's ops: the same filters, backend, target)
+            return Conv1DTranspose(self._filters, output_shape, spec.stride, "VALID",
+                                   spec.data_format, spec.dilation, **options)
+        return Stream(spec, valid_op)
 
     def to_onnx(self, *, dynamic_batch: bool = False, dynamic_width: bool = False,
                 portable: bool = False, as_function: bool = False, form: str = "output_shape",

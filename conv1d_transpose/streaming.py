@@ -39,9 +39,10 @@ class Stream:
     returns the rest once the op's whole input width has been pushed.
     """
 
-    def __init__(self, op, options: dict):
-        spec = op.spec
-        self._op, self._spec, self._options = op, spec, options
+    def __init__(self, spec, valid_op):
+        # valid_op(output_shape): a VALID op with the stream's filters, stride, dilation,
+        # layout and backend (Conv1DTranspose.stream makes it).
+        self._spec, self._valid_op = spec, valid_op
         self._ncw = spec.data_format == "NCW"
         self._dtype = np.dtype(spec.dtype)
         self._frames = 0  # input frames pushed
@@ -113,16 +114,12 @@ class Stream:
 
     def _chunk_op(self, frames: int):
         """A VALID op on `frames` frames: their whole, uncropped contribution."""
-        from .op import Conv1DTranspose
-
         op = self._ops.pop(frames, None)
         if op is None:
             spec = self._spec
             width = (frames - 1) * spec.stride + spec.dilated_kernel_width
-            shape = [spec.batch, spec.out_channels, width] if self._ncw else \
-                [spec.batch, width, spec.out_channels]
-            op = Conv1DTranspose(self._op._filters, shape, spec.stride, "VALID",
-                                 spec.data_format, spec.dilation, **self._options)
+            op = self._valid_op([spec.batch, spec.out_channels, width] if self._ncw else
+                                [spec.batch, width, spec.out_channels])
             if len(self._ops) >= CHUNK_OPS:
                 self._ops.popitem(last=False)
         self._ops[frames] = op
