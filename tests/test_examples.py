@@ -34,3 +34,15 @@ def test_whole_model_example_places_and_checks_a_real_architecture(tmp_path):
     # Either split (ConvTranspose on TVM) or onnxruntime alone because it measured faster:
     assert ("nodes on tvm:host" in out) or ("runs this model on onnxruntime:cpu alone" in out)
     assert (tmp_path / "encodec-decoder.onnx").is_file()
+
+
+def test_streaming_vocoder_example_matches_the_offline_run():
+    result = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "streaming_vocoder.py"), "--frames", "25",
+         "--chunk", "7", "--channels", "32", "--backend", "onnxruntime"],
+        capture_output=True, text=True, timeout=600, env=dict(os.environ))
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert out.count("chunk at frame") == 4 and "real-time factor" in out
+    assert "time to first audio" in out and ": OK" in out
+    assert "streamed (1, 6400, 2) against offline (1, 6400, 2)" in out
