@@ -12,7 +12,7 @@ from .compile.artifact import ModelSource
 from .compile.cache import exporter_version
 from .compile.params import tree_digest
 from .graph.arguments import as_array, check_arrays, make_spec, normalize_dtype
-from .graph.errors import DtypeError, ShapeError
+from .graph.errors import ArgumentError, DtypeError, ShapeError
 from .graph.onnx_export import DEFAULT_OPSET, INPUT_NAME, build_model
 from .graph.spec import Conv1DTransposeSpec
 from .runtime.session import normalize_backend, normalize_target, open_session
@@ -114,13 +114,22 @@ class Conv1DTranspose:
 
     def to_onnx(self, *, dynamic_batch: bool = False, dynamic_width: bool = False,
                 portable: bool = False, as_function: bool = False, form: str = "output_shape",
-                opset: int = DEFAULT_OPSET):
+                opset: int = DEFAULT_OPSET, streaming: bool = False,
+                chunk_frames: int | None = None):
         """The ONNX model (Transpose -> ConvTranspose -> Transpose, filters as initializer).
 
         dynamic_batch / dynamic_width: symbolic dimensions (width: only where the output
         width follows from the input width); portable: the explicit-pads form that every
         measured consumer gets right; as_function: one node calling an ONNX local function.
+        streaming: instead, one streaming step for chunks of `chunk_frames` frames, with
+        the carried state as an extra input and output (graph/streaming_export.py).
         """
+        if streaming:
+            from .graph.streaming_export import build_step_model
+            return build_step_model(self.spec, self._filters, chunk_frames, opset=opset,
+                                    name=self.name)
+        if chunk_frames is not None:
+            raise ArgumentError("chunk_frames is for streaming=True")
         return build_model(self.spec, self._filters, form=form, portable=portable,
                            opset=opset, name=self.name, dynamic_batch=dynamic_batch,
                            dynamic_width=dynamic_width, as_function=as_function)

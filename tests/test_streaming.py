@@ -105,3 +105,67 @@ def test_bad_chunks_are_errors_in_words():
     stream.flush()
     with pytest.raises(ct.ArgumentError, match="this stream was flushed"):
         stream.push(x[:, :1])
+
+
+# --- the exported step (op.to_onnx(streaming=True)) -------------------------------------
+
+
+def run_steps(session, op, x, chunk, layout):
+    """Feed the step model chunk by chunk, then crop as the layer does."""
+    from conv1d_transpose.graph.streaming_export import state_width
+
+    spec = op.spec
+    axis = 1 if layout == "NWC" else 2
+    S = state_width(spec)
+    state = np.zeros((spec.batch, S, spec.out_channels) if axis == 1 else
+                     (spec.batch, spec.out_channels, S), x.dtype)
+    outputs = []
+    for at in range(0, spec.in_width, chunk):
+        piece = x[:, at:at + chunk] if axis == 1 else x[:, :, at:at + chunk]
+        out, state = session.run(None, {"input": piece, "state": state})
+        outputs.append(out)
+    stream = np.concatenate(outputs + [state], axis=axis)
+    begin, width = spec.pad_begin, spec.out_width
+    if stream.shape[axis] < begin + width:  # positions past the last contribution: zeros
+        pad = [(0, 0)] * 3
+        pad[axis] = (0, begin + width - stream.shape[axis])
+        stream = np.pad(stream, pad)
+    return stream[:, begin:begin + width] if axis == 1 else stream[:, :, begin:begin + width]
+
+
+@pytest.mark.parametrize("layout, K, s, d, padding", [
+    ("NWC", 16, 8, 1, "SAME"), ("NCW", 5, 2, 2, "VALID"), ("NWC", 2, 5, 1, "SAME"),
+    ("NCW", 3, 3, 1, "SAME")])
+def test_the_exported_step_streams_to_the_offline_answer_on_onnxruntime(layout, K, s, d,
+                                                                        padding):
+    import onnx
+    import onnxruntime
+
+    W, chunk = 12, 4
+    x, f = arrays(1, W, 3, 2, K, layout, "float32")
+    O = max(shapes.valid_output_widths(W, K, s, d, padding))
+    op = ct.Conv1DTranspose(f, [1, O, 2] if layout == "NWC" else [1, 2, O], s, padding,
+                            layout, d, backend="onnxruntime")
+    model = op.to_onnx(streaming=True, chunk_frames=chunk)
+    onnx.checker.check_model(model, full_check=True)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(run_steps(session, op, x, chunk, layout), op(x), rtol=0,
+                               atol=1e-5)
+
+
+def test_our_tvm_path_runs_the_exported_step(tmp_path):
+    x, f = arrays(1, 20, 8, 4, 16, "NWC", "float32")
+    op = ct.Conv1DTranspose(f, [1, 160, 4], 8, "SAME", backend="onnxruntime")
+    session = ct.InferenceSession(op.to_onnx(streaming=True, chunk_frames=5), backend="tvm",
+                                  cache_dir=tmp_path)
+    np.testing.assert_allclose(run_steps(session, op, x, 5, "NWC"), op(x), rtol=0, atol=1e-5)
+
+
+def test_the_step_export_checks_its_arguments():
+    x, f = arrays(1, 6, 3, 2, 4, "NWC", "float32")
+    op = ct.Conv1DTranspose(f, [1, 12, 2], 2, backend="onnxruntime")
+    with pytest.raises(ct.ArgumentError, match="chunk_frames=0 must be a positive int"):
+        op.to_onnx(streaming=True, chunk_frames=0)
+    with pytest.raises(ct.ArgumentError, match="chunk_frames is for streaming=True"):
+        op.to_onnx(chunk_frames=4)
