@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 # Extras installed by `make test`: the TF oracle (reference), the bench's plotting, tests.
-EXTRAS ?= test,bench,reference,tune
+EXTRAS ?= test,bench,reference,tune,peers
 PYTEST_ARGS ?=
 
 .PHONY: demo test test-slow system-deps clean

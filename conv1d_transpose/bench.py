@@ -33,7 +33,8 @@ import numpy as np
 from .compile.machine import cpu_model, physical_cores
 from .graph.errors import ArgumentError, Conv1DTransposeError
 from .graph.reference import max_error
-from .peers import Runner, Unavailable, onnxruntime_cuda_runner, tensorflow_runner, torch_runner
+from .peers import (Runner, Unavailable, litert_runner, onnxruntime_cuda_runner, openvino_runner,
+                    tensorflow_runner, torch_runner)
 from .workloads import load_workloads
 
 # How much timing: calls per timed batch (`repeat`), interleaved rounds, untimed warm-up
@@ -68,7 +69,8 @@ MEAN_MIN_MFLOP = 50
 GEMM_FORM = ("numpy.matmul [M, K] @ [K, N] with M = batch*in_width, "
              "N = out_channels*kernel_width, K = in_channels: the same FLOPs as the layer "
              "(its GEMM + col2im form)")
-_ALIASES = {"tf": "tensorflow", "pytorch": "torch", "ort": "onnxruntime"}
+_ALIASES = {"tf": "tensorflow", "pytorch": "torch", "ort": "onnxruntime", "ov": "openvino",
+            "tflite": "litert"}
 
 
 # --- backends -------------------------------------------------------------------------
@@ -158,6 +160,8 @@ RUNNERS = {
     "onnxruntime": _onnxruntime_runner,
     "tensorflow": tensorflow_runner,
     "torch": torch_runner,
+    "openvino": openvino_runner,
+    "litert": litert_runner,
 }
 
 
@@ -183,7 +187,8 @@ def default_backends(targets=None) -> list[str]:
     targets = targets or runnable_tvm_targets()
     # With a CUDA target, torch and onnxruntime on the same GPU are the peers to beat there.
     gpu_peer = list(GPU_PEERS) if _local_cuda_targets(targets) else []
-    return [f"tvm:{t}" for t in targets] + [REFERENCE_BACKEND, "tensorflow", "torch", *gpu_peer]
+    return [f"tvm:{t}" for t in targets] + [REFERENCE_BACKEND, "tensorflow", "torch",
+                                            "openvino", "litert", *gpu_peer]
 
 
 def _local_cuda_targets(names) -> list[str]:

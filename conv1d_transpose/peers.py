@@ -217,6 +217,101 @@ def onnxruntime_provider_session(spec, filters, provider: str, options: dict):
     return session
 
 
+def openvino_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
+                    target: str | None = None) -> Runner:
+    """OpenVINO's CPU plugin on the layer's `portable=True` ONNX model, in float32
+    precision (its CPU plugin would otherwise run bf16/f16 where the CPU has them).
+
+    The portable form, because OpenVINO 2026.4.1 computes wrong results from the default
+    form (`output_shape` + SAME_UPPER) whenever the total padding is odd (issue 31;
+    `conv1d-transpose portability` measures it, docs/openvino-odd-padding.py reproduces
+    it): the form to export for OpenVINO."""
+    try:
+        import openvino as ov
+    except ImportError:
+        raise Unavailable("openvino not installed (pip install 'conv1d-transpose[peers]')") \
+            from None
+    from .graph.onnx_export import build_model
+
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": int(threads), "INFERENCE_PRECISION_HINT": "f32",
+              "PERFORMANCE_HINT": "LATENCY"}
+    try:
+        model = core.read_model(build_model(spec, filters, portable=True).SerializeToString(),
+                                b"")
+        compiled = core.compile_model(model, "CPU", config)
+    except Exception as error:
+        raise Unavailable(f"openvino {ov.__version__} cannot compile this model: "
+                          f"{_first_line(error)}") from None
+    request = compiled.create_infer_request()
+
+    def call(x):
+        return request.infer([x])[0].copy()
+
+    try:
+        call(np.zeros(spec.input_shape, spec.dtype))
+    except Exception as error:
+        raise Unavailable(f"openvino {ov.__version__} refuses this call: "
+                          f"{_first_line(error)}") from None
+    return Runner("openvino", "cpu", call, int(compiled.get_property("INFERENCE_NUM_THREADS")),
+                  True, f"openvino {ov.__version__}, CPU plugin, f32, portable ONNX form")
+
+
+def litert_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
+                  target: str | None = None) -> Runner:
+    """LiteRT (TensorFlow Lite) with XNNPACK on a TFLite model of the same call, converted
+    from `tf.nn.conv1d_transpose` in a `tf.function` by TensorFlow's converter. TFLite is
+    NHWC only: an NCW call is transposed on the way in and out, as a user would."""
+    try:
+        with _quiet_native_stderr():
+            import tensorflow as tf
+    except ImportError:
+        raise Unavailable("litert needs tensorflow to convert the call "
+                          "(pip install 'conv1d-transpose[reference]')") from None
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+        package = "ai-edge-litert"
+    except ImportError:
+        raise Unavailable("ai-edge-litert not installed (pip install "
+                          "'conv1d-transpose[peers]')") from None
+    if spec.dilation > 1:  # (the converter would fail after seconds with an MLIR dump)
+        raise Unavailable("litert's TRANSPOSE_CONV has no dilation (TensorFlow's converter "
+                          "leaves Conv2DBackpropInput to the TF Select ops)")
+    nwc_input = (spec.batch, spec.in_width, spec.in_channels)
+    nwc_output = [spec.batch, spec.out_width, spec.out_channels]
+    weights = tf.constant(filters)
+
+    @tf.function(input_signature=[tf.TensorSpec(nwc_input, spec.dtype)])
+    def run(x):
+        return tf.nn.conv1d_transpose(x, weights, nwc_output, spec.stride, spec.padding,
+                                      "NWC", spec.dilation)
+
+    try:
+        with _quiet_native_stderr():
+            converter = tf.lite.TFLiteConverter.from_concrete_functions(
+                [run.get_concrete_function()], run)
+            flatbuffer = converter.convert()
+        interpreter = Interpreter(model_content=flatbuffer, num_threads=int(threads))
+        interpreter.allocate_tensors()
+    except Exception as error:
+        raise Unavailable(f"litert cannot take this call: {_first_line(error)}") from None
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    ncw = spec.data_format == "NCW"
+
+    def call(x):
+        interpreter.set_tensor(inp["index"], x.transpose(0, 2, 1) if ncw else x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])
+        return np.ascontiguousarray(y.transpose(0, 2, 1)) if ncw else y.copy()
+
+    try:
+        call(np.zeros(spec.input_shape, spec.dtype))
+    except Exception as error:
+        raise Unavailable(f"litert refuses this call: {_first_line(error)}") from None
+    return Runner("litert", "cpu", call, int(threads), True,
+                  f"{package}, XNNPACK, converted by tensorflow {tf.__version__}")
+
+
 def _pin_torch_threads(torch, threads: int) -> tuple[bool, str]:
     torch.set_num_threads(threads)
     try:

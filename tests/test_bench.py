@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from conv1d_transpose import bench as bench_module
 from conv1d_transpose.bench import parse_backends, run_bench
 from conv1d_transpose.cli.bench import bench as bench_command
-from conv1d_transpose.peers import Unavailable, tensorflow_runner, torch_runner
+from conv1d_transpose.peers import (Unavailable, litert_runner, openvino_runner,
+                                    tensorflow_runner, torch_runner)
 from conv1d_transpose.graph.reference import max_error
 from conv1d_transpose.workloads import Workload
 
@@ -134,10 +135,16 @@ PEER_CASES = [
     dict(width=5, cin=3, cout=2, kernel=4, stride=2, padding="VALID"),
     dict(width=6, cin=3, cout=2, kernel=3, stride=2, data_format="NCW"),
     dict(width=6, cin=3, cout=2, kernel=3, stride=2, dilation=2),
+    # Odd total padding under SAME: what OpenVINO's CPU plugin gets wrong from the default
+    # ONNX form (issue 31; its runner exports the portable form).
+    dict(width=7, cin=4, cout=3, kernel=10, stride=5),
+    dict(width=7, cin=4, cout=3, kernel=6, stride=3, data_format="NCW"),
 ]
 
 
-@pytest.mark.parametrize("factory", [tensorflow_runner, torch_runner], ids=["tensorflow", "torch"])
+@pytest.mark.parametrize("factory", [tensorflow_runner, torch_runner, openvino_runner,
+                                     litert_runner],
+                         ids=["tensorflow", "torch", "openvino", "litert"])
 @pytest.mark.parametrize("case", PEER_CASES, ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 def test_peers_agree_with_the_reference(factory, case):
     workload = Workload("case", batch=2, **case)
@@ -304,3 +311,10 @@ def test_plot_without_matplotlib_fails_before_measuring(monkeypatch, tmp_path):
     assert result.exit_code != 0
     assert "matplotlib is not installed" in result.output and "conv1d-transpose[bench]" in \
         result.output
+
+
+def test_litert_says_why_it_cannot_take_a_dilated_layer():
+    workload = Workload("case", batch=1, width=6, cin=3, cout=2, kernel=3, stride=2,
+                        dilation=2)
+    with pytest.raises(Unavailable, match="(no dilation|not installed|needs tensorflow)"):
+        litert_runner(workload.spec(), workload.arrays()[1], 1)

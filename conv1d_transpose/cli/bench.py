@@ -16,6 +16,7 @@ from .options import (console, friendly_errors, layer_options, only_option, sele
 @only_option
 @click.option("--backends", multiple=True, metavar="LIST",
               help="Comma-separated: tvm:<target>, onnxruntime:cpu, tensorflow, torch, "
+                   "openvino, litert, "
                    "and on a GPU torch:cuda, onnxruntime:cuda (default: all that apply; "
                    "'tvm' means every target in --targets).")
 @click.option("--targets", multiple=True, metavar="LIST",
