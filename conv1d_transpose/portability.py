@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import importlib.util
 import datetime
 import itertools
 import os
@@ -134,6 +135,21 @@ def _run_tvm_ours(model: onnx.ModelProto, feeds: dict, context: dict) -> list:
     return session.run(None, feeds)
 
 
+def _run_openvino(model: onnx.ModelProto, feeds: dict, context: dict) -> list:
+    """OpenVINO's CPU plugin in float32 precision (issue 31: an edge user's runtime)."""
+    import openvino as ov
+
+    core = context.setdefault("openvino_core", ov.Core())
+    config = {"INFERENCE_PRECISION_HINT": "f32"}
+    if context.get("threads"):
+        config["INFERENCE_NUM_THREADS"] = int(context["threads"])
+    compiled = core.compile_model(core.read_model(model.SerializeToString(), b""), "CPU",
+                                  config)
+    names = [value.name for value in model.graph.input]
+    result = compiled.create_infer_request().infer([feeds[name] for name in names])
+    return [np.asarray(result[output]) for output in compiled.outputs]
+
+
 @dataclasses.dataclass(frozen=True)
 class Consumer:
     key: str
@@ -146,8 +162,11 @@ CONSUMERS = (
     Consumer("reference", "onnx ReferenceEvaluator", _run_reference),
     Consumer("tvm_raw", "TVM importer (raw)", _run_tvm_raw),
     Consumer("tvm", "our TVM path", _run_tvm_ours),
+    Consumer("openvino", "OpenVINO (CPU)", _run_openvino),
 )
 CONSUMER_KEYS = tuple(consumer.key for consumer in CONSUMERS)
+# Consumers from an optional extra -> the module they need; left out where it is missing.
+OPTIONAL_CONSUMERS = {"openvino": "openvino"}
 
 
 # --- cases --------------------------------------------------------------------------
@@ -375,6 +394,12 @@ def measure(cases: Iterable[Case] | None = None, forms: Iterable[str] = FORM_KEY
                          f"consumers: {CONSUMER_KEYS}")
     forms = tuple(f.key for f in FORMS if f.key in forms)  # table order
     consumers = tuple(c.key for c in CONSUMERS if c.key in consumers)
+    missing = [c for c in consumers if c in OPTIONAL_CONSUMERS
+               and importlib.util.find_spec(OPTIONAL_CONSUMERS[c]) is None]
+    if missing and progress:
+        progress(f"not installed, left out: {', '.join(missing)} "
+                 f"(pip install 'conv1d-transpose[peers]')")
+    consumers = tuple(c for c in consumers if c not in missing)
     jobs = max(1, int(jobs))
     started = time.perf_counter()
     cells = {(f, c): Cell() for f in forms for c in consumers}

@@ -124,3 +124,20 @@ def test_forms_build_the_attributes_they_name():
     assert attributes["explicit"]["pads"] == [spec.pad_begin, spec.pad_end]
     assert not set(itertools.chain(*[a for k, a in attributes.items() if k != "explicit"])) \
         & {"pads", "output_padding"}
+
+
+def test_openvino_needs_the_portable_form():
+    """Issue 31: OpenVINO's CPU plugin is wrong on the default form (output_shape +
+    SAME_UPPER) where SAME's total padding is odd, and right on explicit pads."""
+    pytest.importorskip("openvino", reason="openvino is the 'peers' extra (make test "
+                                           "installs it)")
+    odd = [c for c in pm.sweep_cases() if c.spec.padding == "SAME" and c.spec.in_width > 1
+           and (c.spec.pad_begin + c.spec.pad_end) % 2][:12]
+    even = [c for c in pm.sweep_cases() if c.spec.padding == "SAME" and c.spec.in_width > 1
+            and not (c.spec.pad_begin + c.spec.pad_end) % 2][:6]
+    matrix = pm.measure(odd, forms=["same_upper", "explicit"], consumers=["openvino"])
+    assert matrix.all_agree("explicit", "openvino")
+    assert matrix.cells["same_upper", "openvino"].failures["wrong values"] > 0, \
+        matrix.cells["same_upper", "openvino"].summary()
+    assert pm.measure(even, forms=["same_upper"], consumers=["openvino"]).all_agree(
+        "same_upper", "openvino")
