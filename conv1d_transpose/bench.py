@@ -688,6 +688,36 @@ def render(document, console=None) -> None:
                       ", ".join(f"{name} {mean:.2f}x" for name, (mean, _) in means.items()))
 
 
+def markdown_table(document) -> str:
+    """The run as one markdown table: per workload, each backend's median ms (or why it
+    was skipped or failed) and tvm's speedup over onnxruntime (`bench --markdown`)."""
+    backends = list(dict.fromkeys(r["backend"] for r in document["records"]))
+    tvm = [b for b in backends if b.startswith("tvm:")]
+    lines = ["| workload | MFLOP | " + " | ".join(backends) +
+             "".join(f" | {b} vs onnxruntime" for b in tvm) + " |",
+             "|---|---|" + "---|" * (len(backends) + len(tvm))]
+    for w in document["header"]["workloads"]:
+        by = {r["backend"]: r for r in document["records"] if r["workload"] == w["name"]}
+
+        def cell(backend):
+            r = by.get(backend)
+            if r is None:
+                return ""
+            if r["median_ms"] is not None:
+                return f"{r['median_ms']:.3f}"
+            return "FAIL" if r["status"] == "FAIL" else "skipped"
+        speedups = "".join(f" | {by[b]['speedup_vs_onnxruntime']:.2f}x"
+                           if b in by and by[b]["speedup_vs_onnxruntime"] else " | "
+                           for b in tvm)
+        lines.append(f"| {w['name']} | {w['flops'] / 1e6:.0f} | " +
+                     " | ".join(cell(b) for b in backends) + speedups + " |")
+    means = geomean_vs_onnxruntime(document)
+    for backend, (mean, count) in means.items():
+        lines.append(f"\nGeometric mean of {backend} vs onnxruntime over the {count} "
+                     f"workloads of at least {MEAN_MIN_MFLOP} MFLOP: {mean:.2f}x.")
+    return "\n".join(lines) + "\n"
+
+
 def geomean_vs_onnxruntime(document, min_mflop: float = MEAN_MIN_MFLOP) -> dict:
     """{backend: (geometric mean of its speedup over onnxruntime, workloads counted)} over
     the workloads of at least `min_mflop` where onnxruntime and the backend both ran;

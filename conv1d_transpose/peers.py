@@ -68,10 +68,11 @@ def tensorflow_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: i
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr():
+def _quiet_native_stderr(always: bool = False):
     # TF 2.21's C++ start-up notes (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL when it is
-    # set from Python after start: silence file descriptor 2 while TF loads.
-    if "tensorflow" in sys.modules:
+    # set from Python after start: silence file descriptor 2 while TF loads (or, with
+    # `always`, while a native library prints its notes).
+    if "tensorflow" in sys.modules and not always:
         yield
         return
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
@@ -287,12 +288,13 @@ def litert_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
                                       "NWC", spec.dilation)
 
     try:
-        with _quiet_native_stderr():
+        with _quiet_native_stderr(always=True):
             converter = tf.lite.TFLiteConverter.from_concrete_functions(
                 [run.get_concrete_function()], run)
             flatbuffer = converter.convert()
-        interpreter = Interpreter(model_content=flatbuffer, num_threads=int(threads))
-        interpreter.allocate_tensors()
+            # (XNNPACK's "Created TensorFlow Lite XNNPACK delegate" note goes to fd 2.)
+            interpreter = Interpreter(model_content=flatbuffer, num_threads=int(threads))
+            interpreter.allocate_tensors()
     except Exception as error:
         raise Unavailable(f"litert cannot take this call: {_first_line(error)}") from None
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
@@ -305,7 +307,8 @@ def litert_runner(spec: Conv1DTransposeSpec, filters: np.ndarray, threads: int,
         return np.ascontiguousarray(y.transpose(0, 2, 1)) if ncw else y.copy()
 
     try:
-        call(np.zeros(spec.input_shape, spec.dtype))
+        with _quiet_native_stderr(always=True):
+            call(np.zeros(spec.input_shape, spec.dtype))
     except Exception as error:
         raise Unavailable(f"litert refuses this call: {_first_line(error)}") from None
     return Runner("litert", "cpu", call, int(threads), True,

@@ -318,3 +318,12 @@ def test_litert_says_why_it_cannot_take_a_dilated_layer():
                         dilation=2)
     with pytest.raises(Unavailable, match="(no dilation|not installed|needs tensorflow)"):
         litert_runner(workload.spec(), workload.arrays()[1], 1)
+
+
+def test_markdown_writes_the_run_as_one_table(tmp_path):
+    path = tmp_path / "bench.md"
+    result = invoke(*TINY, "--quick", "--backends", "onnxruntime:cpu", "--markdown", str(path))
+    assert result.exit_code == 0, result.output
+    lines = path.read_text().splitlines()
+    assert lines[0] == "| workload | MFLOP | onnxruntime:cpu |"
+    assert lines[2].startswith("| custom | ") and lines[2].count("|") == 4

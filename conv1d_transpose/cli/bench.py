@@ -27,6 +27,8 @@ from .options import (console, friendly_errors, layer_options, only_option, sele
 @click.option("--threads", type=int, help="Threads for every backend (default: physical cores).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="Write the results as JSON.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), help="Write a PNG bar chart.")
+@click.option("--markdown", "markdown_path", type=click.Path(dir_okay=False),
+              help="Write the results as one markdown table (layers).")
 @click.option("--quick", is_flag=True, help="Few rounds and calls: a smoke run.")
 @click.option("--cache-dir", type=click.Path(file_okay=False),
               help="Artifact cache for the TVM backends (default: a fresh one, so that "
@@ -45,7 +47,7 @@ from .options import (console, friendly_errors, layer_options, only_option, sele
               help="With --model: where each backend's time goes (segments, op types).")
 @friendly_errors
 def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
-          quick, cache_dir, untuned, models, inputs, profile, **layer):
+          markdown_path, quick, cache_dir, untuned, models, inputs, profile, **layer):
     """Check every backend against the reference, then time them interleaved."""
     from .. import bench as benchmark
 
@@ -68,6 +70,10 @@ def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, pl
     if plot_path:
         benchmark.plot(document, plot_path)
         console.print(f"wrote {plot_path}")
+    if markdown_path:
+        with open(markdown_path, "w") as stream:
+            stream.write(benchmark.markdown_table(document))
+        console.print(f"wrote {markdown_path}")
     if any(r["status"] == "FAIL" for r in document["records"]):
         sys.exit(1)
 
