@@ -33,8 +33,10 @@ from ..graph.errors import ArgumentError, BackendError
 from ..graph.onnx_export import spec_from_model
 from . import build as _build
 from . import cache as _cache
+from . import model_source as _model_source
 from . import params as _params
 from .cache import ARTIFACT_FORMAT
+from .model_source import ModelSource
 from .targets import TargetEntry, get_target
 
 MANIFEST_NAME = "manifest.json"
@@ -243,10 +245,6 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def model_bytes(model: onnx.ModelProto) -> bytes:
-    return model.SerializeToString(deterministic=True)
-
-
 def _value_infos(model: onnx.ModelProto):
     initializers = {i.name for i in model.graph.initializer}
 
@@ -286,10 +284,6 @@ def build_options(entry: TargetEntry) -> dict:
         from .records import databases_digest
         options["tuning"] = databases_digest()
     return options
-
-
-def _model_sha256(model: onnx.ModelProto) -> str:
-    return hashlib.sha256(model_bytes(model)).hexdigest()
 
 
 def _expected(entry: TargetEntry, model_sha256: str | None, key: str | None,
@@ -462,44 +456,6 @@ def write_artifact(directory: str, model: onnx.ModelProto, entry: TargetEntry, *
     return manifest
 
 
-class ModelSource:
-    """An ONNX model not made yet, and `recipe`: a sha256 of everything that decides its
-    bytes (the arguments of the function that makes it, and `cache.exporter_version()`).
-
-    The cache records which model each recipe made, so that a later cache hit finds its
-    artifact without making the model, serializing it and hashing it: for demucs-dec1
-    (64 MB of filters) that is ~0.6 s of a ~0.9 s cache hit (measured), against ~40 ms
-    to hash the filters for the recipe. `spec`, when given, is also checked against the
-    artifact's manifest.
-    """
-
-    def __init__(self, make, recipe, spec=None):
-        self._make, self._recipe, self.spec = make, recipe, spec
-        self._model = None
-
-    @property
-    def recipe(self) -> str:
-        if callable(self._recipe):
-            self._recipe = self._recipe()
-        return self._recipe
-
-    def model(self) -> onnx.ModelProto:
-        if self._model is None:
-            self._model = self._make()
-        return self._model
-
-
-def _as_model(model) -> onnx.ModelProto:
-    if isinstance(model, ModelSource):
-        return model.model()
-    if isinstance(model, onnx.ModelProto):
-        return model
-    if isinstance(model, (str, os.PathLike)) and os.path.isfile(model):
-        return onnx.load(os.fspath(model))
-    raise ArgumentError(f"model must be an onnx.ModelProto or a path to an .onnx file, "
-                        f"got {model!r}")
-
-
 def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
                   out_dir=None) -> Artifact:
     """The artifact of `model` for `target_name`, from the cache or freshly built.
@@ -516,7 +472,7 @@ def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
       be built here, a private-cache violation, or a failed build.
     """
     source = model if isinstance(model, ModelSource) else None
-    model = None if source is not None else _as_model(model)
+    model = None if source is not None else _model_source.as_model(model)
     _require_tvm()
     entry = get_target(target_name, targets)
     options = build_options(entry)
@@ -526,15 +482,15 @@ def compile_model(model, target_name="host", *, targets=None, cache_dir=None,
     # artifacts built elsewhere may have none of them).
     model_sha256 = _cache.read_alias(root, source.recipe) if source is not None else None
     if model_sha256 is None:
-        model = _as_model(source or model)
-        model_sha256 = _model_sha256(model)
+        model = _model_source.as_model(source or model)
+        model_sha256 = _model_source.model_sha256(model)
     artifact, key, final, expected = _lookup(root, entry, model_sha256, source, options,
                                              warn=model is not None)
     if artifact is None and model is None:
         # No valid artifact where the recipe's record points: make the model after all,
         # and check again (with a warning) under its real key.
         model = source.model()
-        model_sha256 = _model_sha256(model)
+        model_sha256 = _model_source.model_sha256(model)
         artifact, key, final, expected = _lookup(root, entry, model_sha256, source, options,
                                                  warn=True)
     if artifact is None:

@@ -14,6 +14,7 @@ import conv1d_transpose as ct
 import conv1d_transpose.compile.artifact as artifact_module
 import conv1d_transpose.graph.onnx_export as onnx_export
 from conv1d_transpose.compile import cache as cache_module
+from conv1d_transpose.compile import model_source as model_source_module
 from conv1d_transpose.compile.artifact import ArtifactWarning
 
 reference_conv1d_transpose = ct.reference_conv1d_transpose
@@ -176,7 +177,7 @@ def test_the_onnx_export_is_unchanged_by_the_recipe(cache_dir):
     """to_onnx() still exports the model the recipe stands for."""
     op = make_op(cache_dir)
     model = op.to_onnx()
-    assert artifact_module._model_sha256(model) == \
+    assert model_source_module.model_sha256(model) == \
         op._session.artifact.manifest["model_sha256"]
     assert onnx_export.spec_from_model(model) == op.spec
 
