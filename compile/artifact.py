@@ -16,10 +16,8 @@ says why.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import fcntl
 import hashlib
-import json
 import os
 import shutil
 import tempfile
@@ -30,16 +28,14 @@ import weakref
 import onnx
 
 from ..graph.errors import ArgumentError, BackendError
-from ..graph.onnx_export import spec_from_model
 from . import build as _build
 from . import cache as _cache
 from . import model_source as _model_source
 from . import params as _params
-from .cache import ARTIFACT_FORMAT
+from .manifest import (MANIFEST_NAME, expected_manifest, make_manifest, read_manifest,
+                       write_manifest)
 from .model_source import ModelSource
 from .targets import TargetEntry, get_target
-
-MANIFEST_NAME = "manifest.json"
 
 
 class ArtifactWarning(UserWarning):
@@ -245,30 +241,6 @@ def sha256_file(path: str) -> str:
     return digest.hexdigest()
 
 
-def _value_infos(model: onnx.ModelProto):
-    initializers = {i.name for i in model.graph.initializer}
-
-    def describe(value):
-        tensor = value.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tensor.shape.dim]
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name \
-            if tensor.elem_type else None
-        return {"name": value.name, "shape": dims, "dtype": dtype}
-
-    inputs = [describe(v) for v in model.graph.input if v.name not in initializers]
-    outputs = [describe(v) for v in model.graph.output]
-    return inputs, outputs
-
-
-def _spec_json(model: onnx.ModelProto):
-    try:
-        spec = spec_from_model(model)
-    except (ValueError, TypeError, AssertionError):  # foreign or stale metadata: no spec
-        return None
-    return json.loads(spec.to_json()) if spec is not None else None
-
-
 def build_options(entry: TargetEntry) -> dict:
     """Choices outside the target dict that change the code produced (part of the key)."""
     options = {}
@@ -286,23 +258,6 @@ def build_options(entry: TargetEntry) -> dict:
     return options
 
 
-def _expected(entry: TargetEntry, model_sha256: str | None, key: str | None,
-              source: "ModelSource | None" = None) -> dict:
-    expected = {"target": entry.target_dict()}
-    if source is not None and source.spec is not None:
-        expected["spec"] = json.loads(source.spec.to_json())
-    if model_sha256:
-        expected["model_sha256"] = model_sha256
-    if key:
-        expected["cache_key"] = key
-    return expected
-
-
-# Manifest keys the runtime reads, and their JSON types.
-_REQUIRED = {"library": str, "library_sha256": str, "inputs": list, "outputs": list,
-             "target": dict, "target_name": str, "family": str, "scheduled": bool}
-
-
 def artifact_problem(path: str, expected: dict | None = None) -> str | None:
     """Why the artifact at `path` cannot be used, or None when it can.
 
@@ -318,33 +273,9 @@ def artifact_problem(path: str, expected: dict | None = None) -> str | None:
 def _check(path: str, expected: dict | None, snapshot: bool):
     """(`artifact_problem`'s reason, the manifest, the library's verified snapshot and the
     weights read when `snapshot` and there is no problem)."""
-    manifest_path = os.path.join(path, MANIFEST_NAME)
-    try:
-        with open(manifest_path, encoding="utf-8") as file:
-            manifest = json.load(file)
-    except FileNotFoundError:
-        return f"no {MANIFEST_NAME}", None, None, None
-    except (OSError, ValueError) as error:
-        return f"{MANIFEST_NAME} is unreadable ({error})", None, None, None
-    if not isinstance(manifest, dict) or manifest.get("format") != ARTIFACT_FORMAT:
-        got = manifest.get("format") if isinstance(manifest, dict) else None
-        return f"manifest format is {got!r}, expected {ARTIFACT_FORMAT!r}", None, None, None
-    for key, kind in _REQUIRED.items():
-        if not isinstance(manifest.get(key), kind):
-            return (f"manifest {key} is {manifest.get(key)!r}, expected a {kind.__name__}",
-                    None, None, None)
-    reason = "manifest has no params entry" if "params" not in manifest else \
-        _params.entry_problem(manifest["params"])
+    reason, manifest = read_manifest(path, expected)
     if reason:
         return reason, None, None, None
-    installed = _cache.versions()["tvm"]
-    if manifest.get("tvm_version") != installed:
-        return (f"built by TVM {manifest.get('tvm_version')!r}, but TVM {installed!r} is "
-                f"installed"), None, None, None
-    for key, value in (expected or {}).items():
-        if manifest.get(key) != value:
-            return (f"manifest {key} is {manifest.get(key)!r}, expected {value!r}", None,
-                    None, None)
     reason, library = _verify_library(path, manifest, snapshot)
     if reason:
         return reason, manifest, None, None
@@ -416,43 +347,19 @@ def write_artifact(directory: str, model: onnx.ModelProto, entry: TargetEntry, *
                    model_sha256: str, cache_key: str | None, options: dict) -> dict:
     """Import, lower, build and export `model` for `entry` into `directory`; returns the
     manifest (also written there)."""
-    from .importer import import_onnx, model_opset
+    from .importer import import_onnx
 
     started = time.perf_counter()
     mod = import_onnx(model)
     result = _build.build(mod, entry)
     export = _build.export_library(result, directory)
-    inputs, outputs = _value_infos(model)
-    manifest = {
-        "format": ARTIFACT_FORMAT,
-        "library": export["library"],
-        "library_sha256": sha256_file(os.path.join(directory, export["library"])),
-        "params": _params.write_params(directory, result.params),
-        "model_sha256": model_sha256,
-        "model_opset": model_opset(model),
-        "spec": _spec_json(model),
-        "inputs": inputs,
-        "outputs": outputs,
-        "target_name": entry.name,
-        "target": entry.target_dict(),
-        "target_str": str(result.target),
-        "family": entry.family,
-        "machine": entry.machine,
-        "device_code": export["device_code"],
-        "linker": export["linker"],
-        "scheduled": result.scheduled,
-        "options": {**options, **result.options, **export["options"]},
-        "tvm_version": _cache.versions()["tvm"],
-        "tvm_ffi_version": _cache.versions()["tvm_ffi"],
-        "package_version": _cache.versions()["package"],
-        "compiler_version": _cache.versions()["compiler"],
-        "cache_key": cache_key,
-        "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "build_seconds": round(time.perf_counter() - started, 3),
-    }
-    with open(os.path.join(directory, MANIFEST_NAME), "w", encoding="utf-8") as file:
-        json.dump(manifest, file, indent=2, sort_keys=True)
-        file.write("\n")
+    library_sha256 = sha256_file(os.path.join(directory, export["library"]))
+    params = _params.write_params(directory, result.params)
+    manifest = make_manifest(model, entry, result, export, library_sha256=library_sha256,
+                             params=params, model_sha256=model_sha256, cache_key=cache_key,
+                             options=options,
+                             build_seconds=round(time.perf_counter() - started, 3))
+    write_manifest(directory, manifest)
     return manifest
 
 
@@ -531,7 +438,8 @@ def _lookup(root, entry, model_sha256, source, options, warn):
     for choice in candidates:
         key = _cache.cache_key(model_sha256, entry.target_dict(), choice)
         final = os.path.join(root, key)
-        expected = _expected(entry, model_sha256, key, source)
+        expected = expected_manifest(entry, model_sha256, key,
+                                     source.spec if source is not None else None)
         ours = choice is options
         artifact = _cached(final, expected, warn=warn and ours)
         if artifact is not None or ours:

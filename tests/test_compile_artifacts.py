@@ -14,10 +14,10 @@ from models import edit_manifest, small_model
 
 import conv1d_transpose.compile.artifact as artifact_module
 from conv1d_transpose.compile import cache as cache_module
-from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
-                                               load_artifact)
+from conv1d_transpose.compile.artifact import ArtifactWarning, compile_model, load_artifact
 from conv1d_transpose.compile.cache import (ARTIFACT_FORMAT, ENV_CACHE_DIR, default_cache_dir,
                                             open_cache_dir)
+from conv1d_transpose.compile.manifest import MANIFEST_NAME
 from conv1d_transpose.compile.targets import load_targets
 from conv1d_transpose.graph import build_model, make_spec, max_error, spec_from_model
 from conv1d_transpose.graph.errors import ArgumentError, BackendError

@@ -34,10 +34,11 @@ from models import edit_manifest, small_model
 import conv1d_transpose as ct
 import conv1d_transpose.compile.artifact as artifact_module
 import conv1d_transpose.compile.build as build_module
+import conv1d_transpose.compile.manifest as manifest_module
 from conv1d_transpose.compile import cache as cache_module
-from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
-                                               load_artifact)
+from conv1d_transpose.compile.artifact import ArtifactWarning, compile_model, load_artifact
 from conv1d_transpose.compile.cache import open_cache_dir
+from conv1d_transpose.compile.manifest import MANIFEST_NAME
 from conv1d_transpose.compile.targets import load_targets
 from conv1d_transpose.graph import max_error
 from conv1d_transpose.graph.errors import ArgumentError, BackendError, ShapeError
@@ -319,7 +320,7 @@ def _full_disk_in_manifest(monkeypatch):
             return _FullFile(file)
         return file
 
-    monkeypatch.setattr(artifact_module, "open", fake_open, raising=False)
+    monkeypatch.setattr(manifest_module, "open", fake_open, raising=False)
 
 
 @pytest.mark.parametrize("inject", (_full_disk_in_export, _full_disk_in_manifest),
