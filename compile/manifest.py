@@ -1,9 +1,9 @@
 """The manifest: the JSON file that says what an artifact's library is.
 
-`manifest.json` sits beside the library and the weights (see compile/artifact.py for the
+`manifest.json` sits beside the library and the weights (see compile/loader.py for the
 directory). It records the format, the spec, the inputs and outputs, the exact target,
 the versions of everything that built it, and the hashes that tie the library and the
-weights to it (checked before loading: compile/artifact.py).
+weights to it (the loader checks those: compile/loader.py).
 
 Here: what a manifest holds (`make_manifest`), writing it (`write_manifest`), and reading
 it back with every check that needs only the manifest itself (`read_manifest`): our
