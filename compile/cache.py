@@ -118,7 +118,8 @@ def _declared(source: bytes | None, name: str) -> str | None:
 @functools.lru_cache(maxsize=1)
 def exporter_version() -> str:
     """The package and onnx versions + a hash of graph/'s own files: what, besides its
-    arguments, decides the bytes of a model the package exports (see `ModelSource`)."""
+    arguments, decides the bytes of a model the package exports (see
+    `model_source.ModelSource`)."""
     from .. import graph
 
     root = Path(graph.__file__).resolve().parent
@@ -141,7 +142,7 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def read_alias(cache_dir: str, recipe: str) -> str | None:
-    """The model sha256 recorded for `recipe` (see `ModelSource`), or None."""
+    """The model sha256 recorded for `recipe` (see `model_source.ModelSource`), or None."""
     try:
         with open(os.path.join(cache_dir, _ALIASES, recipe), encoding="ascii") as file:
             text = file.read(65)

@@ -8,8 +8,8 @@ import threading
 
 import numpy as np
 
-from .compile.artifact import ModelSource
 from .compile.cache import exporter_version
+from .compile.model_source import ModelSource
 from .compile.params import tree_digest
 from .graph.arguments import as_array, check_arrays, make_spec, normalize_dtype
 from .graph.errors import ArgumentError, DtypeError, ShapeError

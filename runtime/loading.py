@@ -10,7 +10,9 @@ import os
 import numpy as np
 import onnx
 
-from ..compile.artifact import Artifact, ModelSource, compile_model, load_artifact
+from ..compile.artifact import compile_model
+from ..compile.loader import Artifact, load_artifact
+from ..compile.model_source import ModelSource
 from ..graph.errors import ArgumentError, BackendError
 
 # Like onnxruntime's NodeArg: name, shape (ints, or str/None for free dims), type string.

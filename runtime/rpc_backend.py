@@ -22,7 +22,7 @@ import warnings
 
 import numpy as np
 
-from ..compile.artifact import Artifact, artifact_problem
+from ..compile.loader import Artifact, artifact_problem
 from ..compile.remote import connect, tracker_free
 from ..compile.targets import get_target, rpc_endpoint
 from ..graph.errors import ArgumentError, BackendError

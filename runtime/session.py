@@ -13,7 +13,7 @@ import warnings
 
 import onnx
 
-from ..compile.artifact import ModelSource
+from ..compile.model_source import ModelSource
 from ..graph.errors import ArgumentError, BackendError, Conv1DTransposeError, describe
 from ..graph.onnx_export import spec_from_model
 from .onnxruntime_backend import DTYPES as ONNXRUNTIME_DTYPES

@@ -15,7 +15,7 @@ import threading
 
 import numpy as np
 
-from ..compile.artifact import Artifact
+from ..compile.loader import Artifact
 from ..compile.machine import configure_threads
 from ..compile.targets import get_target
 from ..graph.errors import ArgumentError, BackendError

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 
-from conv1d_transpose.compile.artifact import MANIFEST_NAME
+from conv1d_transpose.compile.manifest import MANIFEST_NAME
 from conv1d_transpose.graph import build_model, make_spec
 
 

@@ -12,12 +12,13 @@ import onnx
 import pytest
 from models import edit_manifest, small_model
 
-import conv1d_transpose.compile.artifact as artifact_module
+import conv1d_transpose.compile.loader as loader_module
 from conv1d_transpose.compile import cache as cache_module
-from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
-                                               load_artifact)
+from conv1d_transpose.compile.artifact import ArtifactWarning, compile_model
 from conv1d_transpose.compile.cache import (ARTIFACT_FORMAT, ENV_CACHE_DIR, default_cache_dir,
                                             open_cache_dir)
+from conv1d_transpose.compile.loader import load_artifact
+from conv1d_transpose.compile.manifest import MANIFEST_NAME
 from conv1d_transpose.compile.targets import load_targets
 from conv1d_transpose.graph import build_model, make_spec, max_error, spec_from_model
 from conv1d_transpose.graph.errors import ArgumentError, BackendError
@@ -209,7 +210,7 @@ def test_damaged_user_artifact_is_refused_before_loading(cache_dir, tmp_path, mo
         raise AssertionError("a library that failed verification was loaded")
 
     monkeypatch.setattr(tvm.runtime, "load_module", must_not_load)
-    monkeypatch.setattr(artifact_module, "_load_module", must_not_load)
+    monkeypatch.setattr(loader_module, "_load_module", must_not_load)
     with pytest.raises(BackendError, match=r"artifact .*lib.so has sha256.*changed or truncated"):
         load_artifact(out)
     with pytest.raises(BackendError, match="sha256"):

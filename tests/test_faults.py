@@ -34,10 +34,13 @@ from models import edit_manifest, small_model
 import conv1d_transpose as ct
 import conv1d_transpose.compile.artifact as artifact_module
 import conv1d_transpose.compile.build as build_module
+import conv1d_transpose.compile.loader as loader_module
+import conv1d_transpose.compile.manifest as manifest_module
 from conv1d_transpose.compile import cache as cache_module
-from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
-                                               load_artifact)
+from conv1d_transpose.compile.artifact import ArtifactWarning, compile_model
 from conv1d_transpose.compile.cache import open_cache_dir
+from conv1d_transpose.compile.loader import load_artifact
+from conv1d_transpose.compile.manifest import MANIFEST_NAME
 from conv1d_transpose.compile.targets import load_targets
 from conv1d_transpose.graph import max_error
 from conv1d_transpose.graph.errors import ArgumentError, BackendError, ShapeError
@@ -81,7 +84,7 @@ def loaded(monkeypatch):
         return recording
 
     monkeypatch.setattr(tvm.runtime, "load_module", recorder(tvm.runtime.load_module))
-    monkeypatch.setattr(artifact_module, "_load_module", recorder(artifact_module._load_module))
+    monkeypatch.setattr(loader_module, "_load_module", recorder(loader_module._load_module))
     return hashes
 
 
@@ -319,7 +322,7 @@ def _full_disk_in_manifest(monkeypatch):
             return _FullFile(file)
         return file
 
-    monkeypatch.setattr(artifact_module, "open", fake_open, raising=False)
+    monkeypatch.setattr(manifest_module, "open", fake_open, raising=False)
 
 
 @pytest.mark.parametrize("inject", (_full_disk_in_export, _full_disk_in_manifest),
@@ -738,7 +741,7 @@ def test_the_bytes_loaded_are_the_bytes_verified(cache_dir, monkeypatch, loaded)
     assert loaded == [good]  # the verified bytes ran, not the rewritten file
 
     # Without a snapshot (an Artifact made by hand), the file is verified at load time.
-    bare = artifact_module.Artifact(artifact.path, artifact.manifest)
+    bare = loader_module.Artifact(artifact.path, artifact.manifest)
     with pytest.raises(BackendError, match="changed while being loaded"):
         bare.load_module()
     assert loaded == [good]
@@ -746,14 +749,14 @@ def test_the_bytes_loaded_are_the_bytes_verified(cache_dir, monkeypatch, loaded)
     with pytest.warns(ArtifactWarning, match="sha256"):
         artifact = compile_model(model, "host", cache_dir=cache_dir)  # the plant: rebuilt
     assert artifact.manifest["library_sha256"] == good
-    real_load = artifact_module._load_module  # the `loaded` fixture's
+    real_load = loader_module._load_module  # the `loaded` fixture's
 
     def swap_while_loading(path, *args, **kwargs):
         shutil.copy(planted.library_path, artifact.library_path)  # too late to matter
         return real_load(path, *args, **kwargs)
 
     with monkeypatch.context() as patch:
-        patch.setattr(artifact_module, "_load_module", swap_while_loading)
+        patch.setattr(loader_module, "_load_module", swap_while_loading)
         assert artifact.load_module() is not None
     assert loaded == [good, good]
     assert sha256(artifact.library_path) == planted.manifest["library_sha256"]

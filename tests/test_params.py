@@ -10,8 +10,9 @@ import pytest
 from models import edit_manifest
 
 from conv1d_transpose.compile import params as params_module
-from conv1d_transpose.compile.artifact import (MANIFEST_NAME, ArtifactWarning, compile_model,
-                                               load_artifact)
+from conv1d_transpose.compile.artifact import ArtifactWarning, compile_model
+from conv1d_transpose.compile.loader import load_artifact
+from conv1d_transpose.compile.manifest import MANIFEST_NAME
 from conv1d_transpose.graph import build_model, make_spec, max_error
 from conv1d_transpose.graph.errors import BackendError
 from conv1d_transpose.runtime.tvm_backend import TVMSession

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 
 import conv1d_transpose as ct
-import conv1d_transpose.compile.artifact as artifact_module
+import conv1d_transpose.compile.loader as loader_module
 import conv1d_transpose.graph.onnx_export as onnx_export
 from conv1d_transpose.compile import cache as cache_module
+from conv1d_transpose.compile import model_source as model_source_module
 from conv1d_transpose.compile.artifact import ArtifactWarning
 
 reference_conv1d_transpose = ct.reference_conv1d_transpose
@@ -41,13 +42,13 @@ def counts(monkeypatch):
 
     import conv1d_transpose.op as op_module
     counting(op_module, "build_model", "export")
-    counting(artifact_module, "sha256_file", "sha256_file")
-    real_read = artifact_module.VerifiedLibrary.read.__func__
+    counting(loader_module, "sha256_file", "sha256_file")
+    real_read = loader_module.VerifiedLibrary.read.__func__
 
     def read(cls, path):
         seen["read"] += 1
         return real_read(cls, path)
-    monkeypatch.setattr(artifact_module.VerifiedLibrary, "read", classmethod(read))
+    monkeypatch.setattr(loader_module.VerifiedLibrary, "read", classmethod(read))
     return seen
 
 
@@ -176,7 +177,7 @@ def test_the_onnx_export_is_unchanged_by_the_recipe(cache_dir):
     """to_onnx() still exports the model the recipe stands for."""
     op = make_op(cache_dir)
     model = op.to_onnx()
-    assert artifact_module._model_sha256(model) == \
+    assert model_source_module.model_sha256(model) == \
         op._session.artifact.manifest["model_sha256"]
     assert onnx_export.spec_from_model(model) == op.spec
 
@@ -244,9 +245,9 @@ def test_artifact_problem_checks_without_a_snapshot(cache_dir, counts):
     keeps no copy; load_artifact keeps the snapshot it hashed."""
     artifact = make_op(cache_dir)._session.artifact
     counts.update(read=0, sha256_file=0)
-    assert artifact_module.artifact_problem(artifact.path) is None
+    assert loader_module.artifact_problem(artifact.path) is None
     assert counts["read"] == 0 and counts["sha256_file"] == 1
-    loaded = artifact_module.load_artifact(artifact.path)
+    loaded = loader_module.load_artifact(artifact.path)
     assert counts["read"] == 1 and loaded.library.sha256 == artifact.manifest["library_sha256"]
     assert loaded.verified_library_bytes() == open(artifact.library_path, "rb").read()
 

@@ -96,7 +96,7 @@ def _schedule_note(artifact, target, targets_file) -> str:
 @friendly_errors
 def run_command(artifact_dir, input_path, output_path, target, targets_file):
     """Run a compiled artifact (verified before loading) on an input .npy."""
-    from ..compile.artifact import load_artifact
+    from ..compile.loader import load_artifact
     from ..runtime.session import open_tvm_session
     artifact = load_artifact(artifact_dir)
     session = open_tvm_session(artifact_dir, target or artifact.target_name,

@@ -3,7 +3,7 @@ Conv1DTranspose(target='cuda-sm90') would look them up on the GPU machine."""
 import json, os, sys, time
 from conv1d_transpose.op import Conv1DTranspose
 from conv1d_transpose.compile.artifact import compile_model
-from conv1d_transpose.compile.artifact import ModelSource
+from conv1d_transpose.compile.model_source import ModelSource
 from conv1d_transpose.workloads import load_workloads
 
 # Besides float32: the dtypes the GPU check also runs (check.py op_api reads built.json).
