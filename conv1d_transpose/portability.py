@@ -20,11 +20,12 @@ TVM path (`compile_model`: legalize, import, lowering, build; run by `TVMSession
 `tf.nn.conv1d_transpose`), within float32 tolerance (`graph.max_error`). A consumer that
 raises counts as wrong, recorded under the exception's type name.
 
-The cases are the foundation sweep's (tests/sweep.py: K 1..6, s 1..5, d 1..3, SAME and
-VALID, every valid output width for W 1 and 4, NWC and NCW), in float32, with batch
-cycling 1, 2: the sweep's empty tensors (batch 0, width 0, kernel 0) are left out, since
-an empty output is zeros whatever the padding form (and width-0 / kernel-0 inputs are
-not expressible in ONNX). `every=n` keeps every n-th case, deterministically.
+The cases are the foundation sweep's (`graph.sweeps.foundation_sweep`, which the tests
+run too: K 1..6, s 1..5, d 1..3, SAME and VALID, every valid output width for W 1 and 4,
+NWC and NCW), in float32, with batch cycling 1, 2: the sweep's empty tensors (batch 0,
+width 0, kernel 0) are left out, since an empty output is zeros whatever the padding form
+(and width-0 / kernel-0 inputs are not expressible in ONNX). `every=n` keeps every n-th
+case, deterministically.
 
 To keep this fast, cases are measured in chunks: one ONNX model holds many independent
 copies of the op (one input and one output each) and each consumer builds and runs it
@@ -37,7 +38,6 @@ import collections
 import dataclasses
 import importlib.util
 import datetime
-import itertools
 import os
 import platform
 import shutil
@@ -49,12 +49,12 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .graph import make_spec, max_error, shapes
+from .graph import max_error
 from .graph.onnx_export import conv_transpose_attributes, element_type, op_nodes
 from .graph.spec import Conv1DTransposeSpec
+from .graph.sweeps import foundation_sweep, random_arrays
 
 OPSET = 17
-IN_CHANNELS, OUT_CHANNELS = 2, 3
 CHUNK = 16
 DEFAULT_EVERY = 8
 
@@ -178,34 +178,20 @@ class Case:
     seed: int
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        rng = np.random.default_rng(self.seed)
-        x = rng.standard_normal(self.spec.input_shape).astype(np.float32)
-        f = rng.standard_normal(self.spec.filters_shape).astype(np.float32)
-        return x, f
+        return random_arrays(self.spec.input_shape, self.spec.filters_shape, "float32",
+                             self.seed)
 
 
-def sweep_cases(every: int = 1, widths=(1, 4), kernels=range(1, 7), strides=range(1, 6),
-                dilations=range(1, 4), layouts=("NWC", "NCW")) -> list[Case]:
-    """The foundation sweep's non-empty configurations in float32; every `every`-th one.
+def sweep_cases(every: int = 1) -> list[Case]:
+    """The foundation sweep's non-empty layers in float32; every `every`-th one.
 
-    Same loop order as tests/sweep.py's `configurations()`; batch cycles 1, 2.
+    Batch cycles 1, 2; each case's seed is its index in the whole sweep, so a case draws
+    the same arrays whatever `every` is.
     """
     if every < 1:
         raise ValueError(f"every={every!r}: must be a positive integer")
-    cases = []
-    batches = itertools.cycle((1, 2))
-    for K, s, d, padding, W, layout in itertools.product(
-            kernels, strides, dilations, ("SAME", "VALID"), widths, layouts):
-        for O in shapes.valid_output_widths(W, K, s, d, padding):
-            N = next(batches)
-            if layout == "NWC":
-                x, y = (N, W, IN_CHANNELS), (N, O, OUT_CHANNELS)
-            else:
-                x, y = (N, IN_CHANNELS, W), (N, OUT_CHANNELS, O)
-            spec = make_spec(x, (K, OUT_CHANNELS, IN_CHANNELS), y, s, padding, layout, d,
-                             "float32")
-            cases.append(Case(f"N{N}-W{W}-O{O}-K{K}-s{s}-d{d}-{padding}-{layout}", spec,
-                              seed=len(cases)))
+    cases = [Case(layer.name, layer.spec("float32"), seed=index)
+             for index, layer in enumerate(foundation_sweep(batches=(1, 2), empty=False))]
     return cases[::every]
 
 

@@ -4,35 +4,34 @@ import pytest
 
 import conv1d_transpose as ct
 from conv1d_transpose.graph import max_error
+from conv1d_transpose.graph.sweeps import channel_sweep, foundation_sweep, random_arrays
 from conftest import tensorflow_or_skip
-from sweep import arrays, channel_configurations, configurations, spec_of
 
-CASES = list(configurations())
-CHANNEL_CASES = list(channel_configurations())
+CASES = list(foundation_sweep())
+CHANNEL_CASES = list(channel_sweep())
 
 
 def run_sweep(compute, dtype, cases=CASES):
-    """Run `compute(case, x, f)` over the sweep; return the mismatching case names."""
+    """Run `compute(layer, x, f)` over the sweep's layers; return the mismatching names."""
     mismatches = []
-    for index, case in enumerate(cases):
-        name, x_shape, f_shape, y_shape, s, padding, layout, d = case
-        x, f = arrays(x_shape, f_shape, dtype, seed=index)
-        y = compute(case, x, f)
-        error, ok = max_error(y, x, f, spec_of(case, dtype))
-        if not ok or y.dtype != np.dtype(dtype) or y.shape != tuple(y_shape):
-            mismatches.append(f"{name}: error {error:.3g}, {y.dtype}, {y.shape}")
+    for index, layer in enumerate(cases):
+        x, f = layer.arrays(dtype, seed=index)
+        y = compute(layer, x, f)
+        error, ok = max_error(y, x, f, layer.spec(dtype))
+        if not ok or y.dtype != np.dtype(dtype) or y.shape != layer.output_shape:
+            mismatches.append(f"{layer.name}: error {error:.3g}, {y.dtype}, {y.shape}")
     return mismatches
 
 
 def through_public_api(backend):
-    def compute(case, x, f):
-        _, _, _, y_shape, s, padding, layout, d = case
-        return ct.conv1d_transpose(x, f, y_shape, s, padding, layout, d, backend=backend)
+    def compute(layer, x, f):
+        return ct.conv1d_transpose(x, f, layer.output_shape, layer.stride, layer.padding,
+                                   layer.data_format, layer.dilation, backend=backend)
     return compute
 
 
 def test_sweep_is_large_and_covers_every_case():
-    names = [case[0] for case in CASES]
+    names = [layer.name for layer in CASES]
     assert len(CASES) > 2000
     for part in ("-NWC", "-NCW", "SAME", "VALID", "N0-", "N2-", "-W0-", "-K0-", "-d3-", "-s5-"):
         assert any(part in name for name in names), part
@@ -44,14 +43,16 @@ def test_onnxruntime_matches_reference_on_the_sweep(dtype):
 
 
 def test_channel_sweep_covers_every_channel_count_and_istft_shapes():
-    names = [case[0] for case in CHANNEL_CASES]
+    names = [layer.name for layer in CHANNEL_CASES]
     for cin in (1, 2, 3, 5, 7):
         for cout in (1, 2, 3, 5, 7):
             assert sum(f"-ci{cin}-co{cout}" in name for name in names) >= 4, (cin, cout)
     for part in ("-NWC", "-NCW", "SAME", "VALID", "N0-", "N2-", "-d3-", "-s5-", "-K6-", "-K64-"):
         assert any(part in name for name in names), part
-    istft = [c for c in CHANNEL_CASES if c[2][0] >= 16 and c[2][1] == 1 and c[2][0] % c[4] == 0]
-    assert {c[5] for c in istft} == {"SAME", "VALID"} and {c[6] for c in istft} == {"NWC", "NCW"}
+    istft = [layer for layer in CHANNEL_CASES if layer.kernel_width >= 16
+             and layer.out_channels == 1 and layer.kernel_width % layer.stride == 0]
+    assert {layer.padding for layer in istft} == {"SAME", "VALID"}
+    assert {layer.data_format for layer in istft} == {"NWC", "NCW"}
 
 
 def test_onnxruntime_matches_reference_on_every_channel_count():
@@ -59,7 +60,7 @@ def test_onnxruntime_matches_reference_on_every_channel_count():
 
 
 def test_onnxruntime_refuses_float64_with_a_clear_error():
-    x, f = arrays((1, 4, 2), (3, 3, 2), "float64")
+    x, f = random_arrays((1, 4, 2), (3, 3, 2), "float64")
     with pytest.raises(ct.BackendError, match="onnxruntime:cpu.*float64"):
         ct.conv1d_transpose(x, f, [1, 8, 3], 2, backend="onnxruntime")
 
@@ -68,21 +69,22 @@ def test_onnxruntime_refuses_float64_with_a_clear_error():
 @pytest.mark.parametrize("dtype", ["float32", "float16", "float64"])
 def test_reference_matches_tensorflow_on_the_sweep(dtype):
     tf = tensorflow_or_skip()
-    cases = [case for case in CASES + CHANNEL_CASES if tensorflow_has_kernel(case, dtype)]
+    cases = [layer for layer in CASES + CHANNEL_CASES if tensorflow_has_kernel(layer, dtype)]
     assert len(cases) > len(CASES) // 4
-    assert run_sweep(lambda case, x, f: tensorflow_conv1d_transpose(tf, case, x, f), dtype,
+    assert run_sweep(lambda layer, x, f: tensorflow_conv1d_transpose(tf, layer, x, f), dtype,
                      cases) == []
 
 
-def tensorflow_has_kernel(case, dtype):
+def tensorflow_has_kernel(layer, dtype):
     # TF 2.21's CPU float16 and float64 kernels refuse dilation > 1 ("Current CPU
     # implementations do not yet support dilation rates larger than 1"); those cases
     # are checked against the reference only.
-    return dtype == "float32" or case[-1] == 1
+    return dtype == "float32" or layer.dilation == 1
 
 
-def tensorflow_conv1d_transpose(tf, case, x, f):
-    _, _, _, y_shape, s, padding, layout, d = case
+def tensorflow_conv1d_transpose(tf, layer, x, f):
+    y_shape, s, padding, layout, d = (layer.output_shape, layer.stride, layer.padding,
+                                      layer.data_format, layer.dilation)
     if layout == "NCW" and x.dtype != np.float32:
         # TF's CPU kernels have NCW for float32 only (float16/float64: "only supports
         # NHWC"): ask TF in NWC and transpose, which is what NCW means.
@@ -98,13 +100,12 @@ def test_public_api_equals_tensorflow_on_the_sweep():
     tf = tensorflow_or_skip()
     api = through_public_api("onnxruntime")
     mismatches = []
-    for index, case in enumerate(CASES):
-        name, x_shape, f_shape, y_shape, s, padding, layout, d = case
-        x, f = arrays(x_shape, f_shape, "float32", seed=index)
-        ours = api(case, x, f)
-        theirs = tensorflow_conv1d_transpose(tf, case, x, f)
+    for index, layer in enumerate(CASES):
+        x, f = layer.arrays("float32", seed=index)
+        ours = api(layer, x, f)
+        theirs = tensorflow_conv1d_transpose(tf, layer, x, f)
         if ours.shape != theirs.shape or not np.allclose(ours, theirs, rtol=1e-5, atol=1e-5):
-            mismatches.append(name)
+            mismatches.append(layer.name)
     assert mismatches == []
 
 

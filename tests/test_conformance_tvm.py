@@ -27,7 +27,7 @@ def check_tvm(dtype, cases):
 @pytest.mark.parametrize("dtype, step", [("float32", 5), ("float16", 13), ("float64", 13)])
 def test_tvm_matches_reference_on_part_of_the_sweep(dtype, step):
     cases = strided(step, offset=1)
-    names = " ".join(case[0] for case in cases)
+    names = " ".join(layer.name for layer in cases)
     for part in ("-NWC", "-NCW", "SAME", "VALID", "N0-", "N2-", "-d3-", "-s5-", "-K6-"):
         assert part in names, part
     check_tvm(dtype, cases)

@@ -12,7 +12,6 @@ import re
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -21,15 +20,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-sys.path.insert(0, os.path.dirname(__file__))
-from sweep import arrays, channel_configurations, configurations, spec_of  # noqa: E402
-
-import conv1d_transpose as ct  # noqa: E402
-from conv1d_transpose import device as devices  # noqa: E402
-from conv1d_transpose.cli.device import device as device_command  # noqa: E402
-from conv1d_transpose.graph import max_error  # noqa: E402
-from conv1d_transpose.graph.errors import BackendError  # noqa: E402
-from conv1d_transpose.workloads import find_workload  # noqa: E402
+import conv1d_transpose as ct
+from conv1d_transpose import device as devices
+from conv1d_transpose.cli.device import device as device_command
+from conv1d_transpose.graph import max_error
+from conv1d_transpose.graph.errors import BackendError
+from conv1d_transpose.graph.sweeps import channel_sweep, foundation_sweep, random_arrays
+from conv1d_transpose.workloads import find_workload
 
 pytestmark = pytest.mark.device
 
@@ -98,41 +95,41 @@ def test_start_is_idempotent_on_loopback_and_status_reports_it(emulated):
 
 
 def _sample(count=24):
-    cases = [c for c in configurations() if 0 not in c[1] and c[2][0] > 0]
-    step = max(1, len(cases) // count)
-    return cases[::step][:count]
+    layers = [layer for layer in foundation_sweep()
+              if 0 not in layer.input_shape and layer.kernel_width > 0]
+    step = max(1, len(layers) // count)
+    return layers[::step][:count]
+
+
+def _wrong_on_device(layers, dtype):
+    """(dtype, name, error) of each layer whose result on the device is wrong."""
+    wrong = []
+    for layer in layers:
+        x, f = layer.arrays(dtype)
+        y = ct.conv1d_transpose(x, f, layer.output_shape, layer.stride, layer.padding,
+                                layer.data_format, layer.dilation, backend="tvm", target=TARGET)
+        error, ok = max_error(y, x, f, layer.spec(dtype))
+        if not ok:
+            wrong.append((dtype, layer.name, error))
+    return wrong
 
 
 def test_foundation_sweep_sample_over_rpc(emulated):
-    failures = []
     sample = _sample()
-    assert {c[6] for c in sample} == {"NWC", "NCW"} and {c[5] for c in sample} == {"SAME", "VALID"}
-    for case in sample:
-        name, x_shape, f_shape, y_shape, stride, padding, layout, dilation = case
-        x, f = arrays(x_shape, f_shape, "float32")
-        y = ct.conv1d_transpose(x, f, y_shape, stride, padding, layout, dilation,
-                                backend="tvm", target=TARGET)
-        error, ok = max_error(y, x, f, spec_of(case, "float32"))
-        if not ok:
-            failures.append((name, error))
+    assert {layer.data_format for layer in sample} == {"NWC", "NCW"}
+    assert {layer.padding for layer in sample} == {"SAME", "VALID"}
+    failures = _wrong_on_device(sample, "float32")
     assert not failures, failures
 
 
 def test_channel_sweep_sample_over_rpc(emulated):
     """Channel counts 1..7 and one-output-channel ISTFT-like layers (folded kernels) on
     the arm64 device: every 6th case of the channel sweep, in every dtype."""
-    cases = list(channel_configurations())
+    layers = list(channel_sweep())
     failures = []
     for dtype, offset in (("float32", 0), ("float16", 2), ("float64", 4)):
-        sample = [c for c in cases[offset::6] if 0 not in c[1]]
-        for case in sample:
-            name, x_shape, f_shape, y_shape, stride, padding, layout, dilation = case
-            x, f = arrays(x_shape, f_shape, dtype)
-            y = ct.conv1d_transpose(x, f, y_shape, stride, padding, layout, dilation,
-                                    backend="tvm", target=TARGET)
-            error, ok = max_error(y, x, f, spec_of(case, dtype))
-            if not ok:
-                failures.append((dtype, name, error))
+        sample = [layer for layer in layers[offset::6] if 0 not in layer.input_shape]
+        failures += _wrong_on_device(sample, dtype)
     assert not failures, failures
 
 
@@ -330,7 +327,7 @@ def test_tune_on_the_device_over_rpc(emulated, tmp_path, monkeypatch, limit_plan
     result = runner.invoke(main, ["compile", str(model), "--target", TARGET, "-o",
                                   str(tmp_path / "art")])
     assert result.exit_code == 0 and "schedule: tuned" in result.output, result.output
-    x, f = arrays(spec.input_shape, spec.filters_shape, "float32")
+    x, f = random_arrays(spec.input_shape, spec.filters_shape, "float32")
     y = ct.conv1d_transpose(x, f, spec.output_shape, 3, backend="tvm", target=TARGET)
     error, ok = max_error(y, x, f, spec)
     assert ok, error

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper
 import conv1d_transpose as ct
 from conv1d_transpose.graph import build_model, make_spec, max_error
 from conv1d_transpose.graph.embed import add_conv1d_transpose
-from sweep import arrays
+from conv1d_transpose.graph.sweeps import random_arrays
 
 LAYERS = [  # (input shape, filters shape, output shape, stride, padding, layout, dilation)
     ((2, 5, 3), (4, 6, 3), (2, 10, 6), 2, "SAME", "NWC", 1),
@@ -38,14 +38,14 @@ def spec_at(layer, batch, width):
 @pytest.mark.parametrize("as_function", [False, True])
 def test_one_dynamic_model_serves_every_batch_and_width(layer, as_function):
     spec = make_spec(*layer)
-    _, f = arrays(spec.input_shape, spec.filters_shape, "float32")
+    _, f = random_arrays(spec.input_shape, spec.filters_shape, "float32")
     model = build_model(spec, f, dynamic_batch=True, dynamic_width=True, as_function=as_function)
     dims = [d.dim_param or d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
     assert "batch" in dims and "in_width" in dims
     run = session(model)
     for batch, width in [(1, 1), (3, 4), (2, 17)]:
         other = spec_at(layer, batch, width)
-        x, _ = arrays(other.input_shape, other.filters_shape, "float32", seed=width)
+        x, _ = random_arrays(other.input_shape, other.filters_shape, "float32", seed=width)
         error, ok = max_error(run.run(None, {"input": x})[0], x, f, other)
         assert ok, (batch, width, error)
 
@@ -59,7 +59,7 @@ def test_dynamic_width_needs_an_output_width_that_follows_from_the_input():
 
 def test_function_export_is_one_readable_node():
     spec = make_spec(*LAYERS[0])
-    _, f = arrays(spec.input_shape, spec.filters_shape, "float32")
+    _, f = random_arrays(spec.input_shape, spec.filters_shape, "float32")
     model = build_model(spec, f, as_function=True)
     (node,) = model.graph.node
     assert (node.domain, node.op_type) == ("ai.conv1d_transpose", "Conv1DTranspose")
@@ -69,7 +69,7 @@ def test_function_export_is_one_readable_node():
 
 
 def test_op_to_onnx_switches():
-    f = arrays((1, 5, 3), (4, 6, 3), "float32")[1]
+    f = random_arrays((1, 5, 3), (4, 6, 3), "float32")[1]
     op = ct.Conv1DTranspose(f, [1, 10, 6], 2, backend="onnxruntime")
     forms = {p.key: p.value for p in op.to_onnx(portable=True).metadata_props}
     assert forms["conv1d_transpose.form"] == "explicit"

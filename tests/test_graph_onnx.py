@@ -10,7 +10,7 @@ from onnx.reference import ReferenceEvaluator
 import conv1d_transpose as ct
 from conv1d_transpose.graph import (DEFAULT_OPSET, FORMS, build_model, make_spec, max_error,
                                     spec_from_model)
-from sweep import arrays
+from conv1d_transpose.graph.sweeps import random_arrays
 
 SPECS = [
     make_spec((2, 5, 3), (4, 6, 3), (2, 10, 6), 2, "SAME", "NWC"),
@@ -30,7 +30,7 @@ def run_onnxruntime(model, feeds):
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("constant_filters", [True, False])
 def test_model_is_valid_and_shape_inference_is_exact(spec, form, constant_filters):
-    x, f = arrays(spec.input_shape, spec.filters_shape, spec.dtype)
+    x, f = random_arrays(spec.input_shape, spec.filters_shape, spec.dtype)
     model = build_model(spec, f if constant_filters else None, form=form)
     onnx.checker.check_model(model, full_check=True)
     inferred = onnx.shape_inference.infer_shapes(model, strict_mode=True, data_prop=True)
@@ -48,7 +48,7 @@ def test_model_is_valid_and_shape_inference_is_exact(spec, form, constant_filter
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("constant_filters", [True, False])
 def test_onnxruntime_runs_both_forms_and_both_filter_modes(spec, form, constant_filters):
-    x, f = arrays(spec.input_shape, spec.filters_shape, spec.dtype)
+    x, f = random_arrays(spec.input_shape, spec.filters_shape, spec.dtype)
     model = build_model(spec, f if constant_filters else None, form=form)
     feeds = {"input": x} if constant_filters else {"input": x, "filters": f}
     error, ok = max_error(run_onnxruntime(model, feeds), x, f, spec)
@@ -59,7 +59,7 @@ def test_onnxruntime_runs_both_forms_and_both_filter_modes(spec, form, constant_
 def test_onnx_reference_evaluator_agrees_on_the_explicit_form(spec):
     # onnx's own reference evaluator gets the output_shape form wrong in some cases
     # (right on 82 of 120 TF configurations); the explicit form is right everywhere.
-    x, f = arrays(spec.input_shape, spec.filters_shape, spec.dtype)
+    x, f = random_arrays(spec.input_shape, spec.filters_shape, spec.dtype)
     y = ReferenceEvaluator(build_model(spec, f, form="explicit")).run(None, {"input": x})[0]
     error, ok = max_error(y, x, f, spec)
     assert ok, error
@@ -68,7 +68,7 @@ def test_onnx_reference_evaluator_agrees_on_the_explicit_form(spec):
 @pytest.mark.parametrize("opset", [13, DEFAULT_OPSET, 21])
 def test_supported_opsets(opset):
     spec = SPECS[0]
-    x, f = arrays(spec.input_shape, spec.filters_shape, spec.dtype)
+    x, f = random_arrays(spec.input_shape, spec.filters_shape, spec.dtype)
     model = build_model(spec, f, opset=opset)
     onnx.checker.check_model(model, full_check=True)
     assert model.opset_import[0].version == opset

@@ -19,7 +19,7 @@ from conv1d_transpose.compile.kernels import (KERNEL_VERSION, Geometry, Tiling, 
                                               fold_filters, kernel_geometry, pack_filters,
                                               plan_layout)
 from conv1d_transpose.compile.kernels import schedule_cpu
-from conv1d_transpose.graph import build_model, make_spec, max_error, shapes
+from conv1d_transpose.graph import build_model, max_error, sweeps
 
 tvm = pytest.importorskip("tvm")
 from tvm import relax  # noqa: E402
@@ -75,33 +75,12 @@ def compile_and_run(spec, x, f, target=None):
 
 
 def random_arrays(spec, seed=0):
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal(spec.input_shape).astype(spec.dtype)
-    f = rng.standard_normal(spec.filters_shape).astype(spec.dtype)
-    return x, f
+    return sweeps.random_arrays(spec.input_shape, spec.filters_shape, spec.dtype, seed)
 
 
-def small_sweep():
-    """90 configurations: every (K 1..6, s 1..5, d 1..3) once, with a rotating choice of
-    SAME/VALID, input width, valid output width (smallest, largest = most
-    output_padding, middle), layout and batch 0..2 (0 imports as a symbolic batch)."""
-    cases = []
-    for index, (K, s, d) in enumerate(itertools.product(range(1, 7), range(1, 6), range(1, 4))):
-        padding = ("SAME", "VALID")[index % 2]
-        width = (1, 3, 5)[index % 3]
-        widths = list(shapes.valid_output_widths(width, K, s, d, padding))
-        out_width = widths[(0, -1, len(widths) // 2)[(index // 2) % 3]]
-        layout = ("NWC", "NCW")[(index // 3) % 2]
-        batch = (index // 5) % 3
-        cases.append((batch, width, 3, out_width, 5, K, s, d, padding, layout))
-    return cases
-
-
-def make(batch, width, cin, out_width, cout, K, s, d, padding, layout, dtype="float32"):
-    nwc = layout == "NWC"
-    return make_spec((batch, width, cin) if nwc else (batch, cin, width), (K, cout, cin),
-                     (batch, out_width, cout) if nwc else (batch, cout, out_width),
-                     s, padding, layout, d, dtype)
+def make(*case, dtype="float32"):
+    """The spec of (batch, width, cin, out_width, cout, K, s, d, padding, layout)."""
+    return sweeps.Layer(*case).spec(dtype)
 
 
 def check(spec, target=None, x=None, f=None):
@@ -113,9 +92,11 @@ def check(spec, target=None, x=None, f=None):
     assert ok, (spec, error)
 
 
-@pytest.mark.parametrize("case", small_sweep(), ids=lambda c: "-".join(map(str, c)))
-def test_small_shapes_match_reference(case):
-    check(make(*case))
+# Batch 0 imports as a symbolic batch.
+@pytest.mark.parametrize("layer", list(sweeps.small_sweep()),
+                         ids=lambda layer: "-".join(map(str, dataclasses.astuple(layer))))
+def test_small_shapes_match_reference(layer):
+    check(layer.spec())
 
 
 # Shapes that reach every branch of the CPU schedule: (case, expected plan).

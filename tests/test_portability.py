@@ -8,12 +8,13 @@ The whole matrix is `conv1d-transpose portability --full` (docs/design/onnx-expo
 """
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import sys
 
 import pytest
 
 from conv1d_transpose import portability as pm
+from conv1d_transpose.graph.sweeps import foundation_sweep
 
 EVERY = 97  # 23 of the sweep's 2160 non-empty cases; every parameter value represented
 
@@ -37,15 +38,14 @@ def test_subset_covers_the_sweep_parameters(cases):
 
 
 def test_sweep_cases_are_the_foundation_sweep_without_empty_tensors():
-    sys.path.insert(0, __file__.rsplit("/", 1)[0])
-    from sweep import configurations
+    def geometry(layer_or_spec):  # everything but the batch and the dtype
+        return dataclasses.astuple(layer_or_spec)[1:10]
 
-    def geometry(name):  # N{batch}-W..-O..-...: everything but the batch
-        return name.split("-", 1)[1]
-
-    expected = [geometry(c[0]) for c in configurations()
-                if 0 not in (c[1][1] if c[6] == "NWC" else c[1][2], c[2][0])]
-    assert [geometry(case.name) for case in pm.sweep_cases()] == expected
+    expected = [geometry(layer) for layer in foundation_sweep()
+                if layer.in_width and layer.kernel_width]
+    cases = pm.sweep_cases()
+    assert len(cases) == 2160 and [geometry(case.spec) for case in cases] == expected
+    assert not any(case.spec.is_empty for case in cases)
     assert {case.spec.batch for case in pm.sweep_cases(every=7)} == {1, 2}
 
 
