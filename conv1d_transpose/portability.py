@@ -37,6 +37,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import importlib.util
+import json
 import datetime
 import os
 import platform
@@ -150,6 +151,28 @@ def _run_openvino(model: onnx.ModelProto, feeds: dict, context: dict) -> list:
     return [np.asarray(result[output]) for output in compiled.outputs]
 
 
+def _run_litert(model: onnx.ModelProto, feeds: dict, context: dict) -> list:
+    """LiteRT with XNNPACK on each call converted from TensorFlow (the bench's `litert`
+    backend). It reads no ONNX, so its verdict is the same for every form; a call is
+    converted once per process and reused for the other forms."""
+    from .peers import litert_runner
+
+    props = {p.key: p.value for p in model.metadata_props}
+    specs = [Conv1DTransposeSpec.from_json(text) for text in json.loads(props[CASES_KEY])]
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    cache = context.setdefault("litert_outputs", {})
+    outputs = []
+    for i, spec in enumerate(specs):
+        x = feeds[f"input_{i}"]
+        key = (spec.to_json(), x.tobytes())
+        if key not in cache:
+            filters = weights[f"case{i}/filters_iok"].transpose(2, 1, 0)  # TF's [K, out, in]
+            cache[key] = litert_runner(spec, np.ascontiguousarray(filters),
+                                       context.get("threads") or 1).call(x)
+        outputs.append(cache[key])
+    return outputs
+
+
 @dataclasses.dataclass(frozen=True)
 class Consumer:
     key: str
@@ -163,10 +186,12 @@ CONSUMERS = (
     Consumer("tvm_raw", "TVM importer (raw)", _run_tvm_raw),
     Consumer("tvm", "our TVM path", _run_tvm_ours),
     Consumer("openvino", "OpenVINO (CPU)", _run_openvino),
+    Consumer("litert", "LiteRT (TFLite from TF)", _run_litert),
 )
 CONSUMER_KEYS = tuple(consumer.key for consumer in CONSUMERS)
 # Consumers from an optional extra -> the module they need; left out where it is missing.
-OPTIONAL_CONSUMERS = {"openvino": "openvino"}
+OPTIONAL_CONSUMERS = {"openvino": ("openvino",), "litert": ("ai_edge_litert", "tensorflow")}
+CASES_KEY = "conv1d_transpose.portability_cases"
 
 
 # --- cases --------------------------------------------------------------------------
@@ -224,6 +249,8 @@ def _model(cases: list[Case], form: Form) -> tuple[onnx.ModelProto, dict, list]:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
                               producer_name="conv1d-transpose portability")
     model.ir_version = 8
+    # The calls themselves, for a consumer that does not read ONNX (LiteRT).
+    helper.set_model_props(model, {CASES_KEY: json.dumps([c.spec.to_json() for c in cases])})
     return model, feeds, arrays
 
 
@@ -380,11 +407,11 @@ def measure(cases: Iterable[Case] | None = None, forms: Iterable[str] = FORM_KEY
                          f"consumers: {CONSUMER_KEYS}")
     forms = tuple(f.key for f in FORMS if f.key in forms)  # table order
     consumers = tuple(c.key for c in CONSUMERS if c.key in consumers)
-    missing = [c for c in consumers if c in OPTIONAL_CONSUMERS
-               and importlib.util.find_spec(OPTIONAL_CONSUMERS[c]) is None]
+    missing = [c for c in consumers if any(importlib.util.find_spec(module) is None
+                                           for module in OPTIONAL_CONSUMERS.get(c, ()))]
     if missing and progress:
         progress(f"not installed, left out: {', '.join(missing)} "
-                 f"(pip install 'conv1d-transpose[peers]')")
+                 f"(pip install 'conv1d-transpose[peers,reference]')")
     consumers = tuple(c for c in consumers if c not in missing)
     jobs = max(1, int(jobs))
     started = time.perf_counter()

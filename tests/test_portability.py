@@ -9,6 +9,7 @@ The whole matrix is `conv1d-transpose portability --full` (docs/design/onnx-expo
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import itertools
 
 import pytest
@@ -52,12 +53,15 @@ def test_sweep_cases_are_the_foundation_sweep_without_empty_tensors():
 def test_our_exports_are_right_where_they_claim(cases):
     default = pm.measure(cases, forms=["same_upper"], consumers=["onnxruntime", "tvm"],
                          jobs=2)
-    portable = pm.measure(cases, forms=["explicit"], jobs=2)
+    onnx_consumers = [c for c in pm.CONSUMER_KEYS if c != "litert"]  # (LiteRT reads no ONNX)
+    portable = pm.measure(cases, forms=["explicit"], consumers=onnx_consumers, jobs=2)
     for matrix in (default, portable):
         for (form, consumer), cell in matrix.cells.items():
             assert cell.total == len(cases)
             assert cell.agree == cell.total, (form, consumer, cell.summary(), cell.examples)
-    assert portable.counts() == {("explicit", c): "23/23" for c in pm.CONSUMER_KEYS}
+    installed = [c for c in onnx_consumers if c != "openvino"
+                 or importlib.util.find_spec("openvino")]
+    assert portable.counts() == {("explicit", c): "23/23" for c in installed}
 
 
 def test_forms_that_differ_from_tf_are_measured_as_wrong():
@@ -141,3 +145,19 @@ def test_openvino_needs_the_portable_form():
         matrix.cells["same_upper", "openvino"].summary()
     assert pm.measure(even, forms=["same_upper"], consumers=["openvino"]).all_agree(
         "same_upper", "openvino")
+
+
+def test_litert_is_a_consumer_whose_verdict_does_not_depend_on_the_form():
+    """LiteRT reads no ONNX: each call is converted from TensorFlow, so every form gets
+    the same verdict, right except where its TRANSPOSE_CONV cannot take the call."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is the 'peers' extra "
+                                                 "(make test installs it)")
+    pytest.importorskip("tensorflow", reason="the converter is TensorFlow's ('reference')")
+    cases = [c for c in pm.sweep_cases(every=37) if c.spec.dilation == 1][:4]
+    dilated = [c for c in pm.sweep_cases(every=37) if c.spec.dilation > 1][:1]
+    matrix = pm.measure(cases + dilated, forms=["same_upper", "explicit"],
+                        consumers=["litert"])
+    for form in ("same_upper", "explicit"):
+        cell = matrix.cells[form, "litert"]
+        assert (cell.agree, cell.total) == (len(cases), len(cases) + 1), cell.summary()
+        assert cell.failures == {"raises Unavailable": 1}
