@@ -263,7 +263,8 @@ def _plan(geometry, cpu, vectors, rows, order, phases_in_tile) -> CpuPlan:
     # the parallel loop (the "rows" order, below): each row tile streams every filter
     # from cache. Past it, the filters come from memory once per row tile. Kernel ms,
     # generic -> one vector in rows, Zen 4 (32 MB L3 shared by the VM), 2026-12-06,
-    # tools/cpu/kernel_plans.py: ISTFT n_fft 512 (0.5 MB of filters) 1.19 -> 0.88;
+    # WL=docs/outside-suite-istft.yaml tools/cpu/kernel_plans.py: ISTFT n_fft 512 (0.5 MB
+    # of filters) 1.19 -> 0.88;
     # n_fft 1024 hop 512 (2.1 MB) 2.02 -> 1.97; vocos-istft (4.2 MB) 4.03 -> 3.76; but
     # n_fft 2048 (8.4 MB) 4.03 -> 6.20 and htdemucs-istft in NCW (34 MB) 29.6 -> 66.8.
     folded_rows = (geometry.data_format == "NCW" and geometry.folded_stride > 1

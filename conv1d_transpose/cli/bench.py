@@ -63,19 +63,8 @@ def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, pl
                                    targets=split_list(targets) or None, cache_dir=cache_dir,
                                    untuned=untuned)
     benchmark.render(document, console)
-    if json_path:
-        with open(json_path, "w") as stream:
-            json.dump(document, stream, indent=1)
-        console.print(f"wrote {json_path}")
-    if plot_path:
-        benchmark.plot(document, plot_path)
-        console.print(f"wrote {plot_path}")
-    if markdown_path:
-        with open(markdown_path, "w") as stream:
-            stream.write(benchmark.markdown_table(document))
-        console.print(f"wrote {markdown_path}")
-    if any(r["status"] == "FAIL" for r in document["records"]):
-        sys.exit(1)
+    _write_and_exit(document, json_path, plot_path and (benchmark.plot, plot_path),
+                    markdown_path and (benchmark.markdown_table, markdown_path))
 
 
 def _bench_models(models, backends, inputs, threads, quick, rounds, cache_dir, profile,
@@ -88,12 +77,24 @@ def _bench_models(models, backends, inputs, threads, quick, rounds, cache_dir, p
         progress=(lambda text: console.print(f"[dim]{text}[/]")) if sys.stderr.isatty()
         else None)
     model_bench.render_models(document, console)
+    _write_and_exit(document, json_path, plot_path and (model_bench.plot_models, plot_path))
+
+
+def _write_and_exit(document, json_path, plot=None, markdown=None):
+    """Write the run's JSON, plot (draw, path) and markdown (render, path) where asked;
+    exit 1 if a backend failed its check."""
     if json_path:
         with open(json_path, "w") as stream:
             json.dump(document, stream, indent=1)
         console.print(f"wrote {json_path}")
-    if plot_path:
-        model_bench.plot_models(document, plot_path)
-        console.print(f"wrote {plot_path}")
+    if plot:
+        draw, path = plot
+        draw(document, path)
+        console.print(f"wrote {path}")
+    if markdown:
+        render, path = markdown
+        with open(path, "w") as stream:
+            stream.write(render(document))
+        console.print(f"wrote {path}")
     if any(r["status"] == "FAIL" for r in document["records"]):
         sys.exit(1)
