@@ -621,6 +621,13 @@ WINOGRAD_CASES = [
     (1, 40, 24, 40, 20, 3, 1, 4, "SAME", "NCW"),
     (2, 13, 16, 17, 16, 3, 1, 2, "VALID", "NWC"),  # d = 2, batch 2, VALID
     (1, 11, 16, 39, 24, 9, 3, 1, "VALID", "NWC"),  # K = 3s, stride 3
+    # Past three taps, sums of F(2,3) and F(2,2) blocks: 4 = 2 + 2 (an ISTFT-like K = 4s),
+    # 5 = 3 + 2 (stride 1, NCW), 7 = 3 + 2 + 2 (HiFi-GAN's K 7, d 3), 11 = 3 + 3 + 3 + 2
+    # (K 11, d 5, batch 2, VALID)
+    (1, 10, 16, 40, 16, 16, 4, 1, "SAME", "NWC"),
+    (1, 21, 12, 21, 20, 5, 1, 1, "SAME", "NCW"),
+    (1, 30, 16, 30, 24, 7, 1, 3, "SAME", "NWC"),
+    (2, 30, 16, 80, 16, 11, 1, 5, "VALID", "NWC"),
 ]
 
 
@@ -650,7 +657,7 @@ def test_winograd_float16_and_float64_match_reference(dtype, case):
         assert ok, (cpu_plan, error)
 
 
-@pytest.mark.parametrize("form", ["F22", "F23"])
+@pytest.mark.parametrize("form", ["F22", "F23", "F27"])
 @pytest.mark.parametrize("layout", ["NWC", "NCW"])
 @pytest.mark.parametrize("special", ["nonfinite", "overflow"])
 def test_winograd_gives_tensorflows_answer_where_its_transform_would_not(special, layout,
@@ -659,10 +666,12 @@ def test_winograd_gives_tensorflows_answer_where_its_transform_would_not(special
     # where the direct sum has +-Inf; +-3e38 neighbours overflow in x[u+1] - x[u] where
     # the direct products stay finite. The fix pass must give the direct answer there,
     # and leave every other pair as it was. F(2,3) (d = 2: taps two rows apart) also
-    # needs its middle tap, which none of its four products' matrices is.
-    e = 1 if form == "F22" else 2
-    spec = make(2, 12, 20, 24, 24, 4, 2, 1, "SAME", layout) if form == "F22" else \
-        make(2, 12, 20, 12, 24, 3, 1, 2, "SAME", layout)
+    # needs its middle tap, which none of its four products' matrices is; F(2,7) (three
+    # blocks, 3 + 2 + 2) the middle tap of its F(2,3) block.
+    e = {"F22": 1, "F23": 2, "F27": 1}[form]
+    spec = {"F22": lambda: make(2, 12, 20, 24, 24, 4, 2, 1, "SAME", layout),
+            "F23": lambda: make(2, 12, 20, 12, 24, 3, 1, 2, "SAME", layout),
+            "F27": lambda: make(2, 12, 20, 12, 24, 7, 1, 1, "SAME", layout)}[form]()
     x, f = random_arrays(spec)
     f = np.abs(f) * 0.01  # one sign: an Inf input gives Inf, not NaN, in the direct sum
     nwc = x if layout == "NWC" else x.transpose(0, 2, 1)  # a view: writes go to x
@@ -695,7 +704,9 @@ def test_winograd_form_applies_where_every_phase_has_two_adjacent_taps():
     assert not applies(1, 8, 4, 16, 4, 3, 2, 1, "SAME", "NWC")  # phases with 2 and 1 taps
     assert applies(1, 8, 4, 16, 4, 6, 2, 1, "SAME", "NWC")  # 3 taps per phase: F(2,3)
     assert applies(1, 8, 4, 8, 4, 3, 1, 2, "SAME", "NWC")  # s = 1, d = 2: rows 2 apart
-    assert not applies(1, 8, 4, 16, 4, 8, 2, 1, "SAME", "NWC")  # 4 taps per phase
+    assert applies(1, 8, 4, 16, 4, 8, 2, 1, "SAME", "NWC")  # 4 taps per phase: 2 x F(2,2)
+    assert applies(1, 8, 4, 8, 4, 11, 1, 5, "SAME", "NWC")  # K 11, d 5: 3 x F(2,3) + F(2,2)
+    assert not applies(1, 8, 4, 8, 4, 17, 1, 1, "SAME", "NWC")  # past MAX_TAPS
     assert not applies(1, 8, 4, 16, 4, 5, 2, 2, "SAME", "NWC")  # d = 2, s = 2: one phase idle
     assert not applies(1, 8, 4, 24, 4, 4, 2, 3, "VALID", "NWC")  # phases shifted apart
     assert applies(1, 8, 4, 16, 4, 4, 2, 1, "SAME", "NCW")

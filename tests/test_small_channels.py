@@ -97,6 +97,35 @@ def test_folded_kernel_computes_the_layer(K, s, cout, which, layout, padding):
     assert ok, error
 
 
+@pytest.mark.parametrize("padding", ["SAME", "VALID"])
+@pytest.mark.parametrize("layout", ["NWC", "NCW"])
+@pytest.mark.parametrize("K, s, cout", [(16, 4, 1), (8, 4, 3), (12, 2, 2)])
+def test_folded_winograd_kernel_computes_the_layer(K, s, cout, layout, padding):
+    """The F(2, r) form of a folded kernel (4 taps: two F(2,2) blocks, like a Vocos ISTFT;
+    2 taps; 6 taps: two F(2,3)) in each loop order: its copy of the kernel's rows,
+    scattered to the layer's positions, is the layer's output, batch 2, SAME's cut rows."""
+    from conv1d_transpose.compile.kernels import pack_filters, winograd
+
+    spec = layer(batch=2, width=9, cin=5, cout=cout, K=K, s=s, padding=padding, layout=layout)
+    geometry = kernel_geometry(Geometry.from_spec(spec))
+    assert geometry.folded_stride == s and winograd.applies(geometry)
+    cpu = schedule_cpu.describe_target(host_target())
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(spec.input_shape).astype(spec.dtype)
+    f = rng.standard_normal(spec.filters_shape).astype(spec.dtype)
+    for order in ("rows", "filters"):
+        cpu_plan = schedule_cpu.plan(geometry, cpu, winograd=True, order=order)
+        assert cpu_plan.winograd, cpu_plan
+        func, kernel_layout = schedule_cpu.build(geometry, host_target(), cpu_plan)
+        lib = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                          target=host_target()).jit()
+        out = tvm.runtime.empty(spec.output_shape, spec.dtype)
+        lib["main"](tvm.runtime.tensor(x), tvm.runtime.tensor(
+            pack_filters(fold_filters(f, geometry), kernel_layout)), out)
+        error, ok = max_error(out.numpy(), x, f, spec)
+        assert ok, (order, error)
+
+
 # --- what the lowering emits ----------------------------------------------------------
 
 

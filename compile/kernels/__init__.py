@@ -2,9 +2,9 @@
 
 `build_kernel(geometry, target)` gives the scheduled PrimFunc `(input, packed_filters) ->
 output` for a CPU (llvm: x86, aarch64) or CUDA target, with the `KernelLayout` that
-`pack_filters` needs to lay the filters out for it. On CPUs, shapes with two or three
-taps per phase (K = 2s, K = 3s, dilated stride 1) may get the Winograd F(2,2) or F(2,3)
-form of it (winograd.py). Layers with few output channels and K a multiple of s run as
+`pack_filters` needs to lay the filters out for it. On CPUs, shapes whose phases all
+have the same 2 to 16 taps (K = 2s, K = 3s, a stride-1 or folded layer) may get the
+Winograd F(2,r) form of it, built of F(2,2) and F(2,3) blocks (winograd.py). Layers with few output channels and K a multiple of s run as
 a stride-1 kernel with the phases as channels (folding.py).
 
 One module per idea, each importing only the ones listed before it:

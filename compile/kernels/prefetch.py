@@ -6,7 +6,7 @@ the block from L1/L2, but the first tile of each block waits on L3 or memory for
 it. Here, every tile's pass over a tap also prefetches its share of the same tap's next
 block (a short loop of `llvm.prefetch` before the pass), so the block is in L2 before the
 first tile needs it. The same holds for a blocked Winograd plan, whose "taps" are its
-r + 1 products (schedule_cpu_winograd.py).
+products (schedule_cpu_winograd.py).
 
 The prefetches sit outside the innermost reduction loop on purpose: inside it, LLVM
 keeps the register tile's stores in the loop (it cannot tell the prefetch's pointer from

@@ -16,11 +16,11 @@ column vector (AVX-512: 6 rows x 4 vectors = 24 zmm accumulators; NEON: 6 x 4 q-
   prefetched while the one before it runs (prefetch.py). In NCW the phases of a row
   chunk run back to back, so each output line is finished while it is in cache.
 
-Where every phase has the same two or three equally spaced taps (K = 2s or 3s, or a
-dilated stride-1 layer), a plan may take the Winograd F(2,2) or F(2,3) form instead
-(`winograd=True`, scheduled in schedule_cpu_winograd.py): the same register tile over
-pairs of rows, 3/4 or 2/3 of the multiply-adds. Its panels (the r + 1 products'
-filters) are blocked and prefetched the same way where they outgrow L2 and its filters
+Where every phase has the same 2 to 16 equally spaced taps (K = 2s or 3s, a stride-1
+layer, a folded one), a plan may take the Winograd F(2,r) form instead (`winograd=True`,
+scheduled in schedule_cpu_winograd.py): the same register tile over pairs of rows, 3/4
+(F(2,2)) to 2/3 (F(2,3)) of the multiply-adds, and sums of those blocks past three taps
+(winograd.py). Its panels (the products' filters) are blocked and prefetched the same way where they outgrow L2 and its filters
 exceed what the generic plan streams (a `tune` candidate).
 
 Every loop transform comes before decompose_reduction (TVM's schedule refuses them after).
@@ -173,7 +173,7 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
         tiling = _dataclasses.replace(tiling, rows=-(-pairs // tiles))
     # The Winograd schedule has no NCW phase order. Where its filters are past the cap
     # (F(2,2) then packs two slots, see above; F(2,3) only from `tune`) and the panel of
-    # the r + 1 products outgrows L2 (a quarter, as in `_plan`), its reduction is blocked as the
+    # the products outgrows L2 (a quarter, as in `_plan`), its reduction is blocked as the
     # direct form's is, in the "filters" order with a tile of one phase: blocks of 16 KiB
     # of filters, each prefetched while the one before runs. demucs-dec1 in F(2,2) (96
     # MB; tile 11 pairs x 2 vectors), kernel ms, interleaved in one process, Emerald
@@ -182,7 +182,7 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     # block, 8.6 prefetched and 10.5 not. Below the cap, where more tiles share each panel,
     # blocking lost: hifigan-up1 with 1024 input channels (24 MB), 4.71 -> 5.92.
     element = geometry.accumulate_bytes
-    slots = dec.max_taps + 1
+    slots = _winograd.products(dec.max_taps)
     in_tile, chunk_tiles = geometry.in_channels, 0
     if blocked:
         target = max(direct.lanes, (16 << 10) // (slots * tiling.out_tile * element))
@@ -218,11 +218,13 @@ BLOCKED_WINOGRAD_PAIRS = 3
 
 def _winograd_blocks(geometry: Geometry, direct: CpuPlan, cpu: CpuTarget) -> bool:
     """Whether a F(2,r) plan from `direct`'s tile blocks its reduction: filters past
-    WINOGRAD_FILTER_BYTES and a panel of the r + 1 products past a quarter of L2, in
+    WINOGRAD_FILTER_BYTES and a panel of the products past a quarter of L2, in
     the "filters" order with a tile of one phase (see `plan`)."""
     from .polyphase import decompose
 
-    slots = decompose(geometry).max_taps + 1
+    from .winograd import products
+
+    slots = products(decompose(geometry).max_taps)
     panel = slots * geometry.in_channels * direct.tiling.out_tile * geometry.accumulate_bytes
     return (direct.order == "filters" and not direct.phases_in_tile
             and panel > cpu.l2_bytes // 4

@@ -1,6 +1,6 @@
 """The CPU schedule of the Winograd F(2,r) form (source_winograd.py's kernel), applied
 after a plan (schedule_cpu.plan) chose that form: the direct form's register tile over
-pairs of rows, the r + 1 products one after another inside it; blocked and prefetched
+pairs of rows, the products one after another inside it; blocked and prefetched
 (prefetch.py) where its filters stream from beyond L2. There is no CUDA schedule of this
 form.
 """
@@ -21,7 +21,7 @@ def blocks_reduction(cpu_plan, stride: int) -> bool:
 def schedule(func, layout: KernelLayout, cpu_plan):
     """The CPU schedule of `winograd_source`'s kernel, after schedule_cpu.schedule: the
     same register tile (`rows` pairs x channel vectors, optionally x phases), with the
-    r + 1 GEMMs (k) one after another inside it, each over the input channels."""
+    GEMMs (k, winograd.products(r)) one after another inside it, each over the input channels."""
     import tvm
 
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
@@ -138,7 +138,12 @@ def schedule(func, layout: KernelLayout, cpu_plan):
         # gather that TVM lowers lane by lane: a 16 s build for demucs-dec1 (0.3 s so).
         ci = sch.split(ci, [None, tiling.in_tile])[1]
     sch.vectorize(ci)
-    if not nwc:
+    if layout.geometry.folded_stride > 1:
+        # The folded kernel's scatter to the layer's positions (source_winograd.py): a
+        # run of s phases per kernel row, contiguous in the output when Cout is 1.
+        n, q, ch = sch.get_loops(sch.get_sblock("layout"))
+        sch.parallel(sch.fuse(n, q))
+    elif not nwc:
         n, co, o = sch.get_loops(sch.get_sblock("layout"))
         parallel_transpose(sch, n, o, co)
     if prefetches:

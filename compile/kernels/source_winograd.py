@@ -1,6 +1,6 @@
 """The Winograd F(2,r) form of the polyphase kernel (winograd.py: the arithmetic, and
 when it applies), as the TVMScript of an unscheduled TIR PrimFunc: pad, transform,
-accumulate (the r + 1 products), store, and the check and fix passes that recompute, in
+accumulate (the products), store, and the check and fix passes that recompute, in
 the direct form, every pair of rows that came out non-finite.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 from . import tir
 from .layout import KernelLayout
 from .polyphase import round_up
-from .winograd import TRANSFORMS, direct_tap_slot, pairs_of
+from .winograd import direct_tap_slot, pairs_of, transforms
 
 
 def _filter(layout: KernelLayout, slot: str) -> str:
@@ -57,12 +57,18 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
     S, rho, e = dec.stride, dec.offset, dec.row_step
     CI, COO, COT, P = layout.in_channels, layout.out_blocks, t.out_tile, layout.padded_width
     R = dec.phases[0].taps  # r of F(2, r): every phase has it (applies)
-    data, _, output = TRANSFORMS[R]
+    data, _, output = transforms(R)
+    M = len(data)  # products (GEMMs) per pair
     TP = pairs(layout)
     w0 = layout.input_first_row
     # Input row (of xp) of tap 0 for output row q: q + c (tap j reads q + c - j e).
     c = dec.q_first - dec.phases[0].shift - w0
     nwc = g.data_format == "NWC"
+    # A folded kernel (folding.py) computes rows of s * Cout (phase, channel) pairs: like
+    # NCW, every stage writes a copy in the kernel's own rows and channels (`yw`), which
+    # the last pass ("layout") scatters to the layer's output positions.
+    folded = g.folded_stride > 1
+    copy = folded or not nwc
 
     def row(pair: str, h: str) -> str:
         """Output row (of its phase) of row h of a pair: q0 + h e, q0 = the pair's first."""
@@ -72,7 +78,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
 
     def out_at(o, co):
         # NCW: every stage writes an NWC copy (`yw`), transposed into `out` at the end.
-        return f"out[vn, {o}, {co}]" if nwc else f"yw[vn, {o}, {co}]"
+        return f"yw[vn, {o}, {co}]" if copy else f"out[vn, {o}, {co}]"
 
     x_read = f"x[vn, vp + {w0}, vci]" if nwc else f"x[vn, vci, vp + {w0}]"
     position = f"({row('vt', 'vh')}) * {S} + vr - {rho}"
@@ -81,7 +87,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
     inside_fix = tir.inside(fix_position, -rho, O)
     # The pair's input rows d_i = x[q0 + c - (r - 1) e + i e].
     rows = [f"xp[vn, {row('vt', '0')} + {c - (R - 1) * e + i * e}, vci]" for i in range(R + 1)]
-    products = [f"acc0[vn, vt, {k}, vr, vcoo, vcoi]" for k in range(R + 1)]
+    products = [f"acc0[vn, vt, {k}, vr, vcoo, vcoi]" for k in range(M)]
     # The fix's input row, read from `x` itself (the padded copy may be per tile).
     fix_row = f"{row('vt', 'h')} + {c + w0} - j * {e}"
     fix_x = f"x[vn, {fix_row}, ci]" if nwc else f"x[vn, ci, {fix_row}]"
@@ -96,21 +102,21 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         f"out: T.Buffer({g.output_shape}, \"{dtype}\")):",
         "    T.func_attr({\"tirx.noalias\": True})",
         f"    flags = T.sblock_alloc_buffer(({N}, {TP}, {S}, {COO}), \"int32\")",
-        *([] if nwc else [f"    yw = T.sblock_alloc_buffer(({N}, {O}, {Cout}), \"{dtype}\")"]),
+        *([f"    yw = T.sblock_alloc_buffer(({N}, {O}, {Cout}), \"{dtype}\")"] if copy else []),
         # Pad, transform and the two GEMM stages in a scope of their own: the check reads
         # `out`, which the fix then writes, and a scope with such a read before a write
         # is no "stage pipeline" for compute_at. In it, a schedule may compute the
         # transform (and pad) per tile of rows; the fix reads the input itself.
         "    with T.sblock(\"gemm\"):",
         f"        xp = T.sblock_alloc_buffer(({N}, {P}, {CI}), \"{acc}\")",
-        f"        xw = T.sblock_alloc_buffer(({N}, {TP}, {R + 1}, {CI}), \"{acc}\")",
+        f"        xw = T.sblock_alloc_buffer(({N}, {TP}, {M}, {CI}), \"{acc}\")",
         f"        for n, p, ci in T.grid({N}, {P}, {CI}):",
         "            with T.sblock(\"pad\"):",
         "                vn, vp, vci = T.axis.remap(\"SSS\", [n, p, ci])",
         f"                xp[vn, vp, vci] = T.if_then_else(vp + {w0} >= 0 and vp + {w0} < {W} "
         f"and vci < {Cin}, T.Cast(\"{acc}\", {x_read}), T.Cast(\"{acc}\", 0))",
         # xw[k] = (B^T d)_k; for F(2,2) x[u-1] - x[u], x[u], x[u+1] - x[u].
-        f"        for n, t, k, ci in T.grid({N}, {TP}, {R + 1}, {CI}):",
+        f"        for n, t, k, ci in T.grid({N}, {TP}, {M}, {CI}):",
         "            with T.sblock(\"transform\"):",
         "                vn, vt, vk, vci = T.axis.remap(\"SSSS\", [n, t, k, ci])",
         f"                xw[vn, vt, vk, vci] = "
@@ -124,8 +130,8 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
             "                vcoo, vr, vci, vcoi = T.axis.remap(\"SSSS\", [coo, r, ci, coi])",
             f"                fsum[vcoo, vr, vci, vcoi] = {_filter(layout, '0')} + "
             f"{_filter(layout, '1')}"]),
-        f"        acc0 = T.sblock_alloc_buffer(({N}, {TP}, {R + 1}, {S}, {COO}, {COT}), \"{acc}\")",
-        f"        for n, t, k, r, coo, coi, ci in T.grid({N}, {TP}, {R + 1}, {S}, {COO}, {COT}, {CI}):",
+        f"        acc0 = T.sblock_alloc_buffer(({N}, {TP}, {M}, {S}, {COO}, {COT}), \"{acc}\")",
+        f"        for n, t, k, r, coo, coi, ci in T.grid({N}, {TP}, {M}, {S}, {COO}, {COT}, {CI}):",
         "            with T.sblock(\"accumulate\"):",
         "                vn, vt, vk, vr, vcoo, vcoi, vci = T.axis.remap(\"SSSSSSR\", "
         "[n, t, k, r, coo, coi, ci])",
@@ -174,7 +180,26 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         f"                        {out_at(fix_position, 'co')} = "
         f"T.Cast(\"{dtype}\", total[0])",
     ]
-    if not nwc:
+    if folded:
+        # Kernel row q, channel ch is the layer's output position q*s + phase - offset
+        # (folding.py: phase-major channels in NWC, channel-major in NCW).
+        s0, c0 = g.folded_stride, Cout // g.folded_stride
+        if c0 == 1:
+            phase, channel = "vch", "0"
+        elif nwc:
+            phase, channel = f"vch // {c0}", f"vch % {c0}"
+        else:
+            phase, channel = f"vch % {s0}", f"vch // {s0}"
+        at = f"vq * {s0} + {phase} - {g.folded_offset}"
+        layer_out = f"out[vn, {at}, {channel}]" if nwc else f"out[vn, {channel}, {at}]"
+        lines += [
+            f"    for n, q, ch in T.grid({N}, {O}, {Cout}):",
+            "        with T.sblock(\"layout\"):",
+            "            vn, vq, vch = T.axis.remap(\"SSS\", [n, q, ch])",
+            f"            if {at} >= 0 and {at} < {g.folded_width}:",
+            f"                {layer_out} = yw[vn, vq, vch]",
+        ]
+    elif not nwc:
         # Storing a vector of channels to 16 output rows (NCW) costs more than writing
         # the NWC copy and transposing it in 16 x 16 tiles: ncw-up2 in F(2,2) with the
         # same tile (4 vectors, "filters" order), kernel ms, interleaved in one process,

@@ -35,6 +35,8 @@ kernel's TVMScript is source_winograd.py; its CPU schedule, schedule_cpu_winogra
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from .polyphase import Geometry, decompose, round_up
@@ -47,7 +49,7 @@ from .polyphase import Geometry, decompose, round_up
 # infinity): 4 products for 6. In both, each output's sum uses only the input rows of its
 # own taps (a zero input window gives an exact zero, as in the direct form), every data
 # and output coefficient is +-1, and F(2,3)'s filter rows carry a 1/2, exact in binary.
-TRANSFORMS = {
+BLOCKS = {
     2: (((1, -1, 0), (0, 1, 0), (0, -1, 1)),
         ((1, 0), (1, 1), (0, 1)),
         ((1, 1, 0), (0, 1, 1))),
@@ -55,27 +57,79 @@ TRANSFORMS = {
         ((1, 0, 0), (0.5, 0.5, 0.5), (0.5, -0.5, 0.5), (0, 0, 1)),
         ((1, 1, 1, 0), (0, 1, -1, -1))),
 }
+# The most taps a phase may have for the form. Past three taps, F(2, r) is a sum of
+# F(2,3) and F(2,2) blocks over consecutive taps (`groups`), not one minimal F(2, r):
+# that needs r + 1 interpolation points, and past 0, +-1 and infinity their
+# coefficients (+-2, +-1/2, ...) are inexact or grow the rounding error with r; the
+# blocks keep every coefficient +-1 (1/2 on filters) and each output a sum over its own
+# taps. HiFi-GAN's resblocks (K 7 and 11, dilated) and the stride-1 Conv layers of
+# vocoders (K 7) are the shapes this is for: 10 products for 14 (K 7), 15 for 22 (K 11).
+MAX_TAPS = 16
+
+
+def groups(r: int) -> tuple[int, ...]:
+    """Taps of each F(2,3) / F(2,2) block of F(2, r), in tap order: as many threes
+    (2/3 of the products) as leave a remainder of twos (3/4), never a one-tap block
+    (no saving): 4 = 2 + 2, 7 = 3 + 2 + 2, 11 = 3 + 3 + 3 + 2."""
+    if r < 2:
+        raise ValueError(f"F(2, r) needs r >= 2 taps, got {r}")
+    threes, rest = divmod(r, 3)
+    if rest == 1:
+        return (3,) * (threes - 1) + (2, 2)
+    return (3,) * threes + (2,) * (rest // 2)
+
+
+@functools.lru_cache(maxsize=None)
+def transforms(r: int):
+    """(B^T, G, A^T) of F(2, r) for `r` taps: the blocks of `groups(r)`, each on its
+    own taps and their input rows (a block of b taps from tap o reads d_o .. d_(o+b)),
+    its outputs summed. Rows of B^T are products (`products(r)` of them), over r + 1
+    input rows; G maps the r taps to each product's filter; A^T the products to 2
+    outputs."""
+    data, filters, output = [], [], [[], []]
+    offset = 0
+    for b in groups(r):
+        block_data, block_filters, block_output = BLOCKS[b]
+        data += [(0,) * offset + row + (0,) * (r - b - offset) for row in block_data]
+        filters += [(0,) * offset + row + (0,) * (r - b - offset) for row in block_filters]
+        for h in range(2):
+            output[h] += block_output[h]
+        offset += b
+    return tuple(data), tuple(filters), tuple(tuple(row) for row in output)
+
+
+def products(r: int) -> int:
+    """GEMMs per pair of rows in F(2, r) (the direct form does 2r)."""
+    return len(transforms(r)[0])
 
 
 def applies(geometry: Geometry) -> bool:
     """Whether a Winograd form exists for this shape (and this kernel generator has it):
-    every phase with the same two or three taps (F(2,2), F(2,3)), equally spaced rows
+    every phase with the same 2 to MAX_TAPS taps (F(2,2), F(2,3) and sums of them),
+    equally spaced rows
     apart (any dilation), one shared input shift, a static batch (either layout), and
     more than one input channel (the transforms cost about what they save on a
-    reduction of one channel, whose tile has no channel loop to block), not folded
-    (folding.py: its store is the direct form's)."""
+    reduction of one channel, whose tile has no channel loop to block). A folded
+    kernel (folding.py) is a stride-1 one: its K/s taps are the F(2, r)'s."""
     dec = decompose(geometry)
     return (geometry.batch is not None and geometry.in_channels > 1
-            and geometry.folded_stride == 1 and dec.uniform_shift_step() == 0
-            and len({p.taps for p in dec.phases}) == 1 and dec.phases[0].taps in TRANSFORMS
+            and dec.uniform_shift_step() == 0
+            and len({p.taps for p in dec.phases}) == 1 and 2 <= dec.phases[0].taps <= MAX_TAPS
             and dec.rows >= 2)
 
 
+def _missing_taps(r: int) -> list[int]:
+    """Direct taps G_j whose matrix is no product's (a middle tap of each F(2,3) block),
+    in the order their slots follow the products'."""
+    unit = {row.index(1) for row in transforms(r)[1] if sorted(row) == [0] * (r - 1) + [1]}
+    return [j for j in range(r) if r - 1 - j not in unit]
+
+
 def filter_slots(r: int, summed: bool = False) -> int:
-    """Packed filter matrices of F(2, r): the r + 1 products', then the direct taps that
-    are none of them (F(2,3)'s middle tap G1), which the fix pass needs exactly. F(2,2)
-    with `summed` (KernelLayout.summed_filters): the direct taps G1 and G0 alone."""
-    return 2 if summed else r + 1 + (r - 2)
+    """Packed filter matrices of F(2, r): the products', then the direct taps that are
+    none of them (each F(2,3) block's middle tap), which the fix pass needs exactly.
+    F(2,2) with `summed` (KernelLayout.summed_filters): the direct taps G1 and G0 alone."""
+    return 2 if summed else products(r) + len(_missing_taps(r))
 
 
 def transform_filters(packed: np.ndarray, summed: bool = False) -> np.ndarray:
@@ -86,8 +140,9 @@ def transform_filters(packed: np.ndarray, summed: bool = False) -> np.ndarray:
     sum."""
     r = packed.shape[1]
     g = [packed[:, r - 1 - i].astype(np.float64) for i in range(r)]
-    rows = [sum(c * gi for c, gi in zip(coefficients, g)) for coefficients in TRANSFORMS[r][1]]
-    rows += [packed[:, j] for j in range(1, r - 1)]
+    rows = [sum(c * gi for c, gi in zip(coefficients, g) if c)
+            for coefficients in transforms(r)[1]]
+    rows += [packed[:, j] for j in _missing_taps(r)]
     if summed:
         assert r == 2, r
         rows = [rows[0], rows[2]]
@@ -95,10 +150,16 @@ def transform_filters(packed: np.ndarray, summed: bool = False) -> np.ndarray:
 
 
 def direct_tap_slot(r: int, j: int, summed: bool = False) -> int:
-    """Slot of direct tap G_j among the packed matrices (for the fix pass)."""
+    """Slot of direct tap G_j among the packed matrices (for the fix pass): the product
+    whose filter is G_j alone, else its place after the products."""
     if summed:
         return r - 1 - j
-    return {0: r, r - 1: 0}.get(j, r + j)
+    unit = [0] * r
+    unit[r - 1 - j] = 1
+    rows = [list(row) for row in transforms(r)[1]]
+    if unit in rows:
+        return rows.index(unit)
+    return products(r) + _missing_taps(r).index(j)
 
 
 def padded_rows(dec, tile_pairs: int) -> int:
