@@ -277,6 +277,105 @@ def layout_transposes(model: onnx.ModelProto, convs: set[int]) -> set[int]:
     return found
 
 
+# Ops that may join a TVM segment next to our kernel: TVM's default CPU lowering runs them
+# about as fast as onnxruntime (LLVM vectorizes their loops: LeakyRelu + Add on 128 x 3200
+# floats 0.14 ms against onnxruntime's 0.45, Zen 4, 2026-12-06), and exactly, Tanh and
+# Exp through TVM's FastMathTransform (compile/build.py: abs error 3e-7, onnxruntime's
+# own), Elu as `tvm_ready` rewrites it. Each one kept on TVM saves a round trip to
+# onnxruntime and back (EnCodec's 14 Elu/Slice/Pad calls cost 11.1 ms against ~6.3 ms
+# inside one onnxruntime session, docs/design/placement.md).
+TVM_ELEMENTWISE = frozenset({
+    "Abs", "Add", "Clip", "Concat", "Div", "Elu", "Identity", "LeakyRelu", "Mul", "Neg",
+    "Pad", "Relu", "Sigmoid", "Slice", "Split", "Squeeze", "Sub", "Tanh", "Transpose",
+    "Unsqueeze"})
+# Inputs (by position) that TVM's importer needs as constants.
+_CONSTANT_INPUTS = {"Pad": (1, 2, 3), "Slice": (1, 2, 3, 4), "Split": (1,), "Squeeze": (1,),
+                    "Unsqueeze": (1,), "Clip": (1, 2)}
+
+
+def joined_elementwise(model: onnx.ModelProto, on_tvm: set[int], types=None) -> set[int]:
+    """Indices of the elementwise nodes (TVM_ELEMENTWISE) that join `on_tvm`, to a fixed
+    point: a node that reads a value made on TVM, or whose every output only nodes on TVM
+    read. So the activations and residual Adds between kernels, and a Pad before the
+    first, run inside their TVM segment, and onnxruntime keeps what only it runs and what
+    sits between its own nodes. Float tensors of static shapes only; Pad, Slice and the
+    like with constant pads, starts and axes (TVM's importer needs them)."""
+    types = value_types(model) if types is None else types
+    nodes = list(model.graph.node)
+    constants = {t.name for t in model.graph.initializer}
+    producer = {out: index for index, node in enumerate(nodes) for out in node.output if out}
+    consumers: dict[str, list[int]] = {}
+    for index, node in enumerate(nodes):
+        for name in _read_names(node):
+            consumers.setdefault(name, []).append(index)
+
+    def eligible(node):
+        if node.op_type not in TVM_ELEMENTWISE or node.domain not in ("", "ai.onnx"):
+            return False
+        fixed = _CONSTANT_INPUTS.get(node.op_type, ())
+        if any(i < len(node.input) and node.input[i] and node.input[i] not in constants
+               for i in fixed):
+            return False
+        values = [n for n in list(node.input) + list(node.output) if n and n not in constants]
+        return all(static_shape(types.get(n)) is not None and
+                   types[n].tensor_type.elem_type in _KERNEL_DTYPES for n in values)
+
+    joined = set(on_tvm)
+    candidates = [i for i, node in enumerate(nodes) if i not in joined and eligible(node)]
+    changed = True
+    while changed:
+        changed = False
+        for index in candidates:
+            if index in joined:
+                continue
+            node = nodes[index]
+            reads = [n for n in node.input if n and n not in constants]
+            made = [n for n in node.output if n]
+            after_tvm = any(producer.get(n) in joined for n in reads)
+            before_tvm = all(consumers.get(n) and all(c in joined for c in consumers[n])
+                             for n in made)
+            if after_tvm or before_tvm:
+                joined.add(index)
+                changed = True
+    return joined - set(on_tvm)
+
+
+def tvm_ready(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A segment's model as TVM should import it: each Elu written as
+    `Where(IsNaN(x), x, Where(x > 0, x, alpha * (Exp(x) - 1)))`. TVM 0.27's importer
+    writes Elu as `-alpha * relu(1 - exp(x)) + relu(x)`, which gives 0 for a NaN input
+    (LLVM's max drops NaN) where onnxruntime and TensorFlow give NaN."""
+    if not any(node.op_type == "Elu" for node in model.graph.node):
+        return model
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    make = onnx.helper.make_node
+    types = value_types(onnx.shape_inference.infer_shapes(model))
+    kept = []
+    for index, node in enumerate(model.graph.node):
+        if node.op_type != "Elu":
+            kept.append(node)
+            continue
+        alpha = next((a.f for a in node.attribute if a.name == "alpha"), 1.0)
+        x, y = node.input[0], node.output[0]
+        tag = f"{node.name or 'Elu'}_{index}"
+        numpy_dtype = onnx.helper.tensor_dtype_to_np_dtype(types[x].tensor_type.elem_type)
+        for name, value in ((f"{tag}_zero", 0.0), (f"{tag}_one", 1.0), (f"{tag}_alpha", alpha)):
+            model.graph.initializer.append(
+                onnx.numpy_helper.from_array(numpy.array(value, dtype=numpy_dtype), name))
+        kept += [
+            make("Exp", [x], [f"{tag}_exp"], name=f"{tag}_exp"),
+            make("Sub", [f"{tag}_exp", f"{tag}_one"], [f"{tag}_em1"], name=f"{tag}_em1"),
+            make("Mul", [f"{tag}_em1", f"{tag}_alpha"], [f"{tag}_neg"], name=f"{tag}_neg"),
+            make("Greater", [x, f"{tag}_zero"], [f"{tag}_pos"], name=f"{tag}_pos"),
+            make("Where", [f"{tag}_pos", x, f"{tag}_neg"], [f"{tag}_elu"], name=f"{tag}_elu"),
+            make("IsNaN", [x], [f"{tag}_nan"], name=f"{tag}_nan"),
+            make("Where", [f"{tag}_nan", x, f"{tag}_elu"], [y], name=node.name or tag),
+        ]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return model
+
+
 def segments(model: onnx.ModelProto, on_tvm: set[int]) -> list[Segment]:
     """The graph's nodes cut into runs of one backend, in topological order, each with
     the values it reads from before and the values read after it."""

@@ -41,12 +41,14 @@ class SplitSession:
         names = _placement.node_names(model.graph)
         types = _placement.value_types(model)
         on_tvm = set(kernel_nodes) | _placement.layout_transposes(model, set(kernel_nodes))
+        on_tvm |= _placement.joined_elementwise(model, on_tvm, types)
         tvm_sessions = {}
         for segment in _placement.segments(model, on_tvm):
             if not segment.on_tvm:
                 continue
             try:
-                session = open_tvm(_placement.segment_model(model, segment, types))
+                session = open_tvm(_placement.tvm_ready(
+                    _placement.segment_model(model, segment, types)))
                 if not getattr(session, "scheduled", False):
                     raise RuntimeError("TVM built it without the scheduled kernel")
             except Exception as error:

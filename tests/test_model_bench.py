@@ -41,9 +41,10 @@ def test_a_model_file_is_checked_then_timed_on_auto_and_onnxruntime(keras_run):
     auto = records["auto"]
     assert auto["speedup_vs_onnxruntime"] == pytest.approx(
         records["onnxruntime:cpu"]["median_ms"] / auto["median_ms"])
-    # auto either split the model (its 2-D convolutions on TVM) or measured onnxruntime
-    # alone faster here; the table says which, and the profile where the time went.
-    assert auto["runs_on"] in ("tvm:host+onnxruntime:cpu", "onnxruntime:cpu")
+    # auto either ran the model on TVM (its 2-D convolutions on our kernel, the ops
+    # between them in the same segment), split it, or measured onnxruntime alone faster
+    # here; the table says which, and the profile where the time went.
+    assert auto["runs_on"] in ("tvm:host", "tvm:host+onnxruntime:cpu", "onnxruntime:cpu")
     assert auto["profile"] and records["onnxruntime:cpu"]["profile"]
     assert {p["part"] for p in records["onnxruntime:cpu"]["profile"]} >= {"ConvTranspose"}
     model = document["header"]["models"][0]

@@ -57,22 +57,34 @@ def vocoder_block(width=12, channels=8):
                     [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", "c", "w"])])
 
 
+def split_block():
+    """`vocoder_block` with a Softplus (an op TVM_ELEMENTWISE does not name) after its
+    LeakyRelu: a model that splits."""
+    model = vocoder_block()
+    up = next(n for n in model.graph.node if n.name == "up")
+    up.input[0] = "a2"
+    model.graph.node.insert(2, helper.make_node("Softplus", ["a1"], ["a2"], name="soft"))
+    return model
+
+
 def onnxruntime_answer(model, feeds):
     session = onnxruntime.InferenceSession(model.SerializeToString(),
                                            providers=["CPUExecutionProvider"])
     return session.run(None, feeds)
 
 
-def test_a_vocoder_block_splits_with_its_convolutions_on_tvm(tmp_path):
+def test_a_vocoder_block_runs_on_tvm_with_its_activation_and_residual(tmp_path):
+    """Its convolutions on our kernel, and the LeakyRelu and residual Add between them in
+    the same TVM segment (no round trip to onnxruntime)."""
     model = vocoder_block()
     x = RNG.standard_normal((1, 4, 12)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("error", BackendFallbackWarning)
         session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
-    assert session.placement == {"conv_pre": "tvm:host", "act": "onnxruntime:cpu",
+    assert session.placement == {"conv_pre": "tvm:host", "act": "tvm:host",
                                  "up": "tvm:host", "conv_res": "tvm:host",
-                                 "residual": "onnxruntime:cpu"}
-    assert session.backend == "tvm:host+onnxruntime:cpu"
+                                 "residual": "tvm:host"}
+    assert session.backend == "tvm:host"
     [y] = session.run(None, {"x": x})
     [expected] = onnxruntime_answer(model, {"x": x})
     assert y.shape == expected.shape == (1, 4, 48)
@@ -80,6 +92,54 @@ def test_a_vocoder_block_splits_with_its_convolutions_on_tvm(tmp_path):
     assert [arg.name for arg in session.get_inputs()] == ["x"]
     assert session.get_inputs()[0].shape == [1, 4, 12]
     assert [arg.name for arg in session.get_outputs()] == ["y"]
+
+
+def test_an_op_only_onnxruntime_runs_splits_the_block_and_its_neighbours_stay_on_tvm(
+        tmp_path):
+    """A Softplus (not one TVM_ELEMENTWISE names) between the kernels goes to onnxruntime;
+    the LeakyRelu after the first conv stays with it on TVM, and so does the residual."""
+    model = split_block()
+    x = RNG.standard_normal((1, 4, 12)).astype(np.float32)
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert session.placement == {"conv_pre": "tvm:host", "act": "tvm:host",
+                                 "soft": "onnxruntime:cpu", "up": "tvm:host",
+                                 "conv_res": "tvm:host", "residual": "tvm:host"}
+    [y] = session.run(None, {"x": x})
+    [expected] = onnxruntime_answer(model, {"x": x})
+    np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["Elu", "Tanh", "Sigmoid"])
+def test_activations_on_tvm_keep_onnxruntimes_answer_for_nan_and_inf(op, tmp_path):
+    """TVM's importer writes Elu as -alpha relu(1 - exp(x)) + relu(x), 0 for a NaN input;
+    placement.tvm_ready rewrites it, and Tanh/Exp's fast forms keep NaN and saturate at
+    +-Inf as onnxruntime does."""
+    model = vocoder_block()
+    act = next(n for n in model.graph.node if n.name == "act")
+    act.op_type = op
+    del act.attribute[:]
+    if op == "Elu":
+        act.attribute.append(helper.make_attribute("alpha", 0.7))
+    # The activation's input straight from the graph (so NaN and Inf reach it).
+    act.input[0] = "x"
+    conv_pre = next(n for n in model.graph.node if n.name == "conv_pre")
+    model.graph.node.remove(conv_pre)
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "w0"))
+    model.graph.initializer.remove(next(t for t in model.graph.initializer if t.name == "b0"))
+    wt = next(t for t in model.graph.initializer if t.name == "wt")
+    wt.CopyFrom(weight("wt", 4, 4, 8))
+    for name in ("bt", "w1", "b1"):
+        t = next(t for t in model.graph.initializer if t.name == name)
+        t.CopyFrom(weight(name, *([4] if name != "w1" else [4, 4, 3])))
+    act_out = helper.make_tensor_value_info("a1", TensorProto.FLOAT, [1, 4, 12])
+    model.graph.output.append(act_out)
+    x = (RNG.standard_normal((1, 4, 12)) * 30).astype(np.float32)
+    x[0, 0, :4] = [np.nan, np.inf, -np.inf, 0.0]
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert session.placement["act"] == "tvm:host"
+    [_, a] = session.run(None, {"x": x})
+    [_, expected] = onnxruntime_answer(model, {"x": x})
+    np.testing.assert_allclose(a, expected, rtol=1e-5, atol=1e-6)
 
 
 def test_a_model_our_kernel_cannot_help_goes_to_onnxruntime_without_tvm(monkeypatch):
@@ -196,9 +256,9 @@ def test_a_tvm_segment_that_fails_runs_on_onnxruntime_and_says_which(monkeypatch
 
     monkeypatch.setattr(session_module, "_tvm_session", failing)
     model = vocoder_block()
-    with pytest.warns(BackendFallbackWarning, match="nodes 'up', 'conv_res' run on "
-                                                    "onnxruntime:cpu: "
-                                                    "the build broke"):
+    with pytest.warns(BackendFallbackWarning, match="nodes 'conv_pre', 'act', 'up', "
+                                                    "'conv_res', 'residual' run on "
+                                                    "onnxruntime:cpu: the build broke"):
         session = ct.InferenceSession(model, backend="auto")
     assert set(session.placement.values()) == {"onnxruntime:cpu"}
     x = RNG.standard_normal((1, 4, 12)).astype(np.float32)
@@ -339,7 +399,7 @@ def test_auto_keeps_the_split_only_where_it_measures_faster(split_wins, tmp_path
         return {"split": 1.0 if split_wins else 3.0, "alone": 2.0}
 
     monkeypatch.setattr(split_session, "median_times", rigged)
-    model = vocoder_block()
+    model = split_block()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
