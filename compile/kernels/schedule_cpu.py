@@ -165,6 +165,21 @@ def plan(geometry: Geometry, cpu: CpuTarget, *, vectors: int | None = None,
     tiling = direct.tiling
     pairs = _winograd.pairs_of(dec)
     blocked = _winograd_blocks(geometry, direct, cpu)
+    if order is None and not blocked and direct.order != "rows" \
+            and -(-pairs // min(tiling.rows, pairs)) >= WINOGRAD_ROWS_TILES_PER_CORE * cpu.cores:
+        # Enough tiles of pairs to share among the cores: each transforms its input
+        # rows once for every channel block (the "filters" order transforms them in a
+        # pass of its own and reads them back per panel). Kernel ms, generic ("filters")
+        # -> "rows", F(2,r), Zen 4, busy VM, 2026-12-06 (tools/cpu/kernel_plans.py):
+        # hifigan-up2 (134 tiles) 7.56 -> 6.27, batch8-up2 (34) 13.9 -> 13.2,
+        # hifigan-up1 (17) 6.18 -> 6.10, vocos-istft (folded, 32) 3.61 -> 3.10,
+        # HiFi-GAN's 128-channel K 11 d 5 resblock conv (267) 4.89 -> 4.38; but
+        # stream-chunk (one tile) 0.183 -> 0.350.
+        direct = _plan(_dataclasses.replace(geometry, data_format="NWC")
+                       if geometry.data_format == "NCW" and vectors is None else geometry,
+                       cpu, direct.tiling.out_tile // direct.lanes, rows, "rows",
+                       phases_in_tile)
+        tiling = direct.tiling
     if rows is None and blocked:
         tiling = _dataclasses.replace(tiling, rows=min(BLOCKED_WINOGRAD_PAIRS, pairs))
     elif rows is None:
@@ -208,6 +223,9 @@ def _divisor_near(channels: int, target: int) -> int:
                                if channels % t == 0), target))
 
 
+# Tiles of pairs per core from which an unblocked F(2,r) plan runs in the "rows" order
+# (see `plan`).
+WINOGRAD_ROWS_TILES_PER_CORE = 4
 # The most F(2,r) filter bytes the generic plan streams per call (see `plan`).
 WINOGRAD_FILTER_BYTES = 32 << 20
 # Pairs of rows a tile of a blocked F(2,2) plan, where no tile is asked for: kernel ms,
