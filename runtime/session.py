@@ -162,7 +162,8 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
 def _place_nodes(model, target, tvm_options, threads):
     """`auto` for a model with compute-heavy nodes our kernel does not take (placement.py):
     onnxruntime for those, TVM for the ConvTranspose and Conv nodes it does take
-    (SplitSession, kept only where it measures faster than onnxruntime alone), or
+    (SplitSession: each TVM segment kept only where it measures faster than the same nodes
+    on onnxruntime, the split only where it measures faster than onnxruntime alone), or
     onnxruntime alone where it takes none, without importing the model into TVM (which
     cannot import LSTM, for one). None where every such node is ours and `normalized`
     changed nothing: then the whole model goes to TVM, as before; or where onnxruntime
@@ -192,6 +193,8 @@ def _place_nodes(model, target, tvm_options, threads):
             names = set(_placement.node_names(original.graph))  # not the rewrite's own
             session.placement = {name: backend for name, backend in session.placement.items()
                                  if name in names}
+            session.placement_reasons = {name: reason for name, reason
+                                         in session.placement_reasons.items() if name in names}
             return _faster_of(session, original, threads)
         session = OnnxRuntimeSession(original, threads=threads)
     except BackendError:  # onnxruntime lacks a dtype (float64): TVM whole, as before
@@ -270,6 +273,13 @@ class InferenceSession:
                 found = dict.fromkeys(_placement.node_names(graph), self.backend)
             self._placement = found
         return dict(found)
+
+    @property
+    def placement_reasons(self) -> dict[str, str]:
+        """Node name -> why it runs on onnxruntime although our kernel took it: its TVM
+        segment failed to build, or onnxruntime ran that segment faster when the session
+        opened (both times given). Empty where no split was made."""
+        return dict(getattr(self._session, "placement_reasons", None) or {})
 
     @property
     def emulated(self) -> bool:

@@ -24,7 +24,11 @@ class SplitSession:
     """Runs `model` with TVM sessions (from `open_tvm(sub_model)`) for the nodes in
     `kernel_nodes` (indices into the graph, with their layout Transposes) and onnxruntime
     for the rest. A TVM segment that fails to build, or builds without our kernel, runs on
-    onnxruntime instead, with a `warning(text)` naming its nodes and the cause.
+    onnxruntime instead, with a `warning(text)` naming its nodes and the cause. Where the
+    model's inputs have static shapes, each TVM segment is then timed against the same
+    nodes on onnxruntime (segment_timing.py) and kept only where it is faster; the nodes
+    put back join their onnxruntime neighbours in one session. `placement_reasons` says
+    why each node our kernel took runs on onnxruntime after all.
 
     Args:
       model: a model from `placement.normalized`.
@@ -41,7 +45,7 @@ class SplitSession:
         names = _placement.node_names(model.graph)
         types = _placement.value_types(model)
         on_tvm = set(kernel_nodes) | _placement.layout_transposes(model, set(kernel_nodes))
-        tvm_sessions = {}
+        tvm_sessions, self.placement_reasons = {}, {}
         for segment in _placement.segments(model, on_tvm):
             if not segment.on_tvm:
                 continue
@@ -54,16 +58,40 @@ class SplitSession:
                 which = ", ".join(repr(names[i]) for i in segment.indices)
                 if warning is not None:
                     warning(f"nodes {which} run on {ONNXRUNTIME}: {reason}")
+                self.placement_reasons.update((names[i], reason) for i in segment.indices)
                 on_tvm -= set(segment.indices)
                 continue
             tvm_sessions[tuple(segment.indices)] = session
-        self._parts = []
-        for segment in _placement.segments(model, on_tvm):
-            session = tvm_sessions.get(tuple(segment.indices)) if segment.on_tvm else \
-                OnnxRuntimeSession(_placement.segment_model(model, segment, types),
-                                   threads=threads, spinning=False)
-            self._parts.append((segment.inputs, segment.outputs, session))
         tvm_backend = next((s.backend for s in tvm_sessions.values()), None)
+        constants = {t.name for t in model.graph.initializer}
+        self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input
+                        if v.name not in constants]
+        self._outputs = [_node_arg(NodeArg, v) for v in model.graph.output]
+
+        def onnxruntime_of(segment):
+            return OnnxRuntimeSession(_placement.segment_model(model, segment, types),
+                                      threads=threads, spinning=False)
+
+        parts = _assembled(model, on_tvm, tvm_sessions, onnxruntime_of)
+        feeds = sample_feeds(self._inputs) if tvm_sessions else None
+        if feeds is not None:
+            from .segment_timing import segment_times
+
+            measured = segment_times(parts, feeds, onnxruntime_of, median_times)
+            slower = {position: times for position, times in measured.items()
+                      if times["onnxruntime"] < times["tvm"]}
+            for position, times in slower.items():
+                segment = parts[position][0]
+                why = (f"measured faster on {ONNXRUNTIME}: "
+                       f"{times['onnxruntime'] * 1e3:.3g} ms a call against "
+                       f"{times['tvm'] * 1e3:.3g} ms on {tvm_backend}")
+                self.placement_reasons.update((names[i], why) for i in segment.indices)
+                on_tvm -= set(segment.indices)
+                del tvm_sessions[tuple(segment.indices)]
+            if slower:  # re-cut: the nodes put back merge with their neighbours
+                parts = _assembled(model, on_tvm, tvm_sessions, onnxruntime_of)
+        self._parts = [(segment.inputs, segment.outputs, session)
+                       for segment, session in parts]
         self.placement = dict.fromkeys(folded, _placement.FOLDED)
         self.placement.update((name, tvm_backend if index in on_tvm else ONNXRUNTIME)
                               for index, name in enumerate(names))
@@ -72,10 +100,6 @@ class SplitSession:
             backends.append(ONNXRUNTIME)
         self.backend = "+".join(backends)
         self.scheduled = bool(tvm_sessions)
-        constants = {t.name for t in model.graph.initializer}
-        self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input
-                        if v.name not in constants]
-        self._outputs = [_node_arg(NodeArg, v) for v in model.graph.output]
 
     def run(self, output_names, feeds):
         """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
@@ -99,6 +123,14 @@ class SplitSession:
 
     def get_outputs(self):
         return list(self._outputs)
+
+
+def _assembled(model, on_tvm, tvm_sessions, onnxruntime_of):
+    """(segment, session) in the graph's order: each run of TVM nodes with the session
+    built for it, each run of the other nodes in one onnxruntime session."""
+    return [(segment, tvm_sessions[tuple(segment.indices)] if segment.on_tvm
+             else onnxruntime_of(segment))
+            for segment in _placement.segments(model, on_tvm)]
 
 
 def _node_arg(node_arg, value: onnx.ValueInfoProto):
@@ -134,7 +166,8 @@ def sample_feeds(inputs, seed=0):
     return feeds
 
 
-def median_times(sessions: dict, feeds, *, budget_s: float = 3.0, clock=None) -> dict:
+def median_times(sessions: dict, feeds, *, budget_s: float = 3.0, pause_s: float = 0.05,
+                 clock=None) -> dict:
     """Median seconds of a call of each session, timed as a user of one library alone
     sees it: isolated blocks (a pause for the other library's threads to stop spinning,
     one untimed call, then timed calls), alternated twice, within about `budget_s`."""
@@ -146,7 +179,7 @@ def median_times(sessions: dict, feeds, *, budget_s: float = 3.0, clock=None) ->
     calls = 3
     for round_ in range(2):
         for name, session in sessions.items():
-            time.sleep(0.05)
+            time.sleep(pause_s)
             start = clock()
             session.run(None, feeds)
             first = clock() - start
