@@ -19,11 +19,13 @@ import time
 # first, and those the budget leaves out stay on TVM (the behaviour before per-segment
 # timing, still under the whole-model guard).
 BUDGET_S = 3.0
-# The pause before each timed block. onnxruntime's sessions in a split do not spin
-# (split_session.py), so this waits only for TVM's workers to park after its call: a
-# fraction of `median_times`' 50 ms for whole models, or 78 segments would spend 16 s
-# asleep.
-PAUSE_S = 0.01
+# The pause before each timed block: a fraction of `median_times`' 50 ms, which lets
+# onnxruntime's spinning pool (onnxruntime alone) stop before the split runs. The
+# sessions timed here do not spin (split_session.py), and TVM's pool did not slow the
+# onnxruntime call right after it (an EnCodec segment: 1.27 ms with no pause, 1.77 ms
+# after 10 ms, the cost of waking up that the untimed call absorbs); at 50 ms HiFi-GAN's
+# 78 segments would spend 16 s asleep.
+PAUSE_S = 0.002
 
 
 def segment_times(parts, feeds, open_onnxruntime, times, *, budget_s: float = BUDGET_S,
