@@ -36,7 +36,8 @@ def segment_times(parts, feeds, open_onnxruntime, times, *, budget_s: float = BU
       parts: (placement.Segment, session) pairs in the split's order; a session has
         onnxruntime's `run(output_names, feeds)`.
       feeds: the model's inputs. They run through every part once, which gives each
-        segment its own inputs, and once more, which says what each TVM segment costs.
+        segment its own inputs; each TVM segment then runs once more, which says what it
+        costs.
       open_onnxruntime: Segment -> an onnxruntime session of its nodes alone.
       times: `split_session.median_times` or a stand-in: ({name: session}, feeds,
         budget_s=, pause_s=) -> {name: seconds}.
