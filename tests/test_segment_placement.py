@@ -173,6 +173,35 @@ def test_a_failed_build_is_a_placement_reason(monkeypatch):
     assert session.placement["up"] == "onnxruntime:cpu"
 
 
+def test_a_real_decoder_keeps_its_conv_transposes_and_merges_the_rest(monkeypatch, tmp_path):
+    """EnCodec's decoder (reduced), its segments' timings rigged: every ConvTranspose
+    faster on TVM, every stride-1 Conv slower. 28 segments become 9: each ConvTranspose
+    alone between onnxruntime runs, and the answer is onnxruntime's."""
+    from conv1d_transpose import architectures
+
+    model = architectures.reduced("encodec-decoder")
+    kinds = {node.name: node.op_type for node in model.graph.node}
+
+    def rigged(parts, feeds, open_onnxruntime, times, **kwargs):
+        return {position: {"tvm": 1.0 if any(kinds.get(node.name) == "ConvTranspose"
+                                             for node in segment.nodes) else 3.0,
+                           "onnxruntime": 2.0}
+                for position, (segment, _) in enumerate(parts) if segment.on_tvm}
+
+    rig(monkeypatch, tvm_wins_on=set())  # (the whole-model guard: the split wins)
+    monkeypatch.setattr(segment_timing, "segment_times", rigged)
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    on_tvm = {name for name, backend in session.placement.items() if backend == "tvm:host"}
+    assert on_tvm == {name for name, kind in kinds.items() if kind == "ConvTranspose"}
+    assert len(on_tvm) == 4
+    assert set(session.placement_reasons) == {n for n, kind in kinds.items() if kind == "Conv"}
+    assert len(session._session._parts) == 9
+    feeds = split_session.sample_feeds(session.get_inputs(), seed=1)
+    [got], [expected] = session.run(None, feeds), onnxruntime_answer(model, feeds)
+    np.testing.assert_allclose(got, expected, rtol=1e-4,
+                               atol=1e-4 * float(np.abs(expected).max()))
+
+
 # --- segment_times on its own, with a fake clock -------------------------------------
 
 
