@@ -65,6 +65,10 @@ def main():
         kinds[session.placement[node.name]][node.op_type] += 1
     for backend, ops in kinds.items():
         print(f"  {backend}: " + ", ".join(f"{op} {n}" for op, n in ops.most_common(5)))
+    reasons = session.placement_reasons  # nodes our kernel took, given back to onnxruntime
+    if reasons:
+        name, why = next(iter(reasons.items()))
+        print(f"  given back to onnxruntime:cpu: {len(reasons)} nodes, e.g. {name!r}: {why}")
 
     reference = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
     [expected] = reference.run(None, feeds)

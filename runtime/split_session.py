@@ -24,7 +24,13 @@ class SplitSession:
     """Runs `model` with TVM sessions (from `open_tvm(sub_model)`) for the nodes in
     `kernel_nodes` (indices into the graph, with their layout Transposes) and onnxruntime
     for the rest. A TVM segment that fails to build, or builds without our kernel, runs on
-    onnxruntime instead, with a `warning(text)` naming its nodes and the cause.
+    onnxruntime instead, with a `warning(text)` naming its nodes and the cause. With
+    `measure_segments` (and static input shapes), each kernel's TVM segment is first timed
+    against the same nodes on onnxruntime (segment_timing.py) and kept only where it is
+    faster. Then the elementwise ops around the kernels kept join their segments
+    (`placement.joined_elementwise`), and the rest of the graph runs in as few
+    onnxruntime sessions as the cut allows. `placement_reasons` says why each node our
+    kernel took runs on onnxruntime after all.
 
     Args:
       model: a model from `placement.normalized`.
@@ -32,40 +38,91 @@ class SplitSession:
       open_tvm: ModelProto -> a TVM session (`scheduled`, `backend`, `run`).
       threads: onnxruntime's intra-op threads (None: its default).
       folded: names of the nodes `placement.normalized` computed once (`FOLDED`).
+      measure_segments: time each kernel's segment first (see above).
     """
 
     def __init__(self, model: onnx.ModelProto, kernel_nodes: set[int], open_tvm, *,
-                 threads=None, warning=None, folded=()):
+                 threads=None, warning=None, folded=(), measure_segments=True):
         from .tvm_backend import NodeArg
 
         names = _placement.node_names(model.graph)
         types = _placement.value_types(model)
+        constants = {t.name for t in model.graph.initializer}
+        self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input
+                        if v.name not in constants]
+        self._outputs = [_node_arg(NodeArg, v) for v in model.graph.output]
+        self.placement_reasons = {}
+
+        def onnxruntime_of(segment):
+            return OnnxRuntimeSession(_placement.segment_model(model, segment, types),
+                                      threads=threads, spinning=False)
+
+        def built(on_tvm, warn=True):
+            """The TVM sessions of `on_tvm`'s segments, and the nodes whose segment built
+            with our kernel (a failed one runs on onnxruntime; `warn`: with a warning)."""
+            sessions, kept = {}, set(on_tvm)
+            for segment in _placement.segments(model, on_tvm):
+                if not segment.on_tvm:
+                    continue
+                try:
+                    session = open_tvm(_placement.tvm_ready(
+                        _placement.segment_model(model, segment, types)))
+                    if not getattr(session, "scheduled", False):
+                        raise RuntimeError("TVM built it without the scheduled kernel")
+                except Exception as error:
+                    reason = str(error).splitlines()[0] if str(error) else \
+                        type(error).__name__
+                    which = ", ".join(repr(names[i]) for i in segment.indices)
+                    if warn and warning is not None:
+                        warning(f"nodes {which} run on {ONNXRUNTIME}: {reason}")
+                    self.placement_reasons.update((names[i], reason) for i in segment.indices)
+                    kept -= set(segment.indices)
+                    continue
+                sessions[tuple(segment.indices)] = session
+            return sessions, kept
+
         on_tvm = set(kernel_nodes) | _placement.layout_transposes(model, set(kernel_nodes))
-        on_tvm |= _placement.joined_elementwise(model, on_tvm, types)
-        tvm_sessions = {}
-        for segment in _placement.segments(model, on_tvm):
-            if not segment.on_tvm:
-                continue
-            try:
-                session = open_tvm(_placement.tvm_ready(
-                    _placement.segment_model(model, segment, types)))
-                if not getattr(session, "scheduled", False):
-                    raise RuntimeError("TVM built it without the scheduled kernel")
-            except Exception as error:
-                reason = str(error).splitlines()[0] if str(error) else type(error).__name__
-                which = ", ".join(repr(names[i]) for i in segment.indices)
-                if warning is not None:
-                    warning(f"nodes {which} run on {ONNXRUNTIME}: {reason}")
-                on_tvm -= set(segment.indices)
-                continue
-            tvm_sessions[tuple(segment.indices)] = session
-        self._parts = []
-        for segment in _placement.segments(model, on_tvm):
-            session = tvm_sessions.get(tuple(segment.indices)) if segment.on_tvm else \
-                OnnxRuntimeSession(_placement.segment_model(model, segment, types),
-                                   threads=threads, spinning=False)
-            self._parts.append((segment.inputs, segment.outputs, session))
+        feeds = sample_feeds(self._inputs) if measure_segments else None
+        if feeds is not None:
+            # Each kernel's segment alone against the same nodes on onnxruntime
+            # (segment_timing.py): one that loses goes back to onnxruntime.
+            tvm_sessions, on_tvm = built(on_tvm)
+            parts = _assembled(model, on_tvm, tvm_sessions, onnxruntime_of)
+            if tvm_sessions:
+                from .segment_timing import segment_times
+
+                backend = next(iter(tvm_sessions.values())).backend
+                measured = segment_times(parts, feeds, onnxruntime_of, median_times)
+                for position, times in measured.items():
+                    if times["onnxruntime"] >= times["tvm"]:
+                        continue
+                    segment = parts[position][0]
+                    why = (f"measured faster on {ONNXRUNTIME}: "
+                           f"{times['onnxruntime'] * 1e3:.3g} ms a call against "
+                           f"{times['tvm'] * 1e3:.3g} ms on {backend}")
+                    self.placement_reasons.update((names[i], why) for i in segment.indices)
+                    on_tvm -= set(segment.indices)
+        # The activations, residual Adds, Pads and Slices around the kernels join their
+        # segments (placement.joined_elementwise): no round trip to onnxruntime for them.
+        joined = _placement.joined_elementwise(model, on_tvm, types)
+        tvm_sessions, kept = built(on_tvm | joined, warn=not joined)
+        failed = (on_tvm | joined) - kept
+        if failed and joined:
+            # A segment that failed with the ops around its kernels: its kernels again
+            # alone, in segments of their own (what TVM took before they joined).
+            tvm_sessions, kept = built((kept - joined) | (on_tvm & failed))
+            kept |= joined - failed
+            tvm_sessions, kept = built(kept, warn=False) if joined - failed else \
+                (tvm_sessions, kept)
+        on_tvm = kept
+        # Reasons are for the kernels' nodes that run on onnxruntime after all.
+        self.placement_reasons = {names[i]: self.placement_reasons[names[i]]
+                                  for i in set(kernel_nodes) - on_tvm
+                                  if names[i] in self.placement_reasons}
+        parts = _assembled(model, on_tvm, tvm_sessions, onnxruntime_of)
         tvm_backend = next((s.backend for s in tvm_sessions.values()), None)
+        self._parts = [(segment.inputs, segment.outputs, session)
+                       for segment, session in parts]
         self.placement = dict.fromkeys(folded, _placement.FOLDED)
         self.placement.update((name, tvm_backend if index in on_tvm else ONNXRUNTIME)
                               for index, name in enumerate(names))
@@ -74,10 +131,6 @@ class SplitSession:
             backends.append(ONNXRUNTIME)
         self.backend = "+".join(backends)
         self.scheduled = bool(tvm_sessions)
-        constants = {t.name for t in model.graph.initializer}
-        self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input
-                        if v.name not in constants]
-        self._outputs = [_node_arg(NodeArg, v) for v in model.graph.output]
 
     def run(self, output_names, feeds):
         """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
@@ -101,6 +154,14 @@ class SplitSession:
 
     def get_outputs(self):
         return list(self._outputs)
+
+
+def _assembled(model, on_tvm, tvm_sessions, onnxruntime_of):
+    """(segment, session) in the graph's order: each run of TVM nodes with the session
+    built for it, each run of the other nodes in one onnxruntime session."""
+    return [(segment, tvm_sessions[tuple(segment.indices)] if segment.on_tvm
+             else onnxruntime_of(segment))
+            for segment in _placement.segments(model, on_tvm)]
 
 
 def _node_arg(node_arg, value: onnx.ValueInfoProto):
@@ -136,7 +197,8 @@ def sample_feeds(inputs, seed=0):
     return feeds
 
 
-def median_times(sessions: dict, feeds, *, budget_s: float = 3.0, clock=None) -> dict:
+def median_times(sessions: dict, feeds, *, budget_s: float = 3.0, pause_s: float = 0.05,
+                 clock=None) -> dict:
     """Median seconds of a call of each session, timed as a user of one library alone
     sees it: isolated blocks (a pause for the other library's threads to stop spinning,
     one untimed call, then timed calls), alternated twice, within about `budget_s`."""
@@ -148,7 +210,7 @@ def median_times(sessions: dict, feeds, *, budget_s: float = 3.0, clock=None) ->
     calls = 3
     for round_ in range(2):
         for name, session in sessions.items():
-            time.sleep(0.05)
+            time.sleep(pause_s)
             start = clock()
             session.run(None, feeds)
             first = clock() - start

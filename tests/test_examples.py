@@ -31,8 +31,10 @@ def test_whole_model_example_places_and_checks_a_real_architecture(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     out = result.stdout
     assert "encodec-decoder: 45 nodes" in out and ": OK" in out
-    # Either split (ConvTranspose on TVM) or onnxruntime alone because it measured faster:
-    assert ("nodes on tvm:host" in out) or ("runs this model on onnxruntime:cpu alone" in out)
+    # Split (ConvTranspose on TVM), or onnxruntime alone because it measured faster: the
+    # whole model, or every TVM segment against the same nodes on onnxruntime.
+    assert any(said in out for said in ("nodes on tvm:host", "given back to onnxruntime:cpu",
+                                        "runs this model on onnxruntime:cpu alone"))
     assert (tmp_path / "encodec-decoder.onnx").is_file()
 
 

@@ -83,12 +83,9 @@ def test_a_conv_it_cannot_take_is_left_alone(attributes, why):
 
 
 @pytest.mark.parametrize("case", [CASES[0], CASES[16], CASES[-3], CASES[-1]], ids=str)
-def test_tvm_runs_the_rewritten_conv_on_our_kernel(case, tmp_path, monkeypatch):
-    from conv1d_transpose.runtime import split_session
-
-    # (auto keeps the split only where it measures faster: not on a layer this small.)
-    monkeypatch.setattr(split_session, "median_times",
-                        lambda sessions, feeds, **kwargs: {"split": 1.0, "alone": 2.0})
+def test_tvm_runs_the_rewritten_conv_on_our_kernel(case, tmp_path, split_kept):
+    # (split_kept: auto keeps a TVM segment only where it measures faster: not on a layer
+    # this small.)
     cin, cout, width = 5, 4, 33
     node, weights = conv(cin, cout, case["K"], width, **attributes_of(case))
     x = RNG.standard_normal((1, cin, width)).astype(np.float32)

@@ -77,16 +77,6 @@ def test_a_free_dimension_needs_its_shape(tmp_path):
 # --- the real architectures under auto (reduced sizes) ----------------------------------
 
 
-@pytest.fixture
-def split_kept(monkeypatch):
-    """These check what goes where and the answer; at reduced sizes onnxruntime alone is
-    often faster, and auto would take it (test_placement has the guard's own tests)."""
-    from conv1d_transpose.runtime import split_session
-
-    monkeypatch.setattr(split_session, "median_times",
-                        lambda sessions, feeds, **kwargs: {"split": 1.0, "alone": 2.0})
-
-
 # Two architectures in the default run (a 2-D tf2onnx graph, and one with an LSTM and
 # weight norm's kind of decoder), every one in the slow run: each builds a TVM kernel per
 # convolution (HiFi-GAN's reduced form alone has 78).
