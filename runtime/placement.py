@@ -72,7 +72,7 @@ def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
             kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
-    _fold_constants(model)
+    fold_constants(model)
     model = _inferred(model)
     if _unit_height_to_1d(model):
         model = _inferred(model)
@@ -339,6 +339,8 @@ def segment_model(model: onnx.ModelProto, segment: Segment, types) -> onnx.Model
     result = onnx.helper.make_model(sub, opset_imports=list(model.opset_import),
                                     ir_version=model.ir_version)
     result.functions.extend(model.functions)
+    from ..compile.manifest import SPECIALIZED_KEY  # the segment's manifest records it
+    result.metadata_props.extend(p for p in model.metadata_props if p.key == SPECIALIZED_KEY)
     return result
 
 
@@ -348,11 +350,11 @@ _NOT_FOLDED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform",
                          "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})
 
 
-def _fold_constants(model: onnx.ModelProto) -> None:
+def fold_constants(model: onnx.ModelProto) -> bool:
     """Replace the nodes that read only constants by the values they compute, in place
-    (onnx's reference evaluator computes them: no runtime needed). A model it cannot
-    evaluate is left as it is: onnxruntime folds such nodes itself, and our kernel then
-    just does not take the ConvTranspose they feed."""
+    (onnx's reference evaluator computes them: no runtime needed); True if any were. A
+    model it cannot evaluate is left as it is: onnxruntime folds such nodes itself, and
+    our kernel then just does not take the ConvTranspose they feed."""
     graph = model.graph
     known = {t.name for t in graph.initializer}
     folded, kept = [], []
@@ -366,11 +368,11 @@ def _fold_constants(model: onnx.ModelProto) -> None:
         else:
             kept.append(node)
     if not folded:
-        return
+        return False
     read = set().union(*[_read_names(node) for node in kept]) | {o.name for o in graph.output}
     wanted = [name for node in folded for name in node.output if name in read]
     if not wanted:
-        return
+        return False
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -382,7 +384,7 @@ def _fold_constants(model: onnx.ModelProto) -> None:
             constants, opset_imports=list(model.opset_import), ir_version=model.ir_version))
         values = evaluator.run(wanted, {})
     except Exception:
-        return
+        return False
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(numpy_helper.from_array(numpy.asarray(value), name)
@@ -392,3 +394,4 @@ def _fold_constants(model: onnx.ModelProto) -> None:
     unused = [t for t in graph.initializer if t.name not in used and t.name not in inputs]
     for tensor in unused:
         graph.initializer.remove(tensor)
+    return True
