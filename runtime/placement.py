@@ -137,7 +137,7 @@ def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
         shape = static_shape(types.get(node.input[0])) if weight is not None else None
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if weight is None or len(weight.dims) != 4 or weight.dims[2] != 1 or shape is None \
-                or len(shape) != 4 or shape[2] != 1 or not _unit_height(attributes):
+                or len(shape) != 4 or shape[2] != 1 or not unit_height(attributes):
             nodes.append(node)
             continue
         from onnx import numpy_helper
@@ -173,7 +173,7 @@ def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
     return changed
 
 
-def _unit_height(attributes) -> bool:
+def unit_height(attributes) -> bool:
     """The height axis of a 2-D ConvTranspose does nothing: kernel 1, stride 1, no pads."""
     pairs = ("kernel_shape", "strides", "dilations", "output_padding", "output_shape")
     if any(len(attributes.get(name, [1, 1])) != 2 for name in pairs):

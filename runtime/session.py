@@ -126,8 +126,9 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
         # A compiled artifact: only TVM can run it, and there is no model to fall back on.
         return _tvm_session(os.fspath(model_or_path), target, **tvm_options)
     model = source or load_model(model_or_path)
-    if source is None and _specialize.waits_on_shapes(model):
-        # A free dimension our kernel needs fixed: one static session per input shape.
+    # A free dimension our kernel needs fixed: one static session per input shape.
+    if source is None and _specialize.waits_on_shapes(model,
+                                                      symbolic_batch=backend == "tvm"):
         from .specialized_session import SpecializedSession
         return SpecializedSession(model, lambda static: open_session(
             static, backend, target, threads=threads, cache_dir=cache_dir, targets=targets))

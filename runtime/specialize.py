@@ -52,13 +52,15 @@ def free_inputs(model: onnx.ModelProto) -> dict[str, list]:
     return found
 
 
-def waits_on_shapes(model: onnx.ModelProto) -> bool:
+def waits_on_shapes(model: onnx.ModelProto, *, symbolic_batch: bool = False) -> bool:
     """True where the model has a free input dimension and a ConvTranspose or stride-1
     Conv that our kernel would take, but for the static input shape it lacks: the nodes a
     specialisation per input shape gives to the kernel.
 
     `model` as given (it is normalized here: weight norm folded, Constants as
-    initializers)."""
+    initializers). `symbolic_batch`: a node whose input is static but for its batch does
+    not wait (a whole model on TVM keeps the kernel with a symbolic batch, one artifact
+    for every batch; the per-node placement needs every dimension)."""
     if not free_inputs(model):
         return False
     from ..compile.forward_conv import as_conv_transpose
@@ -67,14 +69,23 @@ def waits_on_shapes(model: onnx.ModelProto) -> bool:
     types = _placement.value_types(model)
     weights = {t.name: t for t in model.graph.initializer}
     for node in model.graph.node:
-        if node.op_type == "Conv" and as_conv_transpose(node, weights, None) is not None:
-            return True  # kept a Conv by `normalized` only for want of its input's shape
-        if node.op_type != "ConvTranspose" or len(node.input) < 2 or \
-                node.input[1] not in weights:
+        if node.op_type not in ("Conv", "ConvTranspose") or len(node.input) < 2 or \
+                node.input[1] not in weights or \
+                _placement.static_shape(types.get(node.input[0])) is not None:
             continue
-        if _placement.static_shape(types.get(node.input[0])) is not None:
+        dims = _dims(types[node.input[0]]) if node.input[0] in types else None
+        if symbolic_batch and dims and all(isinstance(d, int) for d in dims[1:]):
             continue
-        rank = len(weights[node.input[1]].dims)
+        weight = weights[node.input[1]]
+        attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+        if len(weight.dims) == 4 and weight.dims[2] == 1 and \
+                _placement.unit_height(attributes) and attributes.get("group", 1) == 1:
+            return True  # tf2onnx's 2-D form, made 1-D by `normalized` once shapes are static
+        if node.op_type == "Conv":
+            if as_conv_transpose(node, weights, None) is not None:
+                return True  # kept a Conv by `normalized` only for want of its input's shape
+            continue
+        rank = len(weight.dims)
         assumed = dict(types)
         assumed[node.input[0]] = onnx.helper.make_tensor_type_proto(
             weights[node.input[1]].data_type, [1] * rank)

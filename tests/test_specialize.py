@@ -173,6 +173,31 @@ def lstm_over_time():
         opset_imports=[helper.make_operatorsetid("", 17)])
 
 
+def test_tf2onnx_unit_height_form_with_a_free_width_waits_on_shapes():
+    """Keras' Conv1DTranspose through tf2onnx is 2-D ([N, C, 1, W]); `normalized` makes it
+    1-D only once W is static."""
+    model = architectures.reduced("keras-tf2onnx-vocoder")
+    model.graph.input[0].type.tensor_type.shape.dim[1].dim_param = "time"
+    del model.graph.value_info[:]
+    assert specialize.waits_on_shapes(model)
+    static = placement.normalized(specialize.specialized(model, {"x": (1, 11, 16)}))
+    types = placement.value_types(static)
+    refusals = [placement.kernel_refusal(n, static, types) for n in static.graph.node
+                if n.op_type == "ConvTranspose"]
+    assert refusals == [None] * 6  # 4 upsamplers and 2 stride-1 Conv, all 1-D now
+
+
+def test_a_symbolic_batch_alone_keeps_one_artifact_under_tvm():
+    """TVM's whole-model build keeps the kernel with a symbolic batch (one artifact for
+    every batch): only the per-node placement of `auto` needs it fixed."""
+    f = np.ones((4, 3, 5), np.float32)
+    model = ct.Conv1DTranspose(f, [1, 16, 3], strides=4).to_onnx(dynamic_batch=True)
+    assert specialize.waits_on_shapes(model)
+    assert not specialize.waits_on_shapes(model, symbolic_batch=True)
+    width = ct.Conv1DTranspose(f, [1, 16, 3], strides=4).to_onnx(dynamic_width=True)
+    assert specialize.waits_on_shapes(width, symbolic_batch=True)
+
+
 def test_only_a_free_dimension_our_kernel_waits_on_is_specialised():
     assert specialize.waits_on_shapes(architectures.reduced("encodec-decoder", dynamic=True))
     assert specialize.waits_on_shapes(architectures.reduced("hifigan-v1", dynamic=True))
