@@ -104,7 +104,7 @@ def _convs_as_transposes(model: onnx.ModelProto) -> None:
         nodes.append(new)
     del graph.node[:]
     graph.node.extend(nodes)
-    read = set().union(*[_read_names(node) for node in nodes]) if nodes else set()
+    read = set().union(*[read_names(node) for node in nodes]) if nodes else set()
     inputs = {v.name for v in graph.input} | {o.name for o in graph.output}
     for tensor in [t for t in graph.initializer if t.name not in read | inputs]:
         graph.initializer.remove(tensor)
@@ -289,7 +289,7 @@ def segments(model: onnx.ModelProto, on_tvm: set[int]) -> list[Segment]:
             runs[-1][1].append(index)
         else:
             runs.append((tvm, [index]))
-    reads = [set().union(*[_read_names(graph.node[i]) for i in run]) for _, run in runs]
+    reads = [set().union(*[read_names(graph.node[i]) for i in run]) for _, run in runs]
     graph_outputs = [o.name for o in graph.output]
     result = []
     for position, (tvm, run) in enumerate(runs):
@@ -302,7 +302,7 @@ def segments(model: onnx.ModelProto, on_tvm: set[int]) -> list[Segment]:
     return result
 
 
-def _read_names(node: onnx.NodeProto) -> set[str]:
+def read_names(node: onnx.NodeProto) -> set[str]:
     """Every value a node reads, including those its subgraphs (If, Loop, Scan) read from
     the enclosing scope."""
     names = {name for name in node.input if name}
@@ -313,7 +313,7 @@ def _read_names(node: onnx.NodeProto) -> set[str]:
             for sub_node in sub.node:
                 inner |= set(sub_node.output)
             for sub_node in sub.node:
-                names |= _read_names(sub_node) - inner
+                names |= read_names(sub_node) - inner
     return names
 
 
@@ -321,7 +321,7 @@ def segment_model(model: onnx.ModelProto, segment: Segment, types) -> onnx.Model
     """A model of one segment alone: its nodes, the initializers they read, its inputs and
     outputs typed as shape inference typed them."""
     graph = model.graph
-    read = set().union(*[_read_names(node) for node in segment.nodes])
+    read = set().union(*[read_names(node) for node in segment.nodes])
     initializers = [t for t in graph.initializer if t.name in read]
 
     def value(name):
@@ -369,7 +369,7 @@ def fold_constants(model: onnx.ModelProto) -> bool:
             kept.append(node)
     if not folded:
         return False
-    read = set().union(*[_read_names(node) for node in kept]) | {o.name for o in graph.output}
+    read = set().union(*[read_names(node) for node in kept]) | {o.name for o in graph.output}
     wanted = [name for node in folded for name in node.output if name in read]
     if not wanted:
         return False
@@ -389,7 +389,7 @@ def fold_constants(model: onnx.ModelProto) -> bool:
     graph.node.extend(kept)
     graph.initializer.extend(numpy_helper.from_array(numpy.asarray(value), name)
                              for name, value in zip(wanted, values))
-    used = set().union(*[_read_names(node) for node in kept]) | {o.name for o in graph.output}
+    used = set().union(*[read_names(node) for node in kept]) | {o.name for o in graph.output}
     inputs = {v.name for v in graph.input}
     unused = [t for t in graph.initializer if t.name not in used and t.name not in inputs]
     for tensor in unused:

@@ -155,6 +155,7 @@ def specialized(model: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
             break
         model = _inferred(model)
         graph = model.graph
+    _drop_no_ops(model)
     properties = {p.key: p.value for p in model.metadata_props if p.key not in _STALE_KEYS}
     onnx.helper.set_model_props(model, {**properties, SPECIALIZED_KEY: describe(shapes)})
     return model
@@ -233,6 +234,63 @@ def _shapes_as_constants(model: onnx.ModelProto) -> bool:
         del graph.node[:]
         graph.node.extend(kept)
     return changed
+
+
+def _drop_no_ops(model: onnx.ModelProto) -> None:
+    """Remove the Pads of zero pads and the Slices that keep all of a static tensor, in
+    place: what torch's export of EnCodec's SConv1d leaves once its widths are known (a
+    k1 conv's `pad1d` of 0, `padded[..., :end]` of the whole width), each otherwise a
+    copy on onnxruntime between two of our kernel's layers."""
+    graph = model.graph
+    constants = {t.name: t for t in graph.initializer}
+    types = _placement.value_types(model)
+    # Kept where a graph output is theirs, or a subgraph (If, Loop) reads them by name.
+    keep = {o.name for o in graph.output} | set().union(*[
+        _placement.read_names(node) - set(node.input) for node in graph.node])
+    outputs = {o.name for o in graph.output}
+    renamed, kept = {}, []
+    for node in graph.node:
+        node.input[:] = [renamed.get(name, name) for name in node.input]
+        if node.domain in ("", "ai.onnx") and node.output[0] not in keep and \
+                len(node.output) == 1 and _is_no_op(node, constants, types):
+            renamed[node.output[0]] = node.input[0]
+        else:
+            kept.append(node)
+    if not renamed:
+        return
+    del graph.node[:]
+    graph.node.extend(kept)
+    for value in [v for v in graph.value_info if v.name in renamed]:
+        graph.value_info.remove(value)
+    read = set().union(*[_placement.read_names(node) for node in kept]) | outputs
+    for tensor in [t for t in graph.initializer if t.name not in read]:
+        graph.initializer.remove(tensor)
+
+
+def _is_no_op(node: onnx.NodeProto, constants: dict, types: dict) -> bool:
+    def value(index):
+        name = node.input[index] if len(node.input) > index else ""
+        return numpy_helper.to_array(constants[name]) if name in constants else None
+
+    if node.op_type == "Pad" and len(node.input) > 1:
+        pads = value(1)
+        return pads is not None and not pads.any()
+    if node.op_type != "Slice" or len(node.input) < 3:
+        return False
+    shape = _placement.static_shape(types.get(node.input[0]))
+    starts, ends = value(1), value(2)
+    axes = value(3) if len(node.input) > 3 and node.input[3] else \
+        numpy.arange(len(starts) if starts is not None else 0)
+    steps = value(4) if len(node.input) > 4 and node.input[4] else numpy.ones_like(axes)
+    if shape is None or any(v is None for v in (starts, ends, axes, steps)):
+        return False
+    for start, end, axis, step in zip(starts, ends, axes, steps):
+        dim = shape[int(axis)]
+        start = min(max(int(start) + dim if start < 0 else int(start), 0), dim)
+        end = int(end) + dim if end < 0 else int(end)
+        if step != 1 or start != 0 or end < dim:
+            return False
+    return True
 
 
 def _dims(type_proto: onnx.TypeProto) -> list | None:

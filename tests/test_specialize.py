@@ -97,6 +97,12 @@ def test_specializing_folds_every_shape_chain_and_keeps_the_answer(name):
     assert all(n.input[1] in constants for n in static.graph.node
                if n.op_type in ("Pad", "Reshape", "Slice"))
     assert all(n.input[2] in constants for n in static.graph.node if n.op_type == "Slice")
+    # What is left is the static builder's graph (Demucs keeps its final view), the no-op
+    # Pads and Slices of a k1 conv's padding gone, weight norm computed.
+    twin = collections.Counter(n.op_type for n in architectures.reduced(
+        name.replace("-weight-norm", ""), frames=9).graph.node)
+    twin.update(["Reshape"] if name.startswith("demucs") else [])
+    assert collections.Counter(n.op_type for n in static.graph.node) == twin
     [expected] = onnxruntime_answer(model, feeds)
     [got] = onnxruntime_answer(static, feeds)
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -241,8 +247,9 @@ def test_the_lru_keeps_the_most_recent_shapes_and_evicts_the_oldest():
                                    "held": [{"z": [1, 16, 9]}, {"z": [1, 16, 8]}]}
     placed = session.placement
     assert set(placed) == set(placement.node_names(model.graph))
+    left = len(specialize.specialized(model, {"z": (1, 16, 8)}).graph.node)
     assert collections.Counter(placed.values()) == {
-        "fake:host": 67, "folded": len(model.graph.node) - 67}
+        "fake:host": left, "folded": len(model.graph.node) - left}
     assert SPECIALIZATIONS == SpecializedSession(model, open_static).limit == 8
     with pytest.raises(ArgumentError, match="limit=0 must be a positive int"):
         SpecializedSession(model, open_static, limit=0)
