@@ -149,12 +149,11 @@ def specialized(model: onnx.ModelProto, shapes: dict) -> onnx.ModelProto:
             _set_dims(value.type, [None] * len(dims))
     model = _inferred(model)
     for _ in range(_MAX_ROUNDS):
-        changed = _constants_as_initializers(graph) | _shapes_as_constants(model)
+        changed = _constants_as_initializers(model.graph) | _shapes_as_constants(model)
         changed |= _placement.fold_constants(model)
         if not changed:
             break
         model = _inferred(model)
-        graph = model.graph
     _drop_no_ops(model)
     properties = {p.key: p.value for p in model.metadata_props if p.key not in _STALE_KEYS}
     onnx.helper.set_model_props(model, {**properties, SPECIALIZED_KEY: describe(shapes)})
