@@ -26,6 +26,10 @@ from . import params as _params
 from .cache import ARTIFACT_FORMAT
 
 MANIFEST_NAME = "manifest.json"
+# The model property that says which input shapes a model with free dimensions was
+# specialised to (runtime/specialize.py), as {"inputs": {name: [dims]}} in JSON; the
+# manifest of an artifact built from it, or from a segment of it, records it.
+SPECIALIZED_KEY = "conv1d_transpose.specialized"
 
 # Manifest keys the runtime reads, and their JSON types.
 _REQUIRED = {"library": str, "library_sha256": str, "inputs": list, "outputs": list,
@@ -65,6 +69,7 @@ def make_manifest(model: onnx.ModelProto, entry, result, export: dict, *,
         "device_code": export["device_code"],
         "linker": export["linker"],
         "scheduled": result.scheduled,
+        "specialized": specialization(model),
         "options": {**options, **result.options, **export["options"]},
         "tvm_version": versions["tvm"],
         "tvm_ffi_version": versions["tvm_ffi"],
@@ -130,6 +135,19 @@ def read_manifest(path: str, expected: dict | None = None):
         if manifest.get(key) != value:
             return f"manifest {key} is {manifest.get(key)!r}, expected {value!r}", None
     return None, manifest
+
+
+def specialization(model: onnx.ModelProto) -> dict | None:
+    """What SPECIALIZED_KEY says of `model` ({"inputs": {name: [dims]}}), or None for a
+    model that was not specialised."""
+    for prop in model.metadata_props:
+        if prop.key == SPECIALIZED_KEY:
+            try:
+                found = json.loads(prop.value)
+            except ValueError:
+                return None
+            return found if isinstance(found, dict) else None
+    return None
 
 
 def _value_infos(model: onnx.ModelProto):

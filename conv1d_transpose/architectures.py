@@ -14,6 +14,13 @@ named like the TorchScript exporter names them (`/ups.0/ConvTranspose`, initiali
 torch module draws them (uniform +-1/sqrt(fan_in)), so activations stay O(1) and tolerance
 checks against onnxruntime mean something; no checkpoint is loaded.
 
+`dynamic=True` gives a builder's input a symbolic time axis (`time`; the output's is
+`samples`) and writes the shape arithmetic that `torch.onnx.export(..., dynamic_axes=...)`
+writes for that module's Python (issue 30): EnCodec's padding computed from
+Shape -> Gather -> Sub -> Cast -> Div -> Ceil -> ... -> Pad, Demucs' final view through a
+Reshape whose shape comes from Shape. Those chains are what TVM 0.27's importer cannot
+take (runtime/specialize.py folds them per input shape).
+
 `ARCHITECTURES` names every builder and the variants of the issue's table (LSTM, weight
 norm in the graph); `reduced(name)` builds a small version that runs in milliseconds.
 """
@@ -67,6 +74,53 @@ class _GraphBuilder:
         self.nodes.append(helper.make_node(op_type, list(inputs), names, name=name,
                                            **attributes))
         return names[0] if outputs == 1 else names
+
+    def constant_node(self, values, scope: str, dtype=np.int64) -> str:
+        """A `Constant` node, as torch writes the literals of shape arithmetic (its constant
+        folding turns only the results of folded nodes into initializers)."""
+        return self.node("Constant", [], scope, value=numpy_helper.from_array(
+            np.array(values, dtype), "value"))
+
+    def size(self, x: str, axis: int, scope: str) -> str:
+        """`x.shape[axis]` under torch's tracer: Shape -> Gather of a 0-d index (a negative
+        axis made positive: the exporter knows the rank), a 0-d int64."""
+        return self.node("Gather", [self.node("Shape", [x], scope),
+                                    self.constant_node(axis, scope)], scope, axis=0)
+
+    def trim_end(self, x: str, start: int, end_trim, scope: str) -> str:
+        """`x[..., start:x.shape[-1] - end_trim]` as torch exports it with a dynamic width:
+        the end from Shape, Unsqueezed into Slice's 1-D `ends`."""
+        end = self.node("Sub", [self.size(x, 2, scope), self.constant_node(end_trim, scope)],
+                        scope)
+        end = self.node("Unsqueeze", [end, self.constant_node([0], scope)], scope)
+        return self.node("Slice", [x, self.constant_node([start], scope), end,
+                                   self.constant_node([2], scope),
+                                   self.constant_node([1], scope)], scope)
+
+    def dynamic_pad(self, x: str, left: int, right, scope: str, mode: str) -> str:
+        """`F.pad(x, (left, right))` on a 3-D NCW tensor with `right` a traced 0-d int64:
+        torch's `_prepare_onnx_paddings` (symbolic_opset11) turns the list into ONNX's
+        pads at run time: Concat -> ConstantOfShape of the missing zeros -> Reshape to
+        pairs -> Slice reversing them -> Transpose -> Reshape -> Cast -> Pad."""
+        pad = self.node("Concat", [self.constant_node([left], scope),
+                                   self.node("Unsqueeze", [right, self.constant_node(
+                                       [0], scope)], scope)], scope, axis=0)
+        pad_length = self.node("Gather", [self.node("Shape", [pad], scope),
+                                          self.constant_node([0], scope)], scope, axis=0)
+        extension = self.node("Sub", [self.constant_node(6, scope), pad_length], scope)
+        pad = self.node("Cast", [pad], scope, to=TensorProto.INT64)
+        zeros = self.node("ConstantOfShape", [extension], scope,
+                          value=numpy_helper.from_array(np.zeros(1, np.int64), "value"))
+        pads = self.node("Concat", [pad, zeros], scope, axis=0)
+        pads = self.node("Reshape", [pads, self.constant_node([-1, 2], scope)], scope)
+        pads = self.node("Slice", [pads, self.constant_node([-1], scope),
+                                   self.constant_node([-(2 ** 63 - 1)], scope),
+                                   self.constant_node([0], scope),
+                                   self.constant_node([-1], scope)], scope)
+        pads = self.node("Transpose", [pads], scope, perm=[1, 0])
+        pads = self.node("Reshape", [pads, self.constant_node([-1], scope)], scope)
+        pads = self.node("Cast", [pads], scope, to=TensorProto.INT64)
+        return self.node("Pad", [x, pads], scope, mode=mode)
 
     def uniform(self, shape: Sequence[int], bound: float) -> np.ndarray:
         # float32 draws: the full Demucs decoder has 56 M weights.
@@ -136,7 +190,7 @@ class _GraphBuilder:
         return self.node("Reshape", [y, self.constant([0, 0, -1])], scope)
 
     def model(self, inputs: Sequence[onnx.ValueInfoProto], output: str,
-              output_shape: Sequence[int], architecture: str, hyperparameters: dict,
+              output_shape: Sequence, architecture: str, hyperparameters: dict,
               doc: str) -> onnx.ModelProto:
         last = self.nodes[-1]
         assert last.output[0] == output, (last.output, output)
@@ -188,8 +242,17 @@ def _parameter(scope: str) -> str:
     return scope.replace("/", ".")
 
 
-def _input(name: str, shape: Sequence[int]) -> onnx.ValueInfoProto:
+def _input(name: str, shape: Sequence) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+
+
+# The symbolic axes of `dynamic=True` models, named as a torch.onnx.export call with
+# dynamic_axes={"mel": {2: "time"}, "y": {2: "samples"}} names them.
+TIME, SAMPLES = "time", "samples"
+
+
+def _time(frames: int, dynamic: bool):
+    return TIME if dynamic else frames
 
 
 def _require(condition: bool, argument: str, value, allowed: str) -> None:
@@ -218,7 +281,8 @@ def hifigan_v1(frames: int = 50, mel_channels: int = 80, initial_channels: int =
                upsample_kernels: Sequence[int] = (16, 16, 4, 4),
                resblock_kernels: Sequence[int] = (3, 7, 11),
                resblock_dilations: Sequence[Sequence[int]] = ((1, 3, 5), (1, 3, 5), (1, 3, 5)),
-               weight_norm: bool = False, batch: int = 1, seed: int = 0) -> onnx.ModelProto:
+               weight_norm: bool = False, batch: int = 1, seed: int = 0,
+               dynamic: bool = False) -> onnx.ModelProto:
     """The HiFi-GAN V1 generator: mel [N, mel_channels, frames] -> audio [N, 1, frames*256].
 
     Source: Kong, Kim, Bae, "HiFi-GAN: Generative Adversarial Networks for Efficient and
@@ -239,6 +303,9 @@ def hifigan_v1(frames: int = 50, mel_channels: int = 80, initial_channels: int =
     model trains with it; inference exports usually call remove_weight_norm first).
     Weights: torch's default init, not the repo's N(0, 0.01) `init_weights`, so that the
     random model's activations do not vanish.
+
+    `dynamic=True`: the mel's time axis is symbolic (`time`, the audio's `samples`); the
+    generator's forward reads no shape, so its export has no shape arithmetic.
     """
     _positive(frames=frames, mel_channels=mel_channels, initial_channels=initial_channels,
               batch=batch)
@@ -254,7 +321,7 @@ def hifigan_v1(frames: int = 50, mel_channels: int = 80, initial_channels: int =
         upsample_rates=list(upsample_rates), upsample_kernels=list(upsample_kernels),
         resblock_kernels=list(resblock_kernels),
         resblock_dilations=[list(d) for d in resblock_dilations], weight_norm=weight_norm,
-        batch=batch, seed=seed)
+        batch=batch, seed=seed, dynamic=dynamic)
     g = _GraphBuilder(seed, weight_norm)
     x = g.conv("mel", "conv_pre", mel_channels, initial_channels, 7, pads=(3, 3))
     width, channels = frames, initial_channels
@@ -284,8 +351,8 @@ def hifigan_v1(frames: int = 50, mel_channels: int = 80, initial_channels: int =
     x = g.node("LeakyRelu", [x], "", alpha=0.01)
     x = g.conv(x, "conv_post", channels, 1, 7, pads=(3, 3))
     x = g.node("Tanh", [x], "")
-    return g.model([_input("mel", (batch, mel_channels, frames))], x, (batch, 1, width),
-                   "hifigan-v1", hyperparameters, hifigan_v1.__doc__.split("\n")[0])
+    return g.model([_input("mel", (batch, mel_channels, _time(frames, dynamic)))], x,
+                   (batch, 1, SAMPLES if dynamic else width), "hifigan-v1", hyperparameters, hifigan_v1.__doc__.split("\n")[0])
 
 
 def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
@@ -294,7 +361,7 @@ def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
                     dilation_base: int = 2, n_residual_layers: int = 1, compress: int = 2,
                     causal: bool = True, true_skip: bool = False, pad_mode: str = "reflect",
                     lstm: bool = False, lstm_layers: int = 2, weight_norm: bool = False,
-                    batch: int = 1, seed: int = 0) -> onnx.ModelProto:
+                    batch: int = 1, seed: int = 0, dynamic: bool = False) -> onnx.ModelProto:
     """The EnCodec 24 kHz SEANet decoder: z [N, 128, frames] -> audio [N, 1, frames*320].
 
     Source: Defossez, Copet, Synnaeve, Adi, "High Fidelity Neural Audio Compression", 2022;
@@ -320,6 +387,15 @@ def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
     `lstm=False` is the issue's "no LSTM" variant (the published model has `lstm_layers=2`);
     `weight_norm=True` leaves torch's g * v / ||v|| subgraph in front of every conv and
     transposed conv, as the published model holds it.
+
+    `dynamic=True` (symbolic `time`): what `modules/conv.py` computes from `x.shape[-1]`
+    is in the graph, as the tracer records it. Every SConv1d (k1 included) pads by
+    `get_extra_padding_for_conv1d`: length = Gather(Shape(x), 2) -> Sub k -> Add
+    padding_total -> Cast float -> Div stride -> Add 1 -> Ceil -> Cast int64 -> Sub 1 ->
+    Mul stride -> Add (k - padding_total) -> Sub length (0 at stride 1, but computed),
+    then `pad1d`'s F.pad through `_prepare_onnx_paddings` (Pad's pads from that value)
+    and its `padded[..., :end]` Slice; each SConvTranspose1d's `unpad1d` is a Slice whose
+    end comes from Shape. `frames` then only checks the reflect pads.
     """
     _positive(frames=frames, dimension=dimension, n_filters=n_filters, kernel_size=kernel_size,
               last_kernel_size=last_kernel_size, residual_kernel_size=residual_kernel_size,
@@ -336,7 +412,7 @@ def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
         residual_kernel_size=residual_kernel_size, dilation_base=dilation_base,
         n_residual_layers=n_residual_layers, compress=compress, causal=causal,
         true_skip=true_skip, pad_mode=pad_mode, lstm=lstm, lstm_layers=lstm_layers,
-        weight_norm=weight_norm, batch=batch, seed=seed)
+        weight_norm=weight_norm, batch=batch, seed=seed, dynamic=dynamic)
     g = _GraphBuilder(seed, weight_norm)
     width = frames
 
@@ -345,6 +421,9 @@ def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
         total = (kernel - 1) * dilation
         right = 0 if causal else total // 2
         pads = (total - right, right)
+        if dynamic:
+            x = torch_pad1d(x, scope, kernel, dilation, pads)
+            return g.conv(x, f"{scope}/conv/conv", cin, cout, kernel, dilation=dilation)
         if pad_mode == "reflect" and total:
             _require(max(pads) < width, "frames", frames,
                      f"enough for a reflect pad of {max(pads)} at width {width}")
@@ -352,6 +431,32 @@ def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
                        mode="reflect")
             pads = (0, 0)
         return g.conv(x, f"{scope}/conv/conv", cin, cout, kernel, dilation=dilation, pads=pads)
+
+    def torch_pad1d(x: str, scope: str, kernel: int, dilation: int, pads) -> str:
+        # SConv1d.forward: get_extra_padding_for_conv1d(x, k, stride 1, padding_total),
+        # then pad1d(x, (left, right + extra), pad_mode); "zero" is F.pad's constant mode.
+        padding_total, stride = (kernel - 1) * dilation, 1
+        _require(pad_mode != "reflect" or max(pads) < width, "frames", frames,
+                 f"enough for a reflect pad of {max(pads)} at width {width}")
+        length = g.size(x, 2, scope)
+        n_frames = g.node("Add", [g.node("Sub", [length, g.constant_node(kernel, scope)],
+                                        scope),
+                                 g.constant_node(padding_total, scope)], scope)
+        n_frames = g.node("Cast", [n_frames], scope, to=TensorProto.FLOAT)
+        n_frames = g.node("Div", [n_frames, g.constant_node(float(stride), scope, np.float32)],
+                         scope)
+        n_frames = g.node("Add", [n_frames, g.constant_node(1.0, scope, np.float32)], scope)
+        n_frames = g.node("Cast", [g.node("Ceil", [n_frames], scope)], scope,
+                         to=TensorProto.INT64)
+        ideal = g.node("Sub", [n_frames, g.constant_node(1, scope)], scope)
+        ideal = g.node("Mul", [ideal, g.constant_node(stride, scope)], scope)
+        ideal = g.node("Add", [ideal, g.constant_node(kernel - padding_total, scope)], scope)
+        extra = g.node("Sub", [ideal, length], scope)
+        if pads[1]:
+            extra = g.node("Add", [g.constant_node(pads[1], scope), extra], scope)
+        mode = "reflect" if pad_mode == "reflect" else "constant"
+        x = g.dynamic_pad(x, pads[0], extra, scope, mode)
+        return g.trim_end(x, 0, 0, scope)  # pad1d's padded[..., :end], extra_pad 0
 
     index = 0
     channels = 2 ** len(ratios) * n_filters
@@ -377,7 +482,10 @@ def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
         trim = kernel - ratio
         right = trim if causal else trim // 2
         left = trim - right
-        if trim:
+        if trim and dynamic:
+            x = g.trim_end(x, left, right, f"model.{index}")  # unpad1d
+            width -= trim
+        elif trim:
             x = g.node("Slice", [x, g.constant([left]), g.constant([width - right]),
                                  g.constant([2]), g.constant([1])], f"model.{index}")
             width -= trim
@@ -395,8 +503,8 @@ def encodec_decoder(frames: int = 75, dimension: int = 128, n_filters: int = 32,
     index += 1
     x = g.node("Elu", [x], f"model.{index}", alpha=1.0)
     x = sconv(x, f"model.{index + 1}", n_filters, 1, last_kernel_size)
-    return g.model([_input("z", (batch, dimension, frames))], x, (batch, 1, width),
-                   "encodec-decoder", hyperparameters, encodec_decoder.__doc__.split("\n")[0])
+    return g.model([_input("z", (batch, dimension, _time(frames, dynamic)))], x,
+                   (batch, 1, SAMPLES if dynamic else width), "encodec-decoder", hyperparameters, encodec_decoder.__doc__.split("\n")[0])
 
 
 def demucs_v2_decoder(frames: int = 16, sources: int = 4, audio_channels: int = 2,
@@ -404,7 +512,7 @@ def demucs_v2_decoder(frames: int = 16, sources: int = 4, audio_channels: int = 
                       kernel_size: int = 8, stride: int = 4, context: int = 3,
                       glu: bool = True, lstm: bool = False, lstm_layers: int = 2,
                       skips: bool = False, rescale: float = 0.1, batch: int = 1,
-                      seed: int = 0) -> onnx.ModelProto:
+                      seed: int = 0, dynamic: bool = False) -> onnx.ModelProto:
     """The Demucs v2 decoder: x [N, 2048, frames] -> [N, sources*audio_channels, W].
 
     Source: Defossez, Usunier, Bottou, Bach, "Music Source Separation in the Waveform
@@ -427,6 +535,11 @@ def demucs_v2_decoder(frames: int = 16, sources: int = 4, audio_channels: int = 
     (deepest) .. `skip{depth-1}`, already center-trimmed to the decoder's width (the
     trim happens on the encoder side, outside this graph). Weights: torch's default init
     then Demucs' rescale_conv (std towards `rescale`).
+
+    `dynamic=True` (symbolic `time`; skips `width0`..): the final view is kept, as
+    `Demucs.forward` writes it: `x.view(x.size(0), len(self.sources),
+    self.audio_channels, x.size(-1))`, exported as Gather(Shape) -> Unsqueeze -> Concat
+    -> Reshape; the output is [N, sources, audio_channels, samples].
     """
     _positive(frames=frames, sources=sources, audio_channels=audio_channels,
               channels=channels, depth=depth, kernel_size=kernel_size, stride=stride,
@@ -438,14 +551,14 @@ def demucs_v2_decoder(frames: int = 16, sources: int = 4, audio_channels: int = 
         frames=frames, sources=sources, audio_channels=audio_channels, channels=channels,
         growth=growth, depth=depth, kernel_size=kernel_size, stride=stride, context=context,
         glu=glu, lstm=lstm, lstm_layers=lstm_layers, skips=skips, rescale=rescale,
-        batch=batch, seed=seed)
+        batch=batch, seed=seed, dynamic=dynamic)
     widths = [channels]  # encoder layer i outputs widths[i] channels
     for _ in range(depth - 1):
         widths.append(int(growth * widths[-1]))
     g = _GraphBuilder(seed)
     scale = rescale or None
     x, width = "x", frames
-    inputs = [_input("x", (batch, widths[-1], frames))]
+    inputs = [_input("x", (batch, widths[-1], _time(frames, dynamic)))]
     if lstm:
         c = widths[-1]
         y = g.node("Transpose", [x], "lstm", perm=[2, 0, 1])
@@ -464,7 +577,7 @@ def demucs_v2_decoder(frames: int = 16, sources: int = 4, audio_channels: int = 
         scope = f"decoder.{layer}"
         if skips:
             name = f"skip{layer}"
-            inputs.append(_input(name, (batch, c, width)))
+            inputs.append(_input(name, (batch, c, f"width{layer}" if dynamic else width)))
             x = g.node("Add", [x, name], "")
         _require(width >= context, "frames", frames,
                  f"enough for the k{context} conv of decoder layer {layer} (width {width})")
@@ -482,7 +595,14 @@ def demucs_v2_decoder(frames: int = 16, sources: int = 4, audio_channels: int = 
         width = conv_transpose_width(width, kernel_size, stride, (0, 0))
         if index > 0:
             x = g.node("Relu", [x], f"{scope}/3")
-    return g.model(inputs, x, (batch, sources * audio_channels, width), "demucs-v2-decoder",
+    output_shape = (batch, sources * audio_channels, width)
+    if dynamic:
+        view = [g.node("Unsqueeze", [g.size(x, 0, ""), g.constant_node([0], "")], ""),
+                g.constant_node([sources], ""), g.constant_node([audio_channels], ""),
+                g.node("Unsqueeze", [g.size(x, 2, ""), g.constant_node([0], "")], "")]
+        x = g.node("Reshape", [x, g.node("Concat", view, "", axis=0)], "")
+        output_shape = (batch, sources, audio_channels, SAMPLES)
+    return g.model(inputs, x, output_shape, "demucs-v2-decoder",
                    hyperparameters, demucs_v2_decoder.__doc__.split("\n")[0])
 
 

@@ -152,10 +152,19 @@ def run_model_bench(models, backends=None, *, inputs=None, threads=None, quick=F
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     session = _session(backend, model, threads, cache_dir)
+                    if getattr(session, "specialized", None) is not None:
+                        # One static session per input shape (runtime/specialized_session.py):
+                        # it opens, and warns, at the first call with these shapes.
+                        session.run(None, feeds)
                 record["open_s"] = time.perf_counter() - start
                 record["runs_on"] = session.backend
                 record["note"] = "; ".join(str(w.message).splitlines()[0] for w in caught
                                            if "Warning" in w.category.__name__)
+                if getattr(session, "specialized", None) is not None:
+                    shapes = ", ".join(f"{name}={'x'.join(map(str, shape))}" for name, shape
+                                       in session.specialized["inputs"].items())
+                    record["note"] = "; ".join(filter(None, [
+                        f"specialized per input shape ({shapes})", record["note"]]))
                 placement = getattr(session, "placement", None)
                 if placement:
                     record["placement"] = dict(collections.Counter(placement.values()))
@@ -200,6 +209,7 @@ def _profile(session, model, feeds, threads, calls=3) -> list[dict]:
     from .runtime.session import InferenceSession
 
     inner = session._session if isinstance(session, InferenceSession) else session
+    inner = getattr(inner, "current", None) or inner  # a specialisation's own session
     parts = getattr(inner, "_parts", None)
     if parts is not None:  # a split session: time each segment
         result = []

@@ -72,7 +72,7 @@ def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
             kept.append(node)
     del graph.node[:]
     graph.node.extend(kept)
-    _fold_constants(model)
+    fold_constants(model)
     model = _inferred(model)
     if _unit_height_to_1d(model):
         model = _inferred(model)
@@ -104,7 +104,7 @@ def _convs_as_transposes(model: onnx.ModelProto) -> None:
         nodes.append(new)
     del graph.node[:]
     graph.node.extend(nodes)
-    read = set().union(*[_read_names(node) for node in nodes]) if nodes else set()
+    read = set().union(*[read_names(node) for node in nodes]) if nodes else set()
     inputs = {v.name for v in graph.input} | {o.name for o in graph.output}
     for tensor in [t for t in graph.initializer if t.name not in read | inputs]:
         graph.initializer.remove(tensor)
@@ -137,7 +137,7 @@ def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
         shape = static_shape(types.get(node.input[0])) if weight is not None else None
         attributes = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
         if weight is None or len(weight.dims) != 4 or weight.dims[2] != 1 or shape is None \
-                or len(shape) != 4 or shape[2] != 1 or not _unit_height(attributes):
+                or len(shape) != 4 or shape[2] != 1 or not unit_height(attributes):
             nodes.append(node)
             continue
         from onnx import numpy_helper
@@ -173,7 +173,7 @@ def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
     return changed
 
 
-def _unit_height(attributes) -> bool:
+def unit_height(attributes) -> bool:
     """The height axis of a 2-D ConvTranspose does nothing: kernel 1, stride 1, no pads."""
     pairs = ("kernel_shape", "strides", "dilations", "output_padding", "output_shape")
     if any(len(attributes.get(name, [1, 1])) != 2 for name in pairs):
@@ -306,7 +306,7 @@ def joined_elementwise(model: onnx.ModelProto, on_tvm: set[int], types=None) -> 
     producer = {out: index for index, node in enumerate(nodes) for out in node.output if out}
     consumers: dict[str, list[int]] = {}
     for index, node in enumerate(nodes):
-        for name in _read_names(node):
+        for name in read_names(node):
             consumers.setdefault(name, []).append(index)
 
     def eligible(node):
@@ -388,7 +388,7 @@ def segments(model: onnx.ModelProto, on_tvm: set[int]) -> list[Segment]:
             runs[-1][1].append(index)
         else:
             runs.append((tvm, [index]))
-    reads = [set().union(*[_read_names(graph.node[i]) for i in run]) for _, run in runs]
+    reads = [set().union(*[read_names(graph.node[i]) for i in run]) for _, run in runs]
     graph_outputs = [o.name for o in graph.output]
     result = []
     for position, (tvm, run) in enumerate(runs):
@@ -401,7 +401,7 @@ def segments(model: onnx.ModelProto, on_tvm: set[int]) -> list[Segment]:
     return result
 
 
-def _read_names(node: onnx.NodeProto) -> set[str]:
+def read_names(node: onnx.NodeProto) -> set[str]:
     """Every value a node reads, including those its subgraphs (If, Loop, Scan) read from
     the enclosing scope."""
     names = {name for name in node.input if name}
@@ -412,7 +412,7 @@ def _read_names(node: onnx.NodeProto) -> set[str]:
             for sub_node in sub.node:
                 inner |= set(sub_node.output)
             for sub_node in sub.node:
-                names |= _read_names(sub_node) - inner
+                names |= read_names(sub_node) - inner
     return names
 
 
@@ -420,7 +420,7 @@ def segment_model(model: onnx.ModelProto, segment: Segment, types) -> onnx.Model
     """A model of one segment alone: its nodes, the initializers they read, its inputs and
     outputs typed as shape inference typed them."""
     graph = model.graph
-    read = set().union(*[_read_names(node) for node in segment.nodes])
+    read = set().union(*[read_names(node) for node in segment.nodes])
     initializers = [t for t in graph.initializer if t.name in read]
 
     def value(name):
@@ -438,6 +438,8 @@ def segment_model(model: onnx.ModelProto, segment: Segment, types) -> onnx.Model
     result = onnx.helper.make_model(sub, opset_imports=list(model.opset_import),
                                     ir_version=model.ir_version)
     result.functions.extend(model.functions)
+    from ..compile.manifest import SPECIALIZED_KEY  # the segment's manifest records it
+    result.metadata_props.extend(p for p in model.metadata_props if p.key == SPECIALIZED_KEY)
     return result
 
 
@@ -447,11 +449,11 @@ _NOT_FOLDED = frozenset({"RandomNormal", "RandomNormalLike", "RandomUniform",
                          "RandomUniformLike", "Multinomial", "Bernoulli", "Dropout"})
 
 
-def _fold_constants(model: onnx.ModelProto) -> None:
+def fold_constants(model: onnx.ModelProto) -> bool:
     """Replace the nodes that read only constants by the values they compute, in place
-    (onnx's reference evaluator computes them: no runtime needed). A model it cannot
-    evaluate is left as it is: onnxruntime folds such nodes itself, and our kernel then
-    just does not take the ConvTranspose they feed."""
+    (onnx's reference evaluator computes them: no runtime needed); True if any were. A
+    model it cannot evaluate is left as it is: onnxruntime folds such nodes itself, and
+    our kernel then just does not take the ConvTranspose they feed."""
     graph = model.graph
     known = {t.name for t in graph.initializer}
     folded, kept = [], []
@@ -465,11 +467,11 @@ def _fold_constants(model: onnx.ModelProto) -> None:
         else:
             kept.append(node)
     if not folded:
-        return
-    read = set().union(*[_read_names(node) for node in kept]) | {o.name for o in graph.output}
+        return False
+    read = set().union(*[read_names(node) for node in kept]) | {o.name for o in graph.output}
     wanted = [name for node in folded for name in node.output if name in read]
     if not wanted:
-        return
+        return False
     from onnx import numpy_helper
     from onnx.reference import ReferenceEvaluator
 
@@ -481,13 +483,14 @@ def _fold_constants(model: onnx.ModelProto) -> None:
             constants, opset_imports=list(model.opset_import), ir_version=model.ir_version))
         values = evaluator.run(wanted, {})
     except Exception:
-        return
+        return False
     del graph.node[:]
     graph.node.extend(kept)
     graph.initializer.extend(numpy_helper.from_array(numpy.asarray(value), name)
                              for name, value in zip(wanted, values))
-    used = set().union(*[_read_names(node) for node in kept]) | {o.name for o in graph.output}
+    used = set().union(*[read_names(node) for node in kept]) | {o.name for o in graph.output}
     inputs = {v.name for v in graph.input}
     unused = [t for t in graph.initializer if t.name not in used and t.name not in inputs]
     for tensor in unused:
         graph.initializer.remove(tensor)
+    return True

@@ -19,6 +19,7 @@ from ..graph.onnx_export import spec_from_model
 from .onnxruntime_backend import DTYPES as ONNXRUNTIME_DTYPES
 from .onnxruntime_backend import OnnxRuntimeSession
 from . import placement as _placement
+from . import specialize as _specialize
 
 BACKENDS = ("auto", "onnxruntime", "tvm")
 
@@ -124,10 +125,16 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
     if isinstance(model_or_path, (str, os.PathLike)) and os.path.isdir(model_or_path):
         # A compiled artifact: only TVM can run it, and there is no model to fall back on.
         return _tvm_session(os.fspath(model_or_path), target, **tvm_options)
-    if backend == "tvm":
-        return _tvm_session(source or load_model(model_or_path), target, **tvm_options)
-
     model = source or load_model(model_or_path)
+    # A free dimension our kernel needs fixed: one static session per input shape.
+    if source is None and _specialize.waits_on_shapes(model,
+                                                      symbolic_batch=backend == "tvm"):
+        from .specialized_session import SpecializedSession
+        return SpecializedSession(model, lambda static: open_session(
+            static, backend, target, threads=threads, cache_dir=cache_dir, targets=targets))
+    if backend == "tvm":
+        return _tvm_session(model, target, **tvm_options)
+
     if source is None:
         placed = _place_nodes(model, target, tvm_options, threads)
         if placed is not None:
@@ -294,6 +301,14 @@ class InferenceSession:
         segment failed to build, or onnxruntime ran that segment faster when the session
         opened (both times given). Empty where no split was made."""
         return dict(getattr(self._session, "placement_reasons", None) or {})
+
+    @property
+    def specialized(self) -> dict | None:
+        """None where the model runs as given. A model with a free dimension that our
+        kernel needs fixed runs as one static model per input shape (`placement` and
+        `backend` are then the latest call's): {"inputs": the latest call's input shapes,
+        "held": the shapes held open, least recently used first, "limit": how many}."""
+        return getattr(self._session, "specialized", None)
 
     @property
     def emulated(self) -> bool:
