@@ -293,18 +293,29 @@ class _Rewrite:
             pads = next((list(a.ints) for a in node.attribute if a.name == "pads"), None)
             return ([0], inputs, {"pads": _swapped_pads(pads, perm)}) \
                 if pads and len(pads) == 2 * rank else None
+        pads = self._constant_array(node.input[1]) if len(node.input) > 1 else None
+        if pads is None:
+            return None
+        pads = pads.reshape(-1).tolist()
         if len(node.input) > 3 and node.input[3]:  # axes (opset 18)
             axes = self._constant_array(node.input[3])
-            if axes is None:
+            if axes is None or 2 * axes.size != len(pads):
                 return None
-            inputs[3] = _Later(lambda: self._new_constant(
-                np.array([perm[a % rank] for a in axes.tolist()], axes.dtype), node.input[3]))
-            return [0], inputs, {}
-        pads = self._constant_array(node.input[1]) if len(node.input) > 1 else None
-        if pads is None or pads.shape != (2 * rank,):
+            # Written for every axis, without `axes`: onnxruntime 1.32's transpose
+            # optimizer, pushing a Transpose into the Pad, permutes its pads as if they
+            # covered every axis (measured: a Gather out of bounds at run time).
+            full = [0] * (2 * rank)
+            for index, axis in enumerate(axes.reshape(-1).tolist()):
+                full[axis % rank] = pads[index]
+                full[rank + axis % rank] = pads[axes.size + index]
+            pads = full
+            del inputs[3:]
+            while inputs[-1] == "":
+                inputs.pop()
+        if len(pads) != 2 * rank:
             return None
         inputs[1] = _Later(lambda: self._new_constant(
-            np.array(_swapped_pads(pads.tolist(), perm), pads.dtype), node.input[1]))
+            np.array(_swapped_pads(pads, perm), np.int64), node.input[1]))
         return [0], inputs, {}
 
     def _squeeze_plan(self, node, inputs, rank):
