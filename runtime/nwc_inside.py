@@ -94,8 +94,10 @@ class _Rewrite:
         self.constants = {t.name: t for t in graph.initializer}
         self.types = {v.name: v.type for v in list(graph.value_info) + list(graph.input)
                       + list(graph.output)}
-        self.taken = {n.name for n in graph.node} | {o for n in graph.node for o in n.output} \
-            | set(self.types) | set(self.constants)
+        # Names in use: of values, and (a namespace of their own) of nodes.
+        self.taken = {"value": {o for n in graph.node for o in n.output} | set(self.types)
+                      | set(self.constants) | {i for n in graph.node for i in n.input},
+                      "node": {n.name for n in graph.node}}
         # value -> (base, flipped): the value is its base, swapped if flipped. Only the
         # model's own [0, 2, 1] Transposes make a value that is not its own base.
         self.origin: dict[str, tuple[str, int]] = {}
@@ -165,7 +167,7 @@ class _Rewrite:
             into = held  # a Transpose of the swapped value already: the lowering reads past it
         else:
             into = self._transpose(data, self._fresh(f"{node.name}/input_ncw"),
-                                   self._fresh(f"{node.name}/input_ncw"))
+                                   self._fresh(f"{node.name}/input_ncw", "node"))
         output = node.output[0]
         bias = node.input[2] if len(node.input) > 2 and node.input[2] else None
         raw = self._fresh(f"{output}/ncw")
@@ -178,13 +180,14 @@ class _Rewrite:
         name, node_name = self.preferred.get((output, SWAPPED), (None, None))
         final = name or self._fresh(f"{output}/nwc")
         if bias is None:
-            self._transpose(raw, final, node_name or self._fresh(f"{node.name}/output_nwc"))
+            self._transpose(raw, final,
+                            node_name or self._fresh(f"{node.name}/output_nwc", "node"))
         else:
             # [N, W, C] + bias [C]: the bias runs along the last axis.
             unbiased = self._transpose(raw, self._fresh(f"{output}/nwc_without_bias"),
-                                       self._fresh(f"{node.name}/output_nwc"))
+                                       self._fresh(f"{node.name}/output_nwc", "node"))
             self.nodes.append(helper.make_node("Add", [unbiased, bias], [final],
-                                               name=self._fresh(f"{node.name}/bias")))
+                                               name=self._fresh(f"{node.name}/bias", "node")))
         self._hold(output, SWAPPED, final)
 
     def _runs_swapped(self, node: onnx.NodeProto, data: list[int]) -> bool:
@@ -410,8 +413,8 @@ class _Rewrite:
                 np.ascontiguousarray(array.transpose(_swap(rank))), target))
         else:
             suffix = "to_nwc" if want == SWAPPED else "to_ncw"
-            self._transpose(slot[1 - want], target, node_name or self._fresh(f"{base}/{suffix}"),
-                            rank)
+            node_name = node_name or self._fresh(f"{base}/{suffix}", "node")
+            self._transpose(slot[1 - want], target, node_name, rank)
         self._hold(base, want, target)
         return target
 
@@ -421,7 +424,7 @@ class _Rewrite:
         held = self.need(name, MODEL)
         if held != name:
             self.nodes.append(helper.make_node("Identity", [held], [name],
-                                               name=self._fresh(f"{name}/identity")))
+                                               name=self._fresh(f"{name}/identity", "node")))
 
     def _transpose(self, source: str, target: str, node_name: str, rank: int = 3) -> str:
         self.nodes.append(helper.make_node("Transpose", [source], [target], name=node_name,
@@ -448,12 +451,13 @@ class _Rewrite:
         self.new_constants.append(numpy_helper.from_array(array, name))
         return name
 
-    def _fresh(self, base: str) -> str:
+    def _fresh(self, base: str, kind: str = "value") -> str:
+        taken = self.taken[kind]
         name, count = base, 0
-        while name in self.taken:
+        while name in taken:
             count += 1
             name = f"{base}_{count}"
-        self.taken.add(name)
+        taken.add(name)
         return name
 
     def _constant_array(self, name: str) -> np.ndarray | None:
