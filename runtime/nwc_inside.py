@@ -327,7 +327,7 @@ class _Rewrite:
 
     def _squeeze_plan(self, node, inputs, rank):
         """A Squeeze or Unsqueeze of middle axes only (tf2onnx's unit height, axis 2):
-        the channel and last axes stay first and last, so the axes are the same NWC."""
+        the channel axis and the last one stay where they are, so do the axes, NWC."""
         if self.opset >= 13:
             axes = self._constant_array(node.input[1]) if len(node.input) > 1 else None
             axes = None if axes is None else axes.reshape(-1).tolist()
