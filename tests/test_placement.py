@@ -412,6 +412,23 @@ def test_auto_keeps_the_split_only_where_it_measures_faster(split_wins, tmp_path
                             "with tvm:host+onnxruntime:cpu"]
 
 
+def test_a_split_within_the_margin_of_onnxruntime_alone_is_not_kept(tmp_path, monkeypatch):
+    """A split measured 1% faster at open is noise on a busy machine: auto keeps
+    onnxruntime alone unless the split wins by SPLIT_MARGIN."""
+    from conv1d_transpose.runtime import session as session_module
+    from conv1d_transpose.runtime import split_session
+
+    assert session_module.SPLIT_MARGIN > 1.01
+    monkeypatch.setattr(split_session, "median_times", lambda sessions, feeds, **kwargs: {
+        "split": 1.98, "alone": 2.0} if "split" in sessions else {"tvm": 1.0,
+                                                                  "onnxruntime": 2.0})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        session = ct.InferenceSession(split_block(), backend="auto", cache_dir=tmp_path)
+    assert session.backend == "onnxruntime:cpu"
+    assert any(w.category is BackendFallbackWarning for w in caught)
+
+
 def test_median_times_alternates_isolated_blocks():
     import importlib
     median_times = importlib.reload(
