@@ -541,5 +541,5 @@ def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def _read_names(node: onnx.NodeProto) -> set[str]:
     # (placement's: what a node reads, its subgraphs' reads from this scope included)
-    from .placement import _read_names as read_names
+    from .placement import read_names
     return read_names(node)

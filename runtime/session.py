@@ -228,11 +228,12 @@ def _place_nodes(model, target, tvm_options, threads):
 
 
 # How much faster than onnxruntime alone a split must measure at open to be kept. The
-# measurement takes ~3 s on a machine that may be busy: on a shared 2-vCPU VM a split
-# measured faster at open ran 0.73x onnxruntime in the bench that followed (EnCodec's,
-# 2026-12-06 11:55 UTC). Near a tie, onnxruntime alone is the safe side of "never
-# slower than onnxruntime".
-SPLIT_MARGIN = 1.05
+# measurement takes ~3 s on a machine that may be busy: on a shared 2-vCPU VM two
+# back-to-back measurements of EnCodec's split against onnxruntime alone read 0.87x and
+# 1.02x, and a split measured faster at open ran 0.73-0.86x onnxruntime in the bench
+# that followed (2026-12-06 11:55 and 12:08 UTC). Near a tie, onnxruntime alone is the
+# safe side of "never slower than onnxruntime".
+SPLIT_MARGIN = 1.1
 
 
 def _faster_of(split, model, threads, warn=True):
