@@ -45,14 +45,28 @@ from .options import (console, friendly_errors, layer_options, only_option, sele
                    "mel=1x80x50.")
 @click.option("--profile", is_flag=True,
               help="With --model: where each backend's time goes (segments, op types).")
+@click.option("--stream", "stream_frames", type=int, metavar="FRAMES",
+              help="Stream each layer in chunks of FRAMES frames instead: one chunk's "
+                   "latency on onnxruntime (the exported step), our TVM backend on the "
+                   "same step, and op.stream() on TVM, state included.")
 @friendly_errors
 def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
-          markdown_path, quick, cache_dir, untuned, models, inputs, profile, **layer):
+          markdown_path, quick, cache_dir, untuned, models, inputs, profile, stream_frames,
+          **layer):
     """Check every backend against the reference, then time them interleaved."""
     from .. import bench as benchmark
 
     if plot_path:
         benchmark.require_matplotlib(plot_path)
+    if stream_frames is not None:
+        from .. import stream_bench
+
+        document = stream_bench.run_stream_bench(
+            select_workloads(only, layer), stream_frames,
+            rounds=rounds or (2 if quick else 5), threads=threads, cache_dir=cache_dir)
+        stream_bench.render_stream(document, console)
+        _write_and_exit(document, json_path)
+        return
     if models:
         _bench_models(models, split_list(backends) or None, inputs, threads, quick, rounds,
                       cache_dir, profile, json_path, plot_path)
