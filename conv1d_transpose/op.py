@@ -65,6 +65,7 @@ class Conv1DTranspose:
                                          cache_dir=cache_dir, targets=targets)
         # Sessions are not documented as safe to call from several threads at once.
         self._lock = threading.Lock()
+        self._chunk_ops = None  # the VALID ops every stream() of this op shares
         # TVM's one-input path skips the feeds dict and the checks made here already.
         # (Neither refers back to self: an op that is dropped frees its session at once,
         # not at the next garbage collection. That matters for a session on an RPC
@@ -103,14 +104,17 @@ class Conv1DTranspose:
         """A `Stream` of this op: `push(chunk)` any number of input frames, get back the
         output positions no later frame can change; `flush()` the rest. Everything
         returned, concatenated, is `op(x)` (conv1d_transpose/streaming.py)."""
-        from .streaming import Stream
+        from .streaming import ChunkOps, Stream
 
         spec, options = self.spec, self._options
 
         def valid_op(output_shape):  # (the stream's ops: the same filters, backend, target)
             return Conv1DTranspose(self._filters, output_shape, spec.stride, "VALID",
                                    spec.data_format, spec.dilation, **options)
-        return Stream(spec, valid_op)
+        with self._lock:
+            if self._chunk_ops is None:
+                self._chunk_ops = ChunkOps()
+        return Stream(spec, valid_op, self._chunk_ops)
 
     def to_onnx(self, *, dynamic_batch: bool = False, dynamic_width: bool = False,
                 portable: bool = False, as_function: bool = False, form: str = "output_shape",

@@ -19,6 +19,7 @@ padding, stride, dilation and chunking.
 from __future__ import annotations
 
 import collections
+import threading
 
 import numpy as np
 
@@ -30,6 +31,28 @@ from .graph.errors import ArgumentError, DtypeError, ShapeError
 CHUNK_OPS = 8
 
 
+class ChunkOps:
+    """The VALID ops of the last CHUNK_OPS chunk widths, least recently used evicted. One
+    per `Conv1DTranspose`, shared by its streams: a stream per utterance would otherwise
+    open (load, or build) its chunk op again on its first push, ~50 ms with TVM for
+    hifigan-up1's layer in 10-frame chunks (`bench --stream`, 2026-12-06), all of it in
+    the time to first audio."""
+
+    def __init__(self):
+        self._ops: collections.OrderedDict = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, frames: int, make):
+        with self._lock:
+            op = self._ops.pop(frames, None)
+            if op is None:
+                op = make()
+                if len(self._ops) >= CHUNK_OPS:
+                    self._ops.popitem(last=False)
+            self._ops[frames] = op
+            return op
+
+
 class Stream:
     """The state of one stream through an op: see the module docstring.
 
@@ -39,7 +62,8 @@ class Stream:
     returns the rest once the op's whole input width has been pushed.
     """
 
-    def __init__(self, spec, valid_op):
+    def __init__(self, spec, valid_op, ops=None):
+        # ops: the chunk ops' cache, shared by every stream of one op (see `_chunk_op`).
         # valid_op(output_shape): a VALID op with the stream's filters, stride, dilation,
         # layout and backend (Conv1DTranspose.stream makes it).
         self._spec, self._valid_op = spec, valid_op
@@ -50,7 +74,7 @@ class Stream:
         self._base = 0  # uncropped position of the first one `_open` holds
         # Positions still open, [batch, positions, out_channels] whatever the layout.
         self._open = np.zeros((spec.batch, 0, spec.out_channels), self._dtype)
-        self._ops: collections.OrderedDict = collections.OrderedDict()
+        self._ops = ChunkOps() if ops is None else ops
         self._done = False
 
     @property
@@ -114,16 +138,11 @@ class Stream:
 
     def _chunk_op(self, frames: int):
         """A VALID op on `frames` frames: their whole, uncropped contribution."""
-        op = self._ops.pop(frames, None)
-        if op is None:
-            spec = self._spec
-            width = (frames - 1) * spec.stride + spec.dilated_kernel_width
-            op = self._valid_op([spec.batch, spec.out_channels, width] if self._ncw else
-                                [spec.batch, width, spec.out_channels])
-            if len(self._ops) >= CHUNK_OPS:
-                self._ops.popitem(last=False)
-        self._ops[frames] = op
-        return op
+        spec = self._spec
+        width = (frames - 1) * spec.stride + spec.dilated_kernel_width
+        return self._ops.get(frames, lambda: self._valid_op(
+            [spec.batch, spec.out_channels, width] if self._ncw else
+            [spec.batch, width, spec.out_channels]))
 
     def _add(self, start: int, full: np.ndarray) -> None:
         """Add a chunk's uncropped output, which begins at uncropped position `start`."""

@@ -169,3 +169,27 @@ def test_the_step_export_checks_its_arguments():
         op.to_onnx(streaming=True, chunk_frames=0)
     with pytest.raises(ct.ArgumentError, match="chunk_frames is for streaming=True"):
         op.to_onnx(chunk_frames=4)
+
+
+def test_streams_of_one_op_share_their_chunk_ops(tmp_path, monkeypatch):
+    """A stream per utterance must not open its chunk op again (a TVM artifact load, ~50
+    ms, all of it in the time to first audio): the op's streams share them."""
+    from conv1d_transpose import op as op_module
+
+    x, f = arrays(1, 12, 8, 4, 16, "NWC", "float32")
+    op = ct.Conv1DTranspose(f, [1, 96, 4], 8, "SAME", backend="onnxruntime")
+    made = []
+    real = op_module.Conv1DTranspose
+
+    class Counting(real):
+        def __init__(self, *args, **kwargs):
+            made.append(args[1])
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(op_module, "Conv1DTranspose", Counting)
+    for _ in range(3):
+        stream = op.stream()
+        got = np.concatenate([stream.push(x[:, :6]), stream.push(x[:, 6:]),
+                              stream.flush()], axis=1)
+        np.testing.assert_allclose(got, op(x), rtol=0, atol=1e-5)
+    assert len(made) == 1  # one chunk width (6 frames), one op for all three streams
