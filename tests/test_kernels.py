@@ -624,10 +624,11 @@ WINOGRAD_CASES = [
     # Past three taps, sums of F(2,3) and F(2,2) blocks: 4 = 2 + 2 (an ISTFT-like K = 4s),
     # 5 = 3 + 2 (stride 1, NCW), 7 = 3 + 2 + 2 (HiFi-GAN's K 7, d 3), 11 = 3 + 3 + 3 + 2
     # (K 11, d 5, batch 2, VALID)
-    (1, 10, 16, 40, 16, 16, 4, 1, "SAME", "NWC"),
-    (1, 21, 12, 21, 20, 5, 1, 1, "SAME", "NCW"),
+    # (the three with every candidate plan in the slow run: ~12 s each)
+    pytest.param((1, 10, 16, 40, 16, 16, 4, 1, "SAME", "NWC"), marks=pytest.mark.slow),
+    pytest.param((1, 21, 12, 21, 20, 5, 1, 1, "SAME", "NCW"), marks=pytest.mark.slow),
     (1, 30, 16, 30, 24, 7, 1, 3, "SAME", "NWC"),
-    (2, 30, 16, 80, 16, 11, 1, 5, "VALID", "NWC"),
+    pytest.param((2, 30, 16, 80, 16, 11, 1, 5, "VALID", "NWC"), marks=pytest.mark.slow),
 ]
 
 

@@ -99,7 +99,9 @@ def test_folded_kernel_computes_the_layer(K, s, cout, which, layout, padding):
 
 @pytest.mark.parametrize("padding", ["SAME", "VALID"])
 @pytest.mark.parametrize("layout", ["NWC", "NCW"])
-@pytest.mark.parametrize("K, s, cout", [(16, 4, 1), (8, 4, 3), (12, 2, 2)])
+@pytest.mark.parametrize("K, s, cout", [
+    (16, 4, 1), pytest.param(8, 4, 3, marks=pytest.mark.slow),
+    pytest.param(12, 2, 2, marks=pytest.mark.slow)])
 def test_folded_winograd_kernel_computes_the_layer(K, s, cout, layout, padding):
     """The F(2, r) form of a folded kernel (4 taps: two F(2,2) blocks, like a Vocos ISTFT;
     2 taps; 6 taps: two F(2,3)) in each loop order: its copy of the kernel's rows,
