@@ -20,6 +20,7 @@ import onnx
 from ..graph.errors import ArgumentError
 from . import placement as _placement
 from . import specialize as _specialize
+from .split_session import node_arg_of
 
 # Specialisations held open at once. Each holds its own TVM libraries and onnxruntime
 # sessions (for HiFi-GAN V1 one is ~80 TVM segments and as many onnxruntime parts), so the
@@ -51,9 +52,9 @@ class SpecializedSession:
         # shape two threads ask for at once is opened once.
         self._lock = threading.Lock()
         constants = {t.name for t in model.graph.initializer}
-        self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input
+        self._inputs = [node_arg_of(NodeArg, v) for v in model.graph.input
                         if v.name not in constants]
-        self._outputs = [_node_arg(NodeArg, v) for v in model.graph.output]
+        self._outputs = [node_arg_of(NodeArg, v) for v in model.graph.output]
 
     @property
     def current(self):
@@ -113,11 +114,3 @@ class SpecializedSession:
     def get_outputs(self):
         return list(self._outputs)
 
-
-def _node_arg(node_arg, value: onnx.ValueInfoProto):
-    tensor = value.type.tensor_type
-    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-            for d in tensor.shape.dim]
-    name = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type).name
-    type_name = {"float32": "float", "float64": "double"}.get(name, name)
-    return node_arg(value.name, dims, f"tensor({type_name})")

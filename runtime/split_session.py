@@ -48,9 +48,9 @@ class SplitSession:
         names = _placement.node_names(model.graph)
         types = _placement.value_types(model)
         constants = {t.name for t in model.graph.initializer}
-        self._inputs = [_node_arg(NodeArg, v) for v in model.graph.input
+        self._inputs = [node_arg_of(NodeArg, v) for v in model.graph.input
                         if v.name not in constants]
-        self._outputs = [_node_arg(NodeArg, v) for v in model.graph.output]
+        self._outputs = [node_arg_of(NodeArg, v) for v in model.graph.output]
         self.placement_reasons = {}
 
         def onnxruntime_of(segment):
@@ -164,7 +164,9 @@ def _assembled(model, on_tvm, tvm_sessions, onnxruntime_of):
             for segment in _placement.segments(model, on_tvm)]
 
 
-def _node_arg(node_arg, value: onnx.ValueInfoProto):
+def node_arg_of(node_arg, value: onnx.ValueInfoProto):
+    """A graph input or output as a `node_arg` (NodeArg: name, dims, onnxruntime's type
+    string), free dims as their names."""
     tensor = value.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in tensor.shape.dim]

@@ -46,3 +46,11 @@ def test_a_chunk_wider_than_the_layer_is_refused():
     layer = Workload("small", batch=1, width=4, cin=2, cout=2, kernel=4, stride=2)
     with pytest.raises(ArgumentError, match="has only 4 input frames"):
         stream_bench.run_stream_bench([layer], 5, rounds=1)
+
+
+@pytest.mark.parametrize("frames", [0, -3])
+def test_a_chunk_of_no_frames_is_refused_in_words(frames):
+    layer = Workload("small", batch=1, width=4, cin=2, cout=2, kernel=4, stride=2)
+    with pytest.raises(ValueError, match=f"--stream {frames}: the frames of a chunk must be "
+                                         "a positive int"):
+        stream_bench.run_stream_bench([layer], frames, rounds=1)
