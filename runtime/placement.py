@@ -279,7 +279,8 @@ def layout_transposes(model: onnx.ModelProto, convs: set[int]) -> set[int]:
 
 # Ops that may join a TVM segment next to our kernel: TVM's default CPU lowering runs them
 # about as fast as onnxruntime (LLVM vectorizes their loops: LeakyRelu + Add on 128 x 3200
-# floats 0.14 ms against onnxruntime's 0.45, Zen 4, 2026-12-06), and exactly, Tanh and
+# floats 0.096 ms against onnxruntime's 0.088, tools/models/elementwise_ops.py, Zen 4,
+# 2026-12-06), and exactly, Tanh and
 # Exp through TVM's FastMathTransform (compile/build.py: abs error 3e-7, onnxruntime's
 # own), Elu as `tvm_ready` rewrites it. Each one kept on TVM saves a round trip to
 # onnxruntime and back (EnCodec's 14 Elu/Slice/Pad calls cost 11.1 ms against ~6.3 ms
