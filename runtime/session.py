@@ -19,6 +19,7 @@ from ..graph.onnx_export import spec_from_model
 from .onnxruntime_backend import DTYPES as ONNXRUNTIME_DTYPES
 from .onnxruntime_backend import OnnxRuntimeSession
 from . import placement as _placement
+from . import placement_memo as _placement_memo
 from . import specialize as _specialize
 
 BACKENDS = ("auto", "onnxruntime", "tvm")
@@ -194,12 +195,17 @@ def _place_nodes(model, target, tvm_options, threads):
         if kernels:
             from .split_session import SplitSession, warn_each
             names = set(_placement.node_names(original.graph))  # not the rewrite's own
+            model_names = _placement.node_names(model.graph)
 
-            def split(measure_segments):
+            def split(measure_segments, kernel_nodes=kernels):
                 session = SplitSession(
-                    model, kernels, lambda sub: _tvm_session(sub, target, **tvm_options),
+                    model, kernel_nodes, lambda sub: _tvm_session(sub, target, **tvm_options),
                     threads=threads, warning=warn_each(BackendFallbackWarning),
                     folded=folded, measure_segments=measure_segments)
+                # The kernels on TVM, as indices into `model` (what placement_memo keeps:
+                # the names below are the original graph's).
+                session.tvm_kernels = {i for i in kernel_nodes if str(session.placement.get(
+                    model_names[i], "")).startswith("tvm")}
                 session.placement = {name: backend for name, backend
                                      in session.placement.items() if name in names}
                 session.placement_reasons = {name: reason for name, reason
@@ -207,14 +213,24 @@ def _place_nodes(model, target, tvm_options, threads):
                                              if name in names}
                 return session
 
+            # What an earlier process measured for this model on this machine, if any
+            # (placement_memo.py): the same outcome without the timings and the builds of
+            # the segments that lost.
+            memo = _memo_of(original, target, tvm_options, threads)
+            remembered = memo and _placement_memo.read(*memo)
+            if remembered:
+                return _remembered(remembered, original, model, kernels, split, threads,
+                                   target)
             # First every kernel with the ops around it on TVM, unmeasured: a vocoder whose
             # convolutions all win (HiFi-GAN) opens with one build. Only where that loses to
             # onnxruntime alone is each kernel's segment timed, the losers given back.
             first = split(measure_segments=False)
             chosen = _faster_of(first, original, threads, warn=False)
-            if chosen is first:
-                return first
-            return _faster_of(split(measure_segments=True), original, threads)
+            if chosen is not first:
+                chosen = _faster_of(split(measure_segments=True), original, threads)
+            if memo and getattr(chosen, "measured", None):
+                _remember(memo, chosen, model)
+            return chosen
         session = OnnxRuntimeSession(original, threads=threads)
     except BackendError:  # onnxruntime lacks a dtype (float64): TVM whole, as before
         return None
@@ -224,6 +240,55 @@ def _place_nodes(model, target, tvm_options, threads):
     warnings.warn(f"backend='auto' uses onnxruntime:cpu instead of tvm:{target}: no "
                   f"compute-heavy node of this model has a scheduled TVM kernel "
                   f"({'; '.join(reasons[:3])}{more})", BackendFallbackWarning, stacklevel=4)
+    return session
+
+
+def _memo_of(model, target, tvm_options, threads):
+    """(cache dir, key) under which `auto`'s outcome for `model` is remembered, or None
+    where the cache or the target cannot be read (the TVM path then says why)."""
+    from ..compile.cache import open_cache_dir
+    from ..compile.targets import get_target
+
+    try:
+        entry = get_target(target, tvm_options["targets"])
+        return (open_cache_dir(tvm_options["cache_dir"]),
+                _placement_memo.key(model.SerializeToString(), dict(entry.target), threads))
+    except Conv1DTransposeError:
+        return None
+
+
+def _remember(memo, session, model):
+    names = _placement.node_names(model.graph)
+    if isinstance(session, OnnxRuntimeSession):
+        _placement_memo.write(*memo, "onnxruntime", times=session.measured)
+        return
+    on_tvm = [names[i] for i in session.tvm_kernels]
+    _placement_memo.write(*memo, "split", tvm_nodes=on_tvm, times=session.measured,
+                          reasons=session.placement_reasons)
+
+
+def _remembered(record, original, model, kernels, split, threads, target):
+    """The session of a remembered outcome: onnxruntime alone (with the warning the
+    measurement gave), or the split with the kernels that won on TVM."""
+    times = record["times"]
+    if record["choice"] == "onnxruntime":
+        warnings.warn(f"backend='auto' runs this model on onnxruntime:cpu alone: it measured "
+                      f"{times.get('alone', 0) * 1e3:.3g} ms a call on this machine against "
+                      f"{times.get('split', 0) * 1e3:.3g} ms with tvm:{target} "
+                      f"(at {record['measured_at']}, remembered in the artifact cache; "
+                      f"{_placement_memo.ENV_REMEASURE}=1 measures again)",
+                      BackendFallbackWarning, stacklevel=5)
+        session = OnnxRuntimeSession(original, threads=threads)
+        session.measured = times
+        return session
+    names = _placement.node_names(model.graph)
+    on_tvm = set(record["tvm_nodes"])
+    session = split(False, {i for i in kernels if names[i] in on_tvm})
+    session.placement_reasons.update((name, reason) for name, reason
+                                     in record["reasons"].items()
+                                     if name in session.placement
+                                     and name not in session.placement_reasons)
+    session.measured = times
     return session
 
 
@@ -254,6 +319,7 @@ def _faster_of(split, model, threads, warn=True):
     if times["split"] * SPLIT_MARGIN <= times["alone"]:
         split.measured = times
         return split
+    alone.measured = times
     if not warn:
         return alone
     warnings.warn(f"backend='auto' runs this model on onnxruntime:cpu alone: it measured "

@@ -85,6 +85,11 @@ def _private_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("CONV1D_TRANSPOSE_CACHE_DIR", str(cache))
     # Nor do they read the user's tuning records: only the shipped ones apply.
     monkeypatch.setenv("CONV1D_TRANSPOSE_TUNING", str(cache.parent / "no-user-tuning.json"))
+    # auto measures at every open, as if for the first time: the tests rig its timer
+    # differently for the same model, and one test's remembered outcome
+    # (runtime/placement_memo.py) must not decide another's. test_placement_memo.py
+    # tests the memory with this unset.
+    monkeypatch.setenv("CONV1D_TRANSPOSE_REMEASURE", "1")
 
 
 # Hypothesis profiles for the property campaign (tests/property_campaign.py):
