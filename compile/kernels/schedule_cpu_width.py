@@ -20,20 +20,35 @@ ACCUMULATORS = 24
 def applies(geometry: Geometry, cpu) -> bool:
     """Whether a layer runs in the width form rather than the channel-vectorized kernel.
 
-    Only stride-1 NCW float32 layers (not folded, static batch) on a CPU with 16-lane
-    vectors (AVX-512). The rest of the rule is measured (see WIDTH_RULE below)."""
+    Only stride-1 NCW float32 layers (not folded: a folded kernel's channels are phases;
+    static batch) on a CPU with 16-lane float32 vectors (AVX-512); float16/float64 keep
+    the channel-vectorized kernel. Which of those is `prefers_width`'s measured choice."""
     g = geometry
     if not (g.data_format == "NCW" and g.stride == 1 and g.folded_stride == 1
             and g.dtype == "float32" and g.batch is not None and cpu.vector_bits == 512
             and g.out_width > 0):
         return False
-    return prefers_width(g.in_channels, g.out_channels, g.kernel_width, g.out_width)
+    return prefers_width(g.in_channels, g.out_channels, g.kernel_width)
 
 
-def prefers_width(in_channels: int, out_channels: int, kernel_width: int, width: int) -> bool:
-    """The measured part of the rule (pure). Filled in from the measurements."""
-    return out_channels < 16 or (kernel_width == 1 and out_channels <= 256) \
-        or (max(in_channels, out_channels) <= 64 and width >= 1024)
+def prefers_width(in_channels: int, out_channels: int, kernel_width: int) -> bool:
+    """The measured part of the rule: fewer than 16 output channels (less than one
+    channel vector), up to 64 channels, or up to 128 with K <= 3.
+
+    Kernel ms, channel form (tuning record or generic plan) -> width form, interleaved in
+    one process (tools/cpu/width_form.py), AMD EPYC Zen 4, 2 vCPUs, 2026-12-06, batch 1:
+    32 -> 1 K 7 W 12800 1.64 -> 0.36, same 'valid' W 24006 2.75 -> 0.26; 64 -> 64 K 3 W
+    6400 2.15 -> 1.58 (d 3: 2.29 -> 1.52); 32 -> 32 K 3 W 12800 1.20 -> 0.82; 32 -> 16 K 3
+    W 24002 1.47 -> 0.84; 64 -> 64 K 7 W 6400 4.17 -> 3.85; 32 -> 32 K 11 W 12800 4.85
+    -> 3.72; 1x1: 16 -> 32 W 24000 0.91 -> 0.52, 32 -> 32 1.52 -> 1.02, 64 -> 64 W 12000
+    2.10 -> 1.54; with 128 channels, 128 -> 64 K 3 W 3002 2.97 -> 2.00, 64 -> 128 1x1 W
+    3000 0.83 -> 0.68, 128 -> 128 1x1 1.13 -> 0.98, but 128 -> 128 K 7 W 3200 6.37 ->
+    7.00; with 256: 256 -> 128 K 3 W 602 1.65 -> 1.58, 128 -> 256 1x1 W 600 0.41 -> 0.43,
+    256 -> 256 1x1 0.80 -> 0.82, 256 -> 256 K 3 d 3 W 400 1.09 -> 1.69 (the channel form
+    reuses each input value across a 64-channel tile; this form reads R=4 filters per
+    input vector)."""
+    channels = max(in_channels, out_channels)
+    return out_channels < 16 or channels <= 64 or (channels <= 128 and kernel_width <= 3)
 
 
 def layout_for(geometry: Geometry, cpu) -> WidthLayout:
