@@ -101,14 +101,12 @@ def schedule(func, layout: WidthLayout):
     for item in init_loops[1:-1]:
         sch.unroll(item)
     sch.vectorize(init_loops[-1])
-    if layout.padded:
-        for name in ("pad_left", "pad_copy", "pad_right"):
-            try:
-                pad = sch.get_sblock(name)
-            except Exception:  # an empty range has no block
-                continue
-            pn, pci, _ = sch.get_loops(pad)
-            sch.parallel(sch.fuse(pn, pci))
+    if layout.padded and layout.left < layout.padded_width and \
+            layout.geometry.in_width + layout.left > max(0, layout.left):
+        # Only the copy in parallel: the zero edges are (K-1)*d and less than a tile wide,
+        # and each parallel launch can cost a time slice on a busy machine.
+        pn, pci, _ = sch.get_loops(sch.get_sblock("pad_copy"))
+        sch.parallel(sch.fuse(pn, pci))
     return sch.mod["main"]
 
 
