@@ -21,6 +21,7 @@ import functools
 import numpy as np
 
 from . import records
+from .kernels import schedule_cpu, schedule_cpu_width, source_width
 from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
                       pack_filters, target_family)
 
@@ -241,19 +242,27 @@ def _rewriter_class():
                 # Few output channels may run folded (kernels/folding.py): same input
                 # and output, other filters.
                 geometry = kernel_geometry(plan.geometry)
-                if target_family(self.target) == "cpu":
-                    # A tuning record for this shape and target when there is one.
-                    func, layout, record = records.tuned_kernel(geometry, self.target)
+                taps = fold_filters(plan.weights.transpose(2, 1, 0), geometry)
+                cpu = target_family(self.target) == "cpu"
+                if cpu and schedule_cpu_width.applies(
+                        geometry, schedule_cpu.describe_target(self.target)):
+                    # Few channels at stride 1 in NCW: vectorized along the width
+                    # (kernels/source_width.py), ahead of any tuning record.
+                    func, layout = schedule_cpu_width.build(geometry, self.target)
+                    filters, schedule = source_width.pack_filters(taps, layout), "width"
                 else:
-                    (func, layout), record = build_kernel(geometry, self.target), None
-                schedule = f"tuned:{record.digest()}" if record else "generic"
+                    if cpu:
+                        # A tuning record for this shape and target when there is one.
+                        func, layout, record = records.tuned_kernel(geometry, self.target)
+                    else:
+                        (func, layout), record = build_kernel(geometry, self.target), None
+                    schedule = f"tuned:{record.digest()}" if record else "generic"
+                    filters = pack_filters(np.ascontiguousarray(taps), layout)
                 func = func.with_attrs({"tirx.is_scheduled": True, "op_pattern": _OPAQUE,
                                         "conv1d_transpose.kernel_version": KERNEL_VERSION,
                                         "conv1d_transpose.schedule": schedule})
                 # add_func reuses a structurally equal kernel (same shapes, same schedule).
                 gv = self.builder_.add_func(func, "conv1d_transpose_polyphase")
-                filters = fold_filters(plan.weights.transpose(2, 1, 0), geometry)
-                filters = pack_filters(np.ascontiguousarray(filters), layout)
                 # relax.const would store a float64 array as float32 unless told the dtype.
                 self.kernels[id(plan)] = (gv, relax.const(filters, str(filters.dtype)))
                 self.replaced += 1

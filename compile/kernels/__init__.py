@@ -5,7 +5,9 @@ output` for a CPU (llvm: x86, aarch64) or CUDA target, with the `KernelLayout` t
 `pack_filters` needs to lay the filters out for it. On CPUs, shapes whose phases all
 have the same 2 to 16 taps (K = 2s, K = 3s, a stride-1 or folded layer) may get the
 Winograd F(2,r) form of it, built of F(2,2) and F(2,3) blocks (winograd.py). Layers with few output channels and K a multiple of s run as
-a stride-1 kernel with the phases as channels (folding.py).
+a stride-1 kernel with the phases as channels (folding.py). Stride-1 NCW layers with
+few channels run in the width form instead (source_width.py: vectorized along the width;
+compile/lowering.py asks schedule_cpu_width.applies).
 
 One module per idea, each importing only the ones listed before it:
 
@@ -20,6 +22,8 @@ One module per idea, each importing only the ones listed before it:
 - schedule_cpu_winograd.py: the CPU schedule of the Winograd form;
 - schedule_cpu.py: the CPU plans (which also choose the form) and the direct form's
   CPU schedule; schedule_cuda.py: the CUDA schedules (direct form);
+- source_width.py, schedule_cpu_width.py: the width form of a stride-1 NCW layer (its
+  own layout and filter packing), its CPU schedule and the rule of which layers take it;
 - this file: the public names, and `build_kernel`, which picks the schedule for a target.
 """
 from __future__ import annotations

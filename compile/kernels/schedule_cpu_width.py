@@ -1,0 +1,122 @@
+"""CPU schedule of the width form (source_width.py), and the rule of which layers take it.
+
+Register tile: R output channels x V vectors of positions (AVX-512: R*V <= 24 zmm
+accumulators). Loop nest: (batch, width tile, channel block) fused and parallel ->
+input channel -> tap -> R (unrolled) -> V (unrolled) -> lanes (vectorized). Per input
+channel and tap it broadcasts R packed filter values and loads V contiguous input
+vectors: no transpose of an NCW input, and a one-channel output costs one vector of
+lanes, not a whole vector of padded channels as in the channel-vectorized kernel.
+"""
+from __future__ import annotations
+
+from .polyphase import Geometry
+from .source_width import WidthLayout, width_source
+from .tir import loops_by_variable
+
+# Accumulator registers a tile may take (AVX-512 and aarch64 have 32 vector registers).
+ACCUMULATORS = 24
+
+
+def applies(geometry: Geometry, cpu) -> bool:
+    """Whether a layer runs in the width form rather than the channel-vectorized kernel.
+
+    Only stride-1 NCW float32 layers (not folded: a folded kernel's channels are phases;
+    static batch) on a CPU with 16-lane float32 vectors (AVX-512); float16/float64 keep
+    the channel-vectorized kernel. Which of those is `prefers_width`'s measured choice."""
+    g = geometry
+    if not (g.data_format == "NCW" and g.stride == 1 and g.folded_stride == 1
+            and g.dtype == "float32" and g.batch is not None and cpu.vector_bits == 512
+            and g.out_width > 0):
+        return False
+    return prefers_width(g.in_channels, g.out_channels, g.kernel_width)
+
+
+def prefers_width(in_channels: int, out_channels: int, kernel_width: int) -> bool:
+    """The measured part of the rule: fewer than 16 output channels (less than one
+    channel vector), up to 64 channels, or up to 128 with K <= 3.
+
+    Kernel ms, channel form (tuning record or generic plan) -> width form, interleaved in
+    one process (tools/cpu/width_form.py), AMD EPYC Zen 4, 2 vCPUs, 2026-12-06, batch 1:
+    32 -> 1 K 7 W 12800 1.64 -> 0.36, same 'valid' W 24006 2.75 -> 0.26; 64 -> 64 K 3 W
+    6400 2.15 -> 1.58 (d 3: 2.29 -> 1.52); 32 -> 32 K 3 W 12800 1.20 -> 0.82; 32 -> 16 K 3
+    W 24002 1.47 -> 0.84; 64 -> 64 K 7 W 6400 4.17 -> 3.85; 32 -> 32 K 11 W 12800 4.85
+    -> 3.72; 1x1: 16 -> 32 W 24000 0.91 -> 0.52, 32 -> 32 1.52 -> 1.02, 64 -> 64 W 12000
+    2.10 -> 1.54; with 128 channels, 128 -> 64 K 3 W 3002 2.97 -> 2.00, 64 -> 128 1x1 W
+    3000 0.83 -> 0.68, 128 -> 128 1x1 1.13 -> 0.98, but 128 -> 128 K 7 W 3200 6.37 ->
+    7.00; with 256: 256 -> 128 K 3 W 602 1.65 -> 1.58, 128 -> 256 1x1 W 600 0.41 -> 0.43,
+    256 -> 256 1x1 0.80 -> 0.82, 256 -> 256 K 3 d 3 W 400 1.09 -> 1.69 (the channel form
+    reuses each input value across a 64-channel tile; this form reads R=4 filters per
+    input vector)."""
+    channels = max(in_channels, out_channels)
+    return out_channels < 16 or channels <= 64 or (channels <= 128 and kernel_width <= 3)
+
+
+def layout_for(geometry: Geometry, cpu) -> WidthLayout:
+    """R and V from the sizes: R = the output channels up to 6 (else the tile of 6, 5 or 4
+    that pads the fewest channels, the larger on a tie), V = as many vectors as the
+    accumulators allow, at most 8 and no more than the width needs."""
+    lanes = cpu.vector_bits // 32
+    budget = ACCUMULATORS if cpu.registers >= 32 else cpu.registers - 4
+    cout = geometry.out_channels
+    rows = cout if cout <= 6 else min((6, 5, 4), key=lambda r: (-(-cout // r) * r, -r))
+    vectors = max(1, min(budget // rows, 8, -(-geometry.out_width // lanes)))
+    return WidthLayout(geometry, rows, vectors, lanes)
+
+
+def schedule(func, layout: WidthLayout):
+    """The register-tiled schedule of `width_source(layout)`'s PrimFunc."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    block, store = sch.get_sblock("accumulate"), sch.get_sblock("store")
+    n, t, b, r, u = sch.get_loops(store)
+    u_vectors, u_lanes = sch.split(u, [None, layout.lanes])
+    # Width tiles outside the channel blocks: a tile's input stays in L2 while every
+    # block of filters passes over it.
+    outer = sch.fuse(n, t, b)
+    sch.compute_at(block, outer)
+    loop = loops_by_variable(sch, block)
+    a_vectors, a_lanes = sch.split(loop["vu"], [None, layout.lanes])
+    order = [loop.get("vci"), loop.get("vk"), loop.get("vr"), a_vectors, a_lanes]
+    order = [item for item in order if item is not None]
+    sch.reorder(*order)
+    reduction = order[0]
+    if loop.get("vci") is None and loop.get("vk") is None:
+        # One input channel and one tap: a unit loop for the init to go before.
+        reduction = sch.add_unit_loop(order[0])
+    sch.set_scope(block, 0, "local")
+    sch.parallel(outer)  # (before decompose_reduction, which the primitive refuses after)
+    if loop.get("vr") is not None:
+        sch.unroll(loop["vr"])
+    sch.unroll(a_vectors)
+    sch.vectorize(a_lanes)
+    # Every loop of the tile unrolled in the store and the init too: a variable index
+    # into the accumulators keeps LLVM from holding them in registers.
+    store_loops = sch.get_loops(store)
+    for item in store_loops[1:-1]:
+        sch.unroll(item)
+    sch.vectorize(store_loops[-1])
+    init = sch.decompose_reduction(block, reduction)
+    init_loops = sch.get_loops(init)
+    for item in init_loops[1:-1]:
+        sch.unroll(item)
+    sch.vectorize(init_loops[-1])
+    if layout.padded and layout.left < layout.padded_width and \
+            layout.geometry.in_width + layout.left > max(0, layout.left):
+        # Only the copy in parallel: the zero edges are (K-1)*d and less than a tile wide,
+        # and each parallel launch can cost a time slice on a busy machine.
+        pn, pci, _ = sch.get_loops(sch.get_sblock("pad_copy"))
+        sch.parallel(sch.fuse(pn, pci))
+    return sch.mod["main"]
+
+
+def build(geometry: Geometry, target, layout: WidthLayout | None = None):
+    """(scheduled PrimFunc, WidthLayout) for a CPU target."""
+    import tvm
+    from tvm.script import tirx as T  # noqa: F401  (used by the parsed source)
+
+    from .schedule_cpu import describe_target
+
+    layout = layout or layout_for(geometry, describe_target(target))
+    func = tvm.script.from_source(width_source(layout))
+    return schedule(func, layout), layout
