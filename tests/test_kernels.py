@@ -1034,8 +1034,10 @@ def test_blocked_plans_keep_their_input_by_channel_block(case, winograd, monkeyp
         assert padded[:2] == [1, blocks] and padded[3] == in_tile and padded[2] > rows
 
 
-@pytest.mark.parametrize("winograd", [False, True], ids=["direct", "winograd"])
-@pytest.mark.parametrize("arch", ["host", "aarch64"])
+# The host's direct plan by default (~27 s); the other three (~85 s) in the slow run.
+@pytest.mark.parametrize("winograd", [False, pytest.param(True, marks=pytest.mark.slow)],
+                         ids=["direct", "winograd"])
+@pytest.mark.parametrize("arch", ["host", pytest.param("aarch64", marks=pytest.mark.slow)])
 def test_prefetch_reaches_the_machine_code_of_a_blocked_plan_only(arch, winograd,
                                                                  monkeypatch):
     # x86: prefetcht1 (locality 2: into L2); aarch64: prfm pldl2keep.
