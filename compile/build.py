@@ -63,6 +63,7 @@ def build(mod, target_entry: TargetEntry) -> BuildResult:
     import tvm
     from tvm import relax
 
+    from .elementwise import fuse as fuse_elementwise
     from .lowering import apply as lower_kernels
     from .params import lift_constants
 
@@ -77,6 +78,10 @@ def build(mod, target_entry: TargetEntry) -> BuildResult:
     mod = relax.transform.FastMathTransform()(mod)
     options = {"relax_pipeline": "default", "fast_math": ["exp", "tanh", "erf"]}
     pipeline = "default"
+    if target_entry.family == "cpu":
+        # One pass over memory per chain of elementwise ops (compile/elementwise.py).
+        mod = fuse_elementwise(mod, target)
+        options["elementwise"] = "fused, inlined, parallel (compile/elementwise.py)"
     if target_entry.family == "cuda":
         # Kernels without thread bindings fail TVM's memory verification on a GPU target:
         # the CUDA pipeline schedules every TIR function with tvm.s_tir.dlight's default
