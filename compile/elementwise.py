@@ -64,13 +64,15 @@ def schedule(func):
         [output] = outputs
         loops = sch.get_loops(output)
         if len(loops) >= 2:
-            extents = [int(sch.get(loop).extent) for loop in loops]
+            # A symbolic extent (a free batch) counts as large.
             total = 1
-            for extent in extents:
-                total *= extent
+            for loop in loops:
+                extent = sch.get(loop).extent
+                total *= int(extent) if isinstance(extent, tvm.tirx.IntImm) else \
+                    PARALLEL_ELEMENTS
             if total >= PARALLEL_ELEMENTS:
                 outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
                 sch.parallel(outer)
-    except (tvm.error.TVMError, TypeError, ValueError):
+    except (tvm.s_tir.ScheduleError, RuntimeError, TypeError, ValueError):
         return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)

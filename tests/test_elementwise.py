@@ -132,3 +132,31 @@ def test_the_fused_loop_is_vectorized_on_the_host():
     packed = re.findall(r"\bv(?:add|mul|max|cmp\w*|blendm|fmadd\w*)ps\b|\bfmul\s+v\d+\.4s", asm)
     scalar = re.findall(r"\bv(?:add|mul)ss\b", asm)
     assert packed and not scalar, (len(packed), len(scalar))
+
+
+def test_a_symbolic_batch_is_scheduled_as_a_large_tensor():
+    """A free batch (an ONNX dim_param) leaves a loop extent unknown at build time: the
+    chain is still one parallel loop nest, and right for any batch."""
+    import tvm
+    from tvm import relax, tirx
+
+    from conv1d_transpose.compile.elementwise import fuse
+
+    batch = tirx.Var("batch", "int64")
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((batch, 8, 100), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            t = bb.emit(relax.op.nn.leakyrelu(x, 0.2))
+            y = bb.emit_output(relax.op.add(t, x))
+        bb.emit_func_output(y)
+    target = tvm.target.Target("llvm")
+    fused = fuse(bb.get(), target)
+    [func] = [f for _, f in fused.functions_items() if isinstance(f, tirx.PrimFunc)]
+    assert blocks_and_parallel(func) == (1, True)
+    vm = relax.VirtualMachine(tvm.compile(fused, target=target), tvm.cpu())
+    for n in (1, 3):
+        value = RNG.standard_normal((n, 8, 100)).astype("float32")
+        got = vm["main"](tvm.runtime.tensor(value)).numpy()
+        np.testing.assert_allclose(got, np.where(value > 0, value, 0.2 * value) + value,
+                                   rtol=1e-6)
