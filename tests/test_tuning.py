@@ -146,10 +146,15 @@ def test_lookup_prefers_the_users_records_and_skips_a_broken_file(tmp_path):
 # --- the plan search -------------------------------------------------------------------
 
 
+# Four cases by default (both layouts, a dilation, float16); the other three, ~20 s each,
+# in the slow run.
 @pytest.mark.parametrize("case", [
-    dict(layout="NWC"), dict(layout="NCW"), dict(stride=1, kernel=3, dilation=2),
-    dict(stride=3, kernel=6), dict(layout="NCW", stride=5, kernel=10, batch=2),
-    dict(dtype="float64"), dict(dtype="float16", stride=4, kernel=8),
+    dict(layout="NWC"), pytest.param(dict(layout="NCW"), marks=pytest.mark.slow),
+    dict(stride=1, kernel=3, dilation=2),
+    pytest.param(dict(stride=3, kernel=6), marks=pytest.mark.slow),
+    dict(layout="NCW", stride=5, kernel=10, batch=2),
+    pytest.param(dict(dtype="float64"), marks=pytest.mark.slow),
+    dict(dtype="float16", stride=4, kernel=8),
 ], ids=lambda c: "-".join(f"{k}{v}" for k, v in c.items()))
 def test_every_candidate_plan_computes_the_reference(case):
     spec = small_spec(**case)
