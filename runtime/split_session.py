@@ -66,7 +66,8 @@ class SplitSession:
                     continue
                 try:
                     session = open_tvm(_placement.tvm_ready(
-                        _placement.segment_model(model, segment, types)))
+                        _nwc_between_kernels(_placement.segment_model(model, segment, types),
+                                             segment)))
                     if not getattr(session, "scheduled", False):
                         raise RuntimeError("TVM built it without the scheduled kernel")
                 except Exception as error:
@@ -154,6 +155,25 @@ class SplitSession:
 
     def get_outputs(self):
         return list(self._outputs)
+
+
+# Kernels a TVM segment must hold to run NWC between them (nwc_inside.py). Whole models,
+# TVM alone, same process, alternated (tools/models/nwc_inside_ratio.py, Zen 4,
+# 2026-12-06 16:00-16:08, load < 1): EnCodec's decoder 16.76 -> 15.14 ms (1.11x),
+# Demucs-v2's 36.08 -> 33.50 (1.08x), HiFi-GAN V1 143.5 -> 141.1 (1.02x); but a segment
+# of one conv pays a real Transpose at its input and output: 0.36-0.99x on EnCodec's
+# layers.
+NWC_INSIDE_KERNELS = 2
+
+
+def _nwc_between_kernels(sub_model, segment):
+    """`sub_model` with its tensors NWC between its convolutions (nwc_inside.py) where the
+    segment holds NWC_INSIDE_KERNELS of them or more; as it is otherwise."""
+    if sum(node.op_type == "ConvTranspose" for node in segment.nodes) < NWC_INSIDE_KERNELS:
+        return sub_model
+    from .nwc_inside import nwc_inside
+
+    return nwc_inside(sub_model)
 
 
 def _assembled(model, on_tvm, tvm_sessions, onnxruntime_of):

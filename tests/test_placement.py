@@ -90,6 +90,36 @@ def test_a_vocoder_block_runs_on_tvm_with_its_activation_and_residual(tmp_path):
     assert [arg.name for arg in session.get_outputs()] == ["y"]
 
 
+@pytest.mark.parametrize("kernels", [3, 1])
+def test_a_segment_of_several_kernels_runs_nwc_between_them(kernels, tmp_path, monkeypatch,
+                                                            split_kept):
+    """A TVM segment with NWC_INSIDE_KERNELS convolutions or more is built with its
+    tensors NWC between them (runtime/nwc_inside.py: each conv between [0, 2, 1]
+    Transposes, which the lowering folds into an NWC kernel); one of a single conv is
+    built as it is. Same placement, onnxruntime's answer."""
+    from conv1d_transpose.runtime import nwc_inside, split_session
+
+    assert split_session.NWC_INSIDE_KERNELS == 2
+    built = []
+    real = nwc_inside.nwc_inside
+    monkeypatch.setattr(nwc_inside, "nwc_inside", lambda m: built.append(m) or real(m))
+    model = vocoder_block()
+    if kernels == 1:  # Softplus (onnxruntime) on either side of `up`: one kernel a segment
+        model = split_block()
+        conv_res = next(n for n in model.graph.node if n.name == "conv_res")
+        conv_res.op_type, conv_res.input[:] = "Softplus", ["u"]
+        del conv_res.attribute[:]
+    session = ct.InferenceSession(model, backend="auto", cache_dir=tmp_path)
+    assert [n for n, b in session.placement.items() if b == "tvm:host" and n in
+            ("conv_pre", "up", "conv_res")] == (["conv_pre", "up", "conv_res"] if kernels == 3
+                                               else ["conv_pre", "up"])
+    assert len(built) == (1 if kernels == 3 else 0)
+    x = RNG.standard_normal((1, 4, 12)).astype(np.float32)
+    [y] = session.run(None, {"x": x})
+    np.testing.assert_allclose(y, onnxruntime_answer(model, {"x": x})[0], rtol=1e-4,
+                               atol=1e-5)
+
+
 def test_an_op_only_onnxruntime_runs_splits_the_block_and_its_neighbours_stay_on_tvm(
         tmp_path):
     """A Softplus (not one TVM_ELEMENTWISE names) between the kernels goes to onnxruntime;
