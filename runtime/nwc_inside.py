@@ -17,9 +17,11 @@ and 2 swapped), or both; an op runs in the layout in which fewer of its inputs n
 transpose (on a tie, NWC where an input was made NWC), and a value gets a Transpose only
 where some op reads it in the layout it does not have yet.
 
-It pays only once TVM schedules a segment's elementwise ops and Transposes: unscheduled,
-they are 7-10x slower with 16 channels innermost than with the time axis innermost, which
-outweighs the kernel's gain (docs/design/placement.md, "NWC inside a TVM segment").
+It pays only where TVM schedules a segment's elementwise ops and Transposes
+(compile/elementwise.py: unscheduled, they were 7-10x slower with 16 channels innermost
+than with the time axis innermost) and the segment holds several convolutions:
+split_session.py applies it to segments of two or more (docs/design/placement.md, "NWC
+inside a TVM segment").
 
 Pure ONNX and numpy: nothing here imports TVM or onnxruntime.
 """
