@@ -49,16 +49,15 @@ def schedule(func):
     try:
         root = sch.get_sblock("root")
         blocks = sch.get_child_blocks(root)
-        outputs = [b for b in blocks if any(sch.get(b).same_as(sch.get(o))
-                                            for o in sch.get_output_blocks(root))]
+        written = [sch.get(o) for o in sch.get_output_blocks(root)]
+        outputs = [b for b in blocks if any(sch.get(b).same_as(w) for w in written)]
         # Spatial blocks only: a reduction's loops must not run in parallel.
         if not blocks or any(int(iv.iter_type) != 0 for b in blocks
                              for iv in sch.get(b).iter_vars):
             return None
         for block in blocks:
-            if any(sch.get(block).same_as(sch.get(o)) for o in outputs):
-                continue
-            sch.compute_inline(block)
+            if block not in outputs:
+                sch.compute_inline(block)
         if len(outputs) != 1:
             return sch.mod["main"].with_attr("tirx.is_scheduled", True)
         [output] = outputs
@@ -73,6 +72,6 @@ def schedule(func):
             if total >= PARALLEL_ELEMENTS:
                 outer = sch.fuse(*loops[:-1]) if len(loops) > 2 else loops[0]
                 sch.parallel(outer)
-    except (tvm.s_tir.ScheduleError, RuntimeError, TypeError, ValueError):
+    except (RuntimeError, TypeError, ValueError):  # tvm.s_tir.ScheduleError is a RuntimeError
         return None
     return sch.mod["main"].with_attr("tirx.is_scheduled", True)

@@ -272,12 +272,8 @@ def _remembered(record, original, model, kernels, split, threads, target):
     measurement gave), or the split with the kernels that won on TVM."""
     times = record["times"]
     if record["choice"] == "onnxruntime":
-        warnings.warn(f"backend='auto' runs this model on onnxruntime:cpu alone: it measured "
-                      f"{times.get('alone', 0) * 1e3:.3g} ms a call on this machine against "
-                      f"{times.get('split', 0) * 1e3:.3g} ms with tvm:{target} "
-                      f"(at {record['measured_at']}, remembered in the artifact cache; "
-                      f"{_placement_memo.ENV_REMEASURE}=1 measures again)",
-                      BackendFallbackWarning, stacklevel=5)
+        _warn_alone(times, f"tvm:{target} (at {record['measured_at']}, remembered in the "
+                           f"artifact cache; {_placement_memo.ENV_REMEASURE}=1 measures again)")
         session = OnnxRuntimeSession(original, threads=threads)
         session.measured = times
         return session
@@ -320,13 +316,17 @@ def _faster_of(split, model, threads, warn=True):
         split.measured = times
         return split
     alone.measured = times
-    if not warn:
-        return alone
+    if warn:
+        _warn_alone(times, split.backend)
+    return alone
+
+
+def _warn_alone(times, split_backend):
+    """The warning of `auto` taking onnxruntime alone, with the times that decided it."""
     warnings.warn(f"backend='auto' runs this model on onnxruntime:cpu alone: it measured "
                   f"{times['alone'] * 1e3:.3g} ms a call on this machine against "
-                  f"{times['split'] * 1e3:.3g} ms with {split.backend}",
-                  BackendFallbackWarning, stacklevel=5)
-    return alone
+                  f"{times['split'] * 1e3:.3g} ms with {split_backend}",
+                  BackendFallbackWarning, stacklevel=6)
 
 
 class InferenceSession:
