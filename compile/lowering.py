@@ -22,6 +22,8 @@ import numpy as np
 
 from . import records
 from .kernels import schedule_cpu, schedule_cpu_width, source_width
+from .kernels.symbolic_width import REFERENCE_WIDTH, layer_at
+from .kernels.symbolic_width import fit as symbolic_width_fit
 from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
                       pack_filters, target_family)
 
@@ -62,7 +64,8 @@ def apply(mod, target):
         found = find_conv1d_transposes(func)
         total += len(found)
         for conv_var, plan in found.items():
-            if plan is None:
+            if plan is None or (plan.width is not None and target_family(target) != "cpu"):
+                # (A symbolic width has a CPU schedule only: CUDA builds per width.)
                 return mod, False
             plans[conv_var] = plan
     if not total:
@@ -81,11 +84,14 @@ def apply(mod, target):
 class Conv1DTransposeMatch:
     """One matched conv1d_transpose: what the kernel reads and what it replaces."""
 
-    def __init__(self, geometry, data, weights, outputs):
+    def __init__(self, geometry, data, weights, outputs, width=None):
         self.geometry = geometry
         self.data = data  # the Relax var the kernel reads (x for NWC, the conv input for NCW)
         self.weights = weights  # IOW numpy array
         self.outputs = outputs  # vars whose binding becomes the call: permute(s) or the conv
+        # A symbolic input width: kernels.symbolic_width.SymbolicWidth, `geometry` at its
+        # reference width (one kernel for every width).
+        self.width = width
 
 
 def find_conv1d_transposes(func) -> dict:
@@ -141,6 +147,7 @@ def _match(conv_var, call, values, users, uses):
     out_shape, out_dtype = _static(conv_var)
     if in_shape is None or out_shape is None or len(in_shape) != 3 or weights.ndim != 3:
         return None
+    symbolic = not isinstance(in_shape[2], int) or not isinstance(out_shape[2], int)
     if not (in_shape[0] == out_shape[0] if isinstance(in_shape[0], int)
             else in_shape[0].same_as(out_shape[0])):
         return None
@@ -155,6 +162,19 @@ def _match(conv_var, call, values, users, uses):
     pad_begin, pad_end = (int(p) for p in attrs.padding)
     output_padding = int(attrs.output_padding[0])
     kernel = weights.shape[2]
+    symbolic_width = None
+    if symbolic:
+        # One kernel for every width (kernels/symbolic_width.py): the output width must
+        # be the ONNX formula's, s*W + c, in the input's own width variable.
+        out_offset = (kernel - 1) * dilation + 1 - stride - pad_begin - pad_end + output_padding
+        if not _is_width(width, out_width, stride, out_offset) or 0 in (cin, cout, kernel):
+            return None
+        symbolic_width = symbolic_width_fit(layer_at(
+            Geometry(None, 0, cin, 0, cout, kernel, stride, dilation, pad_begin, "NCW",
+                     in_dtype), out_offset))
+        if symbolic_width is None:
+            return None
+        width, out_width = REFERENCE_WIDTH, stride * REFERENCE_WIDTH + out_offset
     if out_width != (width - 1) * stride + (kernel - 1) * dilation + 1 - pad_begin - pad_end \
             + output_padding or min(cin, width, cout, out_width, kernel) < 0 \
             or 0 in (cin, width, cout, out_width, kernel):
@@ -169,7 +189,19 @@ def _match(conv_var, call, values, users, uses):
         data_format, source, outputs = "NWC", producer.args[0], tuple(consumers)
     geometry = Geometry(batch, width, cin, out_width, cout, kernel, stride, dilation,
                         pad_begin, data_format, in_dtype)
-    return Conv1DTransposeMatch(geometry, source, weights, outputs)
+    return Conv1DTransposeMatch(geometry, source, weights, outputs, symbolic_width)
+
+
+def _is_width(width, out_width, stride: int, out_offset: int) -> bool:
+    """Whether `width` is symbolic (a variable, or an expression of one: `time * 8` after
+    an upsampler) and `out_width` is `stride * width + out_offset` (TVM's analyzer proves
+    it). The kernel binds its own width variable to the input's width at run time."""
+    from tvm import sym, tirx
+
+    if isinstance(width, int) or isinstance(out_width, int):
+        return False
+    difference = sym.Analyzer().simplify(out_width - width * stride)
+    return isinstance(difference, tirx.IntImm) and int(difference) == out_offset
 
 
 def _op_name(expr):
@@ -196,17 +228,21 @@ def _constant(expr):
 
 def _static(expr):
     """(shape, dtype) of a tensor-typed expression: ints, except a batch dimension that
-    may be a symbolic variable (kept as is); (None, None) for anything else."""
+    may be a symbolic variable and a last (width) dimension that may be a symbolic
+    expression (kept as is); (None, None) for anything else."""
+    import tvm
     from tvm import relax, tirx
 
     ty = getattr(expr, "ty", None)
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
         return None, None
     dims = getattr(ty.shape, "values", None)
-    if dims is None or not all(isinstance(d, tirx.IntImm) for d in dims[1:]) or \
-            not isinstance(dims[0], (tirx.IntImm, tirx.Var)):
+    if dims is None or len(dims) < 2 or \
+            not all(isinstance(d, tirx.IntImm) for d in dims[1:-1]) or \
+            not isinstance(dims[0], (tirx.IntImm, tirx.Var)) or \
+            not isinstance(dims[-1], tvm.ir.expr.Expr):
         return None, None
-    return tuple(d if isinstance(d, tirx.Var) else int(d) for d in dims), str(ty.dtype)
+    return tuple(int(d) if isinstance(d, tirx.IntImm) else d for d in dims), str(ty.dtype)
 
 
 @functools.lru_cache(maxsize=None)
@@ -244,7 +280,14 @@ def _rewriter_class():
                 geometry = kernel_geometry(plan.geometry)
                 taps = fold_filters(plan.weights.transpose(2, 1, 0), geometry)
                 cpu = target_family(self.target) == "cpu"
-                if cpu and schedule_cpu_width.applies(
+                if plan.width is not None:
+                    # Every width in one kernel (kernels/symbolic_width.py): planned at
+                    # the reference width, no width form and no tuning record.
+                    func, layout = schedule_cpu.build(geometry, self.target,
+                                                      width=plan.width)
+                    filters, schedule = pack_filters(np.ascontiguousarray(taps), layout), \
+                        "symbolic-width"
+                elif cpu and schedule_cpu_width.applies(
                         geometry, schedule_cpu.describe_target(self.target)):
                     # Few channels at stride 1 in NCW: vectorized along the width
                     # (kernels/source_width.py), ahead of any tuning record.

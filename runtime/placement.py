@@ -51,11 +51,15 @@ def node_names(graph: onnx.GraphProto) -> list[str]:
     return names
 
 
-def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
+def normalized(model: onnx.ModelProto, *, free_widths: bool = False) -> onnx.ModelProto:
     """A copy with Constant nodes turned into initializers (a weight may come from either),
     constant subgraphs computed (weight norm's `g * v / ||v||`, which torch's exporter
     leaves in the graph) and shapes inferred for every value the inference can type.
-    Every node keeps its name in `node_names`' terms; `folded_nodes` says which are gone."""
+    Every node keeps its name in `node_names`' terms; `folded_nodes` says which are gone.
+
+    free_widths: a stride-1 Conv whose input width is free becomes a ConvTranspose too
+    (for one TVM build for every width, runtime/symbolic_session.py); by default only a
+    Conv of static input shape does (where `as_conv_transpose` can check its width)."""
     model = onnx.ModelProto.FromString(model.SerializeToString())
     graph = model.graph
     for node, name in zip(graph.node, node_names(graph)):
@@ -76,11 +80,11 @@ def normalized(model: onnx.ModelProto) -> onnx.ModelProto:
     model = _inferred(model)
     if _unit_height_to_1d(model):
         model = _inferred(model)
-    _convs_as_transposes(model)
+    _convs_as_transposes(model, free_widths)
     return model
 
 
-def _convs_as_transposes(model: onnx.ModelProto) -> None:
+def _convs_as_transposes(model: onnx.ModelProto, free_widths: bool = False) -> None:
     """Each stride-1 1-D Conv with constant weights becomes the ConvTranspose that
     computes the same (compile/forward_conv.py), so our kernel runs it. In place; the
     node keeps its name (and its output's type: shapes need no new inference)."""
@@ -94,6 +98,9 @@ def _convs_as_transposes(model: onnx.ModelProto) -> None:
         shape = static_shape(types.get(node.input[0])) if node.op_type == "Conv" else None
         found = as_conv_transpose(node, weights, shape[2]) \
             if shape is not None and len(shape) == 3 else None
+        if found is None and free_widths and node.op_type == "Conv" and shape is None \
+                and _free_width_only(types.get(node.input[0])):
+            found = as_conv_transpose(node, weights, None)
         if found is None:
             nodes.append(node)
             continue
@@ -108,6 +115,14 @@ def _convs_as_transposes(model: onnx.ModelProto) -> None:
     inputs = {v.name for v in graph.input} | {o.name for o in graph.output}
     for tensor in [t for t in graph.initializer if t.name not in read | inputs]:
         graph.initializer.remove(tensor)
+
+
+def _free_width_only(value_type) -> bool:
+    """A rank-3 tensor type whose channels (dimension 1) are a fixed number."""
+    shape = getattr(getattr(value_type, "tensor_type", None), "shape", None)
+    if shape is None or len(shape.dim) != 3:
+        return False
+    return shape.dim[1].HasField("dim_value") and shape.dim[1].dim_value > 0
 
 
 def _inferred(model: onnx.ModelProto) -> onnx.ModelProto:

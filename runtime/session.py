@@ -127,9 +127,19 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
         # A compiled artifact: only TVM can run it, and there is no model to fall back on.
         return _tvm_session(os.fspath(model_or_path), target, **tvm_options)
     model = source or load_model(model_or_path)
-    # A free dimension our kernel needs fixed: one static session per input shape.
+    # A free dimension our kernel needs fixed: one TVM build for every width where TVM
+    # takes the model as it is (symbolic_session.py), else one static session per input
+    # shape.
     if source is None and _specialize.waits_on_shapes(model,
                                                       symbolic_batch=backend == "tvm"):
+        from .symbolic_session import open_symbolic
+        symbolic = open_symbolic(
+            load_model(model), backend if _onnxruntime_importable() else "tvm",
+            lambda whole: _tvm_session(whole, target, **tvm_options),
+            lambda original: OnnxRuntimeSession(original, threads=threads),
+            margin=SPLIT_MARGIN, warning=BackendFallbackWarning)
+        if symbolic is not None:
+            return symbolic
         from .specialized_session import SpecializedSession
         return SpecializedSession(model, lambda static: open_session(
             static, backend, target, threads=threads, cache_dir=cache_dir, targets=targets))

@@ -10,11 +10,13 @@ from .source_direct import kernel_source
 from .source_winograd import winograd_source
 
 
-def build_primfunc(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"):
-    """The unscheduled kernel as a PrimFunc `(x, packed_filters) -> out`."""
+def build_primfunc(layout: KernelLayout, name: str = "conv1d_transpose_polyphase",
+                   width=None):
+    """The unscheduled kernel as a PrimFunc `(x, packed_filters) -> out`; with `width`
+    (symbolic_width.SymbolicWidth), for every input width."""
     import tvm
     from tvm.script import tirx as T  # noqa: F401  (used by the parsed source)
 
     if layout.winograd:
-        return tvm.script.from_source(winograd_source(layout, name))
-    return tvm.script.from_source(kernel_source(layout, name))
+        return tvm.script.from_source(winograd_source(layout, name, width))
+    return tvm.script.from_source(kernel_source(layout, name, width))

@@ -533,13 +533,42 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
     return sch.mod["main"]
 
 
-def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None):
-    """(scheduled PrimFunc, KernelLayout) for a CPU target."""
+def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None, width=None):
+    """(scheduled PrimFunc, KernelLayout) for a CPU target.
+
+    width: a symbolic_width.SymbolicWidth: the kernel for every input width, planned and
+    laid out at `geometry`'s (the reference width); see `symbolic_plan`."""
+    if width is not None:
+        cpu_plan, width = symbolic_plan(geometry, describe_target(target), width, cpu_plan)
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))
     summed = schedule_cpu_winograd.blocks_reduction(cpu_plan, decompose(geometry).stride)
     layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd, cpu_plan.phase_major,
                          summed_filters=summed)
-    func = build_primfunc(layout)
+    func = build_primfunc(layout, width=width)
     if cpu_plan.winograd:
         return schedule_cpu_winograd.schedule(func, layout, cpu_plan), layout
     return schedule(func, layout, cpu_plan), layout
+
+
+def symbolic_plan(geometry: Geometry, cpu: CpuTarget, width, cpu_plan: CpuPlan | None = None):
+    """(plan, width) of a symbolic-width kernel (symbolic_width.py): the plan of the
+    reference width, with no split of the row loop that could leave a remainder.
+
+    A split of a symbolic extent that TVM cannot prove whole puts a guard on every block
+    below it, inside the reduction loops: NCW hifigan-up1 ran 0.67-0.83x the static
+    kernel so, 1.00x without (kernel ms, Zen 4, 2026-12-06, /tmp trial). So the phases of
+    an NCW chunk of rows run over one tile at a time (chunk_tiles 1: 20.1 ms at 1000
+    frames, as the static kernel's 6 tiles), and a blocked plan, whose chunk holds the
+    accumulators across reduction blocks, rounds its rows up to whole chunks instead.
+    The Winograd form keeps no chunks except blocked, which falls back to the direct
+    form here, as does a symbolic batch (its schedule fuses the batch loop)."""
+    import dataclasses as _dataclasses
+
+    cpu_plan = cpu_plan or plan(geometry, cpu)
+    if cpu_plan.winograd and (geometry.batch is None or cpu_plan.chunk_tiles):
+        cpu_plan = plan(geometry, cpu, winograd=False)
+    if cpu_plan.phases_inner and not cpu_plan.blocked:
+        cpu_plan = _dataclasses.replace(cpu_plan, chunk_tiles=1)
+    if cpu_plan.chunk_tiles > 1:
+        width = _dataclasses.replace(width, tiles_per_chunk=cpu_plan.chunk_tiles)
+    return cpu_plan, width

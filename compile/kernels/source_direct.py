@@ -9,12 +9,19 @@ places that copy per tile.
 """
 from __future__ import annotations
 
+from ...graph.shapes import layout_shape
 from . import tir
 from .layout import KernelLayout
+from .symbolic_width import VARIABLE, SymbolicWidth
 
 
-def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase") -> str:
-    """TVMScript of the unscheduled kernel: pad, then per phase group accumulate + store."""
+def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase",
+                  width: SymbolicWidth | None = None) -> str:
+    """TVMScript of the unscheduled kernel: pad, then per phase group accumulate + store.
+
+    width: the kernel for every input width (symbolic_width.py): `layout` is laid out at
+    a reference width, and each width-dependent size is written as an expression of the
+    PrimFunc's variable `width`."""
     g, dec, t = layout.geometry, layout.decomposition, layout.tiling
     acc, dtype = g.accumulate_dtype, g.dtype
     N, W, O, Cout = g.batch, g.in_width, g.out_width, g.out_channels
@@ -24,6 +31,15 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
     w0 = layout.input_first_row
     x_shape, o_shape = g.input_shape, g.output_shape
     nwc = g.data_format == "NWC"
+    rows, layer_width = dec.rows, g.folded_width
+    if width is not None:
+        W, O = VARIABLE, width.out_width.text()
+        rows, layer_width = width.rows.text(), width.layer_width.text()
+        QP = width.padded_rows(t.rows)
+        P = f"({QP} + {layout.padded_width - layout.padded_rows})"
+        x_shape = layout_shape(g.data_format, N, W, g.in_channels)
+        o_shape = layout_shape(g.data_format, N, layer_width,
+                               Cout // g.folded_stride if g.folded_stride > 1 else Cout)
 
     def out_at(n, o, co):
         return f"out[{n}, {o}, {co}]" if nwc else f"out[{n}, {co}, {o}]"
@@ -47,23 +63,29 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
             phase, layer_channel = f"({channel}) % {s0}", f"({channel}) // {s0}"
         at = f"({position}) * {s0} + {phase} - {g.folded_offset}"
         terms = [f"{at} >= 0"] if g.folded_offset else []
-        terms += [f"{at} < {g.folded_width}", f"{channel} < {Cout}"]
+        terms += [f"{at} < {layer_width}", f"{channel} < {Cout}"]
         return (f"if {' and '.join(terms)}:",
                 f"    {out_at('vn', at, layer_channel)} = {value}")
 
     x_read = f"x[vn, vp + {w0}, vci]" if nwc else f"x[vn, vci, vp + {w0}]"
-    if N is None:
+    if N is None or width is not None:
         # Symbolic batch (an ONNX dim_param, or a batch of 0, which TVM's importer
-        # makes symbolic): one kernel serves every batch size.
-        N = "batch"
-        x_shape = tuple(N if i == 0 else d for i, d in enumerate(x_shape))
-        o_shape = tuple(N if i == 0 else d for i, d in enumerate(o_shape))
+        # makes symbolic): one kernel serves every batch size. A symbolic width: every
+        # width (an int32 variable, as the static kernel's loops are).
+        variables = []
+        if N is None:
+            N = "batch"
+            variables.append("    batch = T.int64()")
+            x_shape = tuple(N if i == 0 else d for i, d in enumerate(x_shape))
+            o_shape = tuple(N if i == 0 else d for i, d in enumerate(o_shape))
+        if width is not None:
+            variables.append(f"    {VARIABLE} = T.int32()")
         lines = [
             "@T.prim_func(private=True, s_tir=True)",
             f"def {name}(x_handle: T.handle, filters: T.Buffer({layout.filters_shape}, "
             f"\"{acc}\"), out_handle: T.handle):",
             "    T.func_attr({\"tirx.noalias\": True})",
-            "    batch = T.int64()",
+            *variables,
             f"    x = T.match_buffer(x_handle, ({', '.join(map(str, x_shape))}), \"{dtype}\")",
             f"    out = T.match_buffer(out_handle, ({', '.join(map(str, o_shape))}), \"{dtype}\")",
         ]
@@ -115,7 +137,7 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
         if p.taps:
             continue
         lines += [
-            f"    for n, qq, co in T.grid({N}, {dec.rows}, {Cout}):",
+            f"    for n, qq, co in T.grid({N}, {rows}, {Cout}):",
             f"        with T.sblock(\"zero_r{p.r}\"):",
             "            vn, vq, vco = T.axis.remap(\"SSS\", [n, qq, co])",
             f"            if {tir.inside(f'vq * {S} + {p.r - rho}', p.r - rho, O)}:",

@@ -5,9 +5,11 @@ the direct form, every pair of rows that came out non-finite.
 """
 from __future__ import annotations
 
+from ...graph.shapes import layout_shape
 from . import tir
 from .layout import KernelLayout
 from .polyphase import round_up
+from .symbolic_width import VARIABLE, SymbolicWidth
 from .winograd import direct_tap_slot, pairs_of, transforms
 
 
@@ -49,8 +51,12 @@ def _select(variable: str, expressions: list[str]) -> str:
     return out
 
 
-def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase") -> str:
-    """TVMScript of the unscheduled F(2, r) kernel: pad, transform, accumulate, store, fix."""
+def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase",
+                    width: SymbolicWidth | None = None) -> str:
+    """TVMScript of the unscheduled F(2, r) kernel: pad, transform, accumulate, store, fix.
+
+    width: the kernel for every input width (symbolic_width.py, as in
+    source_direct.kernel_source), with a static batch."""
     g, dec, t = layout.geometry, layout.decomposition, layout.tiling
     acc, dtype = g.accumulate_dtype, g.dtype
     N, W, O, Cout, Cin = g.batch, g.in_width, g.out_width, g.out_channels, g.in_channels
@@ -64,6 +70,15 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
     # Input row (of xp) of tap 0 for output row q: q + c (tap j reads q + c - j e).
     c = dec.q_first - dec.phases[0].shift - w0
     nwc = g.data_format == "NWC"
+    layer_width, x_shape, o_shape = g.folded_width, g.input_shape, g.output_shape
+    if width is not None:
+        assert N is not None, "a symbolic width with a static batch"
+        W, O, layer_width = VARIABLE, width.out_width.text(), width.layer_width.text()
+        TP = width.padded_pairs(e, t.rows)
+        P = f"({width.padded_pair_rows(e, t.rows)} + {layout.padded_width - layout.padded_rows})"
+        x_shape = layout_shape(g.data_format, N, W, Cin)
+        o_shape = layout_shape(g.data_format, N, layer_width,
+                               Cout // g.folded_stride if g.folded_stride > 1 else Cout)
     # A folded kernel (folding.py) computes rows of s * Cout (phase, channel) pairs: like
     # NCW, every stage writes a copy in the kernel's own rows and channels (`yw`), which
     # the last pass ("layout") scatters to the layer's output positions.
@@ -95,12 +110,25 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
                              for j in range(R)])
     fix_read = (f"T.if_then_else({fix_row} >= 0 and {fix_row} < {W}, "
                 f"T.Cast(\"{acc}\", {fix_x}), T.Cast(\"{acc}\", 0))")
-    lines = [
-        "@T.prim_func(private=True, s_tir=True)",
-        f"def {name}(x: T.Buffer({g.input_shape}, \"{dtype}\"), "
-        f"filters: T.Buffer({layout.filters_shape}, \"{acc}\"), "
-        f"out: T.Buffer({g.output_shape}, \"{dtype}\")):",
-        "    T.func_attr({\"tirx.noalias\": True})",
+    if width is None:
+        lines = [
+            "@T.prim_func(private=True, s_tir=True)",
+            f"def {name}(x: T.Buffer({x_shape}, \"{dtype}\"), "
+            f"filters: T.Buffer({layout.filters_shape}, \"{acc}\"), "
+            f"out: T.Buffer({o_shape}, \"{dtype}\")):",
+            "    T.func_attr({\"tirx.noalias\": True})",
+        ]
+    else:
+        lines = [
+            "@T.prim_func(private=True, s_tir=True)",
+            f"def {name}(x_handle: T.handle, filters: T.Buffer({layout.filters_shape}, "
+            f"\"{acc}\"), out_handle: T.handle):",
+            "    T.func_attr({\"tirx.noalias\": True})",
+            f"    {VARIABLE} = T.int32()",
+            f"    x = T.match_buffer(x_handle, ({', '.join(map(str, x_shape))}), \"{dtype}\")",
+            f"    out = T.match_buffer(out_handle, ({', '.join(map(str, o_shape))}), \"{dtype}\")",
+        ]
+    lines += [
         f"    flags = T.sblock_alloc_buffer(({N}, {TP}, {S}, {COO}), \"int32\")",
         *([f"    yw = T.sblock_alloc_buffer(({N}, {O}, {Cout}), \"{dtype}\")"] if copy else []),
         # Pad, transform and the two GEMM stages in a scope of their own: the check reads
@@ -156,7 +184,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
         "            with T.init():",
         "                flags[vn, vt, vr, vcoo] = 0",
         "            flags[vn, vt, vr, vcoo] = T.max(flags[vn, vt, vr, vcoo], T.if_then_else("
-        f"T.isfinite({out_at(f'T.max(T.min({position}, {O - 1}), 0)', f'T.min(vcoo * {COT} + vcoi, {Cout - 1})')}), 0, 1))",
+        f"T.isfinite({out_at(f'T.max(T.min({position}, {O} - 1), 0)', f'T.min(vcoo * {COT} + vcoi, {Cout - 1})')}), 0, 1))",
         # The direct form for a pair of rows with a non-finite output (tap j's matrix in
         # slot direct_tap_slot(R, j)); an opaque block, run only for such pairs. Parallel
         # in the source: it reads what it writes (out), which the schedule's parallel
@@ -196,7 +224,7 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
             f"    for n, q, ch in T.grid({N}, {O}, {Cout}):",
             "        with T.sblock(\"layout\"):",
             "            vn, vq, vch = T.axis.remap(\"SSS\", [n, q, ch])",
-            f"            if {at} >= 0 and {at} < {g.folded_width}:",
+            f"            if {at} >= 0 and {at} < {layer_width}:",
             f"                {layer_out} = yw[vn, vq, vch]",
         ]
     elif not nwc:
