@@ -49,10 +49,15 @@ from .options import (console, friendly_errors, layer_options, only_option, sele
               help="Stream each layer in chunks of FRAMES frames instead: one chunk's "
                    "latency on onnxruntime (the exported step), our TVM backend on the "
                    "same step, and op.stream() on TVM, state included.")
+@click.option("--dynamic-width", "dynamic_frames", metavar="FRAMES,...",
+              help="One TVM build for every width instead: each layer of the dynamic-width "
+                   "bench (hifigan-up1..4, encodec-up1..3; --only narrows) exported with a "
+                   "free width and run at these model lengths, e.g. 50,200,1000, against a "
+                   "build per width and onnxruntime.")
 @friendly_errors
 def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
           markdown_path, quick, cache_dir, untuned, models, inputs, profile, stream_frames,
-          **layer):
+          dynamic_frames, **layer):
     """Check every backend against the reference, then time them interleaved."""
     from .. import bench as benchmark
 
@@ -65,6 +70,17 @@ def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, pl
             select_workloads(only, layer), stream_frames,
             rounds=rounds or (2 if quick else 5), threads=threads, cache_dir=cache_dir)
         stream_bench.render_stream(document, console)
+        _write_and_exit(document, json_path)
+        return
+    if dynamic_frames is not None:
+        from .. import dynamic_bench
+
+        frames = [int(value) for value in split_list([dynamic_frames])]
+        document = dynamic_bench.run_dynamic_bench(
+            dynamic_bench.layers_named(split_list(only)), frames,
+            rounds=rounds or (2 if quick else 5), threads=threads, cache_dir=cache_dir,
+            quick=quick)
+        dynamic_bench.render_dynamic(document, console)
         _write_and_exit(document, json_path)
         return
     if models:
