@@ -18,6 +18,7 @@ that is onnxruntime: a measurement per doubling of the length, not per length.
 """
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 
@@ -36,8 +37,17 @@ def whole_model(model: onnx.ModelProto) -> onnx.ModelProto | None:
     if any(node.op_type in _placement.COMPUTE_HEAVY and node.op_type != "ConvTranspose"
            for node in normal.graph.node):
         return None
-    if not any(node.op_type == "ConvTranspose" for node in normal.graph.node):
+    kernels = sum(node.op_type == "ConvTranspose" for node in normal.graph.node)
+    if not kernels:
         return None
+    from .split_session import NWC_INSIDE_KERNELS
+
+    if kernels >= NWC_INSIDE_KERNELS and not os.environ.get("CONV1D_TRANSPOSE_NO_NWC_INSIDE"):
+        # NWC between the convolutions, as a static model's TVM segment has it
+        # (nwc_inside.py, docs/design/placement.md).
+        from .nwc_inside import nwc_inside
+
+        return nwc_inside(normal)
     return normal
 
 
