@@ -100,11 +100,19 @@ def build(mod, target_entry: TargetEntry) -> BuildResult:
 
 
 def _symbolic_kernels(mod) -> bool:
+    return any(_is_symbolic_kernel(f) for _, f in mod.functions_items())
+
+
+def _is_symbolic_kernel(func) -> bool:
+    """Whether `func` is one of our kernels for every input width, in any form (the
+    polyphase kernel's "symbolic-width", the width form's "symbolic-width:width")."""
     from tvm import tirx
 
-    return any(isinstance(f, tirx.PrimFunc)
-               and f.attrs.get("conv1d_transpose.schedule", None) == "symbolic-width"
-               for _, f in mod.functions_items())
+    from .lowering import SYMBOLIC_WIDTH
+
+    if not isinstance(func, tirx.PrimFunc) or func.attrs is None:
+        return False
+    return str(func.attrs.get("conv1d_transpose.schedule", "")).startswith(SYMBOLIC_WIDTH)
 
 
 def _compile_kernels_apart(mod, target, pipeline):
@@ -134,8 +142,7 @@ def _compile_kernels_apart(mod, target, pipeline):
     kernels, rest = {}, {}
     for gv, func in mod.functions_items():
         if isinstance(func, tirx.PrimFunc):
-            symbolic = func.attrs.get("conv1d_transpose.schedule", None) == "symbolic-width"
-            (kernels if symbolic else rest)[gv] = func
+            (kernels if _is_symbolic_kernel(func) else rest)[gv] = func
     lib = tvm.tirx.build(tvm.IRModule(rest, attrs=mod.attrs), target=target,
                          pipeline="default")
     lib.import_module(tvm.tirx.build(tvm.IRModule(kernels), target=target,

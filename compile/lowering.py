@@ -35,6 +35,10 @@ _SWAP = (0, 2, 1)
 _DTYPES = ("float16", "float32", "float64")
 # relay/relax OpPatternKind: kOpaque.
 _OPAQUE = 8
+# The "conv1d_transpose.schedule" attribute of a kernel for every input width, alone
+# (the polyphase kernel) or as the prefix of its form's ("symbolic-width:width"):
+# compile/build.py compiles such kernels in an LLVM module of their own.
+SYMBOLIC_WIDTH = "symbolic-width"
 
 
 def apply(mod, target):
@@ -280,13 +284,21 @@ def _rewriter_class():
                 geometry = kernel_geometry(plan.geometry)
                 taps = fold_filters(plan.weights.transpose(2, 1, 0), geometry)
                 cpu = target_family(self.target) == "cpu"
-                if plan.width is not None:
+                if plan.width is not None and cpu and schedule_cpu_width.applies(
+                        geometry, schedule_cpu.describe_target(self.target), plan.width):
+                    # Every width in one kernel, in the width form (its two loop nests:
+                    # kernels/source_width.py), as fast as the static one at each width.
+                    func, layout = schedule_cpu_width.build(geometry, self.target,
+                                                            width=plan.width)
+                    filters, schedule = source_width.pack_filters(taps, layout), \
+                        SYMBOLIC_WIDTH + ":width"
+                elif plan.width is not None:
                     # Every width in one kernel (kernels/symbolic_width.py): planned at
-                    # the reference width, no width form and no tuning record.
+                    # the reference width, no tuning record.
                     func, layout = schedule_cpu.build(geometry, self.target,
                                                       width=plan.width)
                     filters, schedule = pack_filters(np.ascontiguousarray(taps), layout), \
-                        "symbolic-width"
+                        SYMBOLIC_WIDTH
                 elif cpu and schedule_cpu_width.applies(
                         geometry, schedule_cpu.describe_target(self.target)):
                     # Few channels at stride 1 in NCW: vectorized along the width

@@ -10,25 +10,29 @@ lanes, not a whole vector of padded channels as in the channel-vectorized kernel
 from __future__ import annotations
 
 from .polyphase import Geometry
-from .source_width import WidthLayout, width_source
+from .source_width import SymbolicSizes, WidthLayout, symbolic_sizes, width_source
 from .tir import loops_by_variable
 
 # Accumulator registers a tile may take (AVX-512 and aarch64 have 32 vector registers).
 ACCUMULATORS = 24
 
 
-def applies(geometry: Geometry, cpu) -> bool:
+def applies(geometry: Geometry, cpu, width=None) -> bool:
     """Whether a layer runs in the width form rather than the channel-vectorized kernel.
 
     Only stride-1 NCW float32 layers (not folded: a folded kernel's channels are phases;
     static batch) on a CPU with 16-lane float32 vectors (AVX-512); float16/float64 keep
-    the channel-vectorized kernel. Which of those is `prefers_width`'s measured choice."""
+    the channel-vectorized kernel. Which of those is `prefers_width`'s measured choice.
+    width: a symbolic_width.SymbolicWidth, `geometry` at its reference width: also that
+    the kernel's sizes are affine in the width (source_width.symbolic_sizes)."""
     g = geometry
     if not (g.data_format == "NCW" and g.stride == 1 and g.folded_stride == 1
             and g.dtype == "float32" and g.batch is not None and cpu.vector_bits == 512
             and g.out_width > 0):
         return False
-    return prefers_width(g.in_channels, g.out_channels, g.kernel_width)
+    if not prefers_width(g.in_channels, g.out_channels, g.kernel_width):
+        return False
+    return width is None or symbolic_sizes(layout_for(g, cpu), width) is not None
 
 
 def prefers_width(in_channels: int, out_channels: int, kernel_width: int) -> bool:
@@ -63,12 +67,27 @@ def layout_for(geometry: Geometry, cpu) -> WidthLayout:
     return WidthLayout(geometry, rows, vectors, lanes)
 
 
-def schedule(func, layout: WidthLayout):
-    """The register-tiled schedule of `width_source(layout)`'s PrimFunc."""
+def schedule(func, layout: WidthLayout, width: SymbolicSizes | None = None):
+    """The register-tiled schedule of `width_source(layout)`'s PrimFunc; with `width`
+    (source_width.symbolic_sizes), of its symbolic-width form's: each of its loop nests
+    as the static one."""
     import tvm
 
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
-    block, store = sch.get_sblock("accumulate"), sch.get_sblock("store")
+    if width is None:
+        copies = layout.padded and layout.left < layout.padded_width and \
+            layout.geometry.in_width + layout.left > max(0, layout.left)
+        _schedule_nest(sch, layout, "", copies)
+    else:
+        _schedule_nest(sch, layout, "", width.copies())
+        if width.short:
+            _schedule_nest(sch, layout, "_short", False)
+    return sch.mod["main"]
+
+
+def _schedule_nest(sch, layout: WidthLayout, suffix: str, copies: bool):
+    """Schedule the blocks named with `suffix`: copies, whether there is a "pad_copy"."""
+    block, store = sch.get_sblock(f"accumulate{suffix}"), sch.get_sblock(f"store{suffix}")
     n, t, b, r, u = sch.get_loops(store)
     u_vectors, u_lanes = sch.split(u, [None, layout.lanes])
     # Width tiles outside the channel blocks: a tile's input stays in L2 while every
@@ -101,22 +120,28 @@ def schedule(func, layout: WidthLayout):
     for item in init_loops[1:-1]:
         sch.unroll(item)
     sch.vectorize(init_loops[-1])
-    if layout.padded and layout.left < layout.padded_width and \
-            layout.geometry.in_width + layout.left > max(0, layout.left):
+    if copies:
         # Only the copy in parallel: the zero edges are (K-1)*d and less than a tile wide,
         # and each parallel launch can cost a time slice on a busy machine.
-        pn, pci, _ = sch.get_loops(sch.get_sblock("pad_copy"))
+        pn, pci, _ = sch.get_loops(sch.get_sblock(f"pad_copy{suffix}"))
         sch.parallel(sch.fuse(pn, pci))
-    return sch.mod["main"]
 
 
-def build(geometry: Geometry, target, layout: WidthLayout | None = None):
-    """(scheduled PrimFunc, WidthLayout) for a CPU target."""
+def build(geometry: Geometry, target, layout: WidthLayout | None = None, width=None):
+    """(scheduled PrimFunc, WidthLayout) for a CPU target.
+
+    width: a symbolic_width.SymbolicWidth: the kernel for every input width, laid out at
+    `geometry`'s (the reference width); see source_width.width_source."""
     import tvm
     from tvm.script import tirx as T  # noqa: F401  (used by the parsed source)
 
     from .schedule_cpu import describe_target
 
     layout = layout or layout_for(geometry, describe_target(target))
-    func = tvm.script.from_source(width_source(layout))
-    return schedule(func, layout), layout
+    sizes = None
+    if width is not None:
+        sizes = symbolic_sizes(layout, width)
+        if sizes is None:
+            raise ValueError(f"no symbolic-width form of the width kernel for {geometry}")
+    func = tvm.script.from_source(width_source(layout, width=width))
+    return schedule(func, layout, sizes), layout

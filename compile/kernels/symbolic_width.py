@@ -18,9 +18,10 @@ static kernel's, unchanged. `fit` finds the affine forms by evaluating the stati
 geometry at three widths, and refuses (None) a layer where any other size changes with
 the width.
 
-The Winograd form and the width form (schedule_cpu_width.py) stay static-only: their
-sources size more buffers by the width (the F(2,r) form's pairs, its fix pass over the
-output). Nothing here imports TVM.
+The Winograd form writes its pairs with `padded_pairs`. The width form
+(source_width.py) takes a `SymbolicWidth` too, with sizes of its own
+(`source_width.symbolic_sizes`) and a second loop nest for outputs narrower than one
+tile. Nothing here imports TVM.
 """
 from __future__ import annotations
 
@@ -49,6 +50,8 @@ class Affine:
         return self.scale * width + self.offset
 
     def text(self, variable: str = VARIABLE) -> str:
+        if not self.scale:
+            return str(self.offset)
         term = variable if self.scale == 1 else f"{variable} * {self.scale}"
         if not self.offset:
             return f"({term})"
