@@ -152,9 +152,11 @@ def run_model_bench(models, backends=None, *, inputs=None, threads=None, quick=F
                 with warnings.catch_warnings(record=True) as caught:
                     warnings.simplefilter("always")
                     session = _session(backend, model, threads, cache_dir)
-                    if getattr(session, "specialized", None) is not None:
-                        # One static session per input shape (runtime/specialized_session.py):
-                        # it opens, and warns, at the first call with these shapes.
+                    if getattr(session, "specialized", None) is not None or \
+                            getattr(session, "width_checks", None) is not None:
+                        # One static session per input shape (runtime/specialized_session.py)
+                        # or one build checked per width class (symbolic_session.py): it
+                        # opens, or decides, and warns, at the first call with these shapes.
                         session.run(None, feeds)
                 record["open_s"] = time.perf_counter() - start
                 record["runs_on"] = session.backend
@@ -165,6 +167,10 @@ def run_model_bench(models, backends=None, *, inputs=None, threads=None, quick=F
                                        in session.specialized["inputs"].items())
                     record["note"] = "; ".join(filter(None, [
                         f"specialized per input shape ({shapes})", record["note"]]))
+                if getattr(session, "width_checks", None):
+                    record["note"] = "; ".join(filter(None, [
+                        "one build for every width, checked per width class",
+                        record["note"]]))
                 placement = getattr(session, "placement", None)
                 if placement:
                     record["placement"] = dict(collections.Counter(placement.values()))

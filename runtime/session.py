@@ -396,6 +396,15 @@ class InferenceSession:
         return getattr(self._session, "specialized", None)
 
     @property
+    def width_checks(self) -> dict | None:
+        """None unless `auto` runs a dynamic-width model from one TVM build
+        (runtime/symbolic_session.py): then {width class: {"backend": where that class
+        runs, "ms": {backend: median ms a call measured on its first call}}}, a class being
+        each free dimension's bit length per input (`placement` and `backend` are the
+        latest call's)."""
+        return getattr(self._session, "width_checks", None)
+
+    @property
     def emulated(self) -> bool:
         """True on an emulated device: its timings say nothing about real hardware."""
         return getattr(self._session, "emulated", False)

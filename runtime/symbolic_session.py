@@ -121,6 +121,15 @@ class WidthCheckedSession:
                 for name in self._names}
 
     @property
+    def width_checks(self) -> dict:
+        """{width class: {"backend", "ms": {backend: median ms}}} of the classes timed so
+        far (InferenceSession.width_checks)."""
+        names = {"tvm": self._tvm.backend, "onnxruntime": "onnxruntime:cpu"}
+        return {key: {"backend": names[choice],
+                      "ms": {names[name]: seconds * 1e3 for name, seconds in times.items()}}
+                for key, (choice, times) in self.choices.items()}
+
+    @property
     def measured(self) -> dict | None:
         """The latest call's class's times ({'tvm': s, 'onnxruntime': s})."""
         return self.choices[self._latest][1] if self._latest is not None else None

@@ -232,6 +232,11 @@ def test_auto_checks_each_width_class_against_onnxruntime(cache_dir, monkeypatch
         assert bool(fallback) == (width == 100), width
     # Widths 8-15 are one class: timed once; 100 (64-127) once.
     assert timed == [9, 100]
+    assert session.width_checks == {
+        (("input", (1, 4, 5)),): {"backend": "tvm:host",
+                                  "ms": {"tvm:host": 1000.0, "onnxruntime:cpu": 2000.0}},
+        (("input", (1, 7, 5)),): {"backend": "onnxruntime:cpu",
+                                  "ms": {"tvm:host": 3000.0, "onnxruntime:cpu": 2000.0}}}
     with pytest.raises(ct.ArgumentError, match="input"):
         session.run(None, {"input": np.zeros((1, 4, 6), np.float32)})
 
