@@ -287,7 +287,13 @@ def _rewriter_class():
                 if plan.width is not None and cpu and schedule_cpu_width.applies(
                         geometry, schedule_cpu.describe_target(self.target), plan.width):
                     # Every width in one kernel, in the width form (its two loop nests:
-                    # kernels/source_width.py), as fast as the static one at each width.
+                    # kernels/source_width.py), as fast as the static one at each width:
+                    # kernel ms, static -> symbolic, HiFi-GAN's 37 stride-1 shapes at two
+                    # widths each, interleaved in one process, each kernel compiled alone
+                    # (tools/cpu/symbolic_width_form.py, Zen 4, 2 vCPUs, 2026-12-06, two
+                    # runs): 0.92-1.05x, geometric mean 1.01x and 1.00x (one 1.11x that
+                    # re-measured 1.00x); 64 -> 64 K 11 W 6400 2.788 -> 2.831, 32 -> 1 K 7
+                    # W 12800 0.145 -> 0.143. The channel form took 1.3-2x the time.
                     func, layout = schedule_cpu_width.build(geometry, self.target,
                                                             width=plan.width)
                     filters, schedule = source_width.pack_filters(taps, layout), \
