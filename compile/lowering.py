@@ -293,7 +293,10 @@ def _rewriter_class():
                     # (tools/cpu/symbolic_width_form.py, Zen 4, 2 vCPUs, 2026-12-06, two
                     # runs): 0.92-1.05x, geometric mean 1.01x and 1.00x (one 1.11x that
                     # re-measured 1.00x); 64 -> 64 K 11 W 6400 2.788 -> 2.831, 32 -> 1 K 7
-                    # W 12800 0.145 -> 0.143. The channel form took 1.3-2x the time.
+                    # W 12800 0.145 -> 0.143. The symbolic channel form, same way and
+                    # day (busy VM, load ~2.8): 64 -> 64 K 11 W 6400 9.24 ms against
+                    # 5.54, K 3 d 3 2.44 / 1.73, 32 -> 32 K 3 W 12800 1.55 / 0.92, K 7 d 5
+                    # 3.59 / 1.93, 32 -> 1 K 7 1.70 / 0.155.
                     func, layout = schedule_cpu_width.build(geometry, self.target,
                                                             width=plan.width)
                     filters, schedule = source_width.pack_filters(taps, layout), \
