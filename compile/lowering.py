@@ -287,7 +287,16 @@ def _rewriter_class():
                 if plan.width is not None and cpu and schedule_cpu_width.applies(
                         geometry, schedule_cpu.describe_target(self.target), plan.width):
                     # Every width in one kernel, in the width form (its two loop nests:
-                    # kernels/source_width.py), as fast as the static one at each width.
+                    # kernels/source_width.py), as fast as the static one at each width:
+                    # kernel ms, static -> symbolic, HiFi-GAN's 37 stride-1 shapes at two
+                    # widths each, interleaved in one process, each kernel compiled alone
+                    # (tools/cpu/symbolic_width_form.py, Zen 4, 2 vCPUs, 2026-12-06, two
+                    # runs): 0.92-1.05x, geometric mean 1.01x and 1.00x (one 1.11x that
+                    # re-measured 1.00x); 64 -> 64 K 11 W 6400 2.788 -> 2.831, 32 -> 1 K 7
+                    # W 12800 0.145 -> 0.143. The symbolic channel form, same way and
+                    # day (busy VM, load ~2.8): 64 -> 64 K 11 W 6400 9.24 ms against
+                    # 5.54, K 3 d 3 2.44 / 1.73, 32 -> 32 K 3 W 12800 1.55 / 0.92, K 7 d 5
+                    # 3.59 / 1.93, 32 -> 1 K 7 1.70 / 0.155.
                     func, layout = schedule_cpu_width.build(geometry, self.target,
                                                             width=plan.width)
                     filters, schedule = source_width.pack_filters(taps, layout), \
