@@ -70,18 +70,22 @@ LAYERS = (
 )
 
 
-def layers_named(names) -> list[DynamicLayer]:
-    """The LAYERS named (all for none); an unknown name raises ArgumentError."""
+def layers_named(names, data_format: str | None = None) -> list[DynamicLayer]:
+    """The LAYERS named (all for none), in `data_format` where given ('NWC' or 'NCW');
+    an unknown name or layout raises ArgumentError."""
     from .graph.errors import ArgumentError
 
-    if not names:
-        return list(LAYERS)
     known = {layer.name: layer for layer in LAYERS}
-    unknown = [name for name in names if name not in known]
+    unknown = [name for name in names or () if name not in known]
     if unknown:
         raise ArgumentError(f"--only {unknown[0]!r}: the dynamic-width bench has the "
                             f"layers {', '.join(known)}")
-    return [known[name] for name in names]
+    if data_format not in (None, "NWC", "NCW"):
+        raise ArgumentError(f"--data-format {data_format!r}: 'NWC' or 'NCW'")
+    chosen = [known[name] for name in names] if names else list(LAYERS)
+    if data_format:
+        chosen = [dataclasses.replace(layer, data_format=data_format) for layer in chosen]
+    return chosen
 
 
 def run_dynamic_bench(layers, frames=(50, 200, 1000), *, rounds=5, threads=None,

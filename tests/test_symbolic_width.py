@@ -304,3 +304,7 @@ def test_the_dynamic_width_bench_checks_and_times_one_build_against_the_others(c
     assert "tiny" in console.export_text()
     with pytest.raises(ct.ArgumentError, match="hifigan-up1"):
         dynamic_bench.layers_named(["nope"])
+    with pytest.raises(ct.ArgumentError, match="'NWC' or 'NCW'"):
+        dynamic_bench.layers_named([], "NHWC")
+    assert {layer.data_format for layer in dynamic_bench.layers_named([], "NWC")} == {"NWC"}
+    assert len(dynamic_bench.layers_named(["hifigan-up2", "encodec-up1"])) == 2

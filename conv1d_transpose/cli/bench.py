@@ -51,9 +51,9 @@ from .options import (console, friendly_errors, layer_options, only_option, sele
                    "same step, and op.stream() on TVM, state included.")
 @click.option("--dynamic-width", "dynamic_frames", metavar="FRAMES,...",
               help="One TVM build for every width instead: each layer of the dynamic-width "
-                   "bench (hifigan-up1..4, encodec-up1..3; --only narrows) exported with a "
-                   "free width and run at these model lengths, e.g. 50,200,1000, against a "
-                   "build per width and onnxruntime.")
+                   "bench (hifigan-up1..4, encodec-up1..3; --only narrows; NCW unless "
+                   "--data-format says) exported with a free width and run at these model "
+                   "lengths, e.g. 50,200,1000, against a build per width and onnxruntime.")
 @friendly_errors
 def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, plot_path,
           markdown_path, quick, cache_dir, untuned, models, inputs, profile, stream_frames,
@@ -77,7 +77,7 @@ def bench(only, backends, targets, dtype, repeat, rounds, threads, json_path, pl
 
         frames = [int(value) for value in split_list([dynamic_frames])]
         document = dynamic_bench.run_dynamic_bench(
-            dynamic_bench.layers_named(split_list(only)), frames,
+            dynamic_bench.layers_named(split_list(only), layer.get("data_format")), frames,
             rounds=rounds or (2 if quick else 5), threads=threads, cache_dir=cache_dir,
             quick=quick)
         dynamic_bench.render_dynamic(document, console)
