@@ -24,7 +24,8 @@ import tempfile
 
 import numpy as np
 
-from .graph import build_model, make_spec, max_error, sweeps
+from .graph import build_model, max_error, sweeps
+from .workloads import Workload
 
 BACKENDS = ("onnxruntime:cpu", "tvm:host dynamic", "tvm:host static")
 # The model length the suite's layers stand for (workloads.yaml: hifigan-up1 at 200 mel
@@ -32,45 +33,26 @@ BACKENDS = ("onnxruntime:cpu", "tvm:host dynamic", "tvm:host static")
 REFERENCE_FRAMES = 200
 
 
-@dataclasses.dataclass(frozen=True)
-class DynamicLayer:
-    """A layer at REFERENCE_FRAMES frames of its model, with TF's padding names."""
-
-    name: str
-    width: int
-    cin: int
-    cout: int
-    kernel: int
-    stride: int
-    padding: str = "SAME"
-    data_format: str = "NCW"
-    dilation: int = 1
-
-    def spec(self, frames: int):
-        width = max(1, self.width * frames // REFERENCE_FRAMES)
-        out = width * self.stride if self.padding == "SAME" else \
-            (width - 1) * self.stride + (self.kernel - 1) * self.dilation + 1
-        shape = (1, self.cin, width) if self.data_format == "NCW" else (1, width, self.cin)
-        out_shape = [1, self.cout, out] if self.data_format == "NCW" else [1, out, self.cout]
-        return make_spec(shape, (self.kernel, self.cout, self.cin), out_shape, self.stride,
-                         self.padding, self.data_format, self.dilation)
+def at_frames(layer: Workload, frames: int) -> Workload:
+    """A layer of the suite (at REFERENCE_FRAMES frames of its model) at `frames` frames."""
+    return dataclasses.replace(layer, width=max(1, layer.width * frames // REFERENCE_FRAMES))
 
 
 # HiFi-GAN V1's upsamplers (workloads.yaml) and EnCodec 24 kHz's first three (ratios 8,
 # 5, 4; kernel 2r; the ConvTranspose has no pads, its Slice trims after it:
 # architectures.encodec_decoder), at 200 frames, in NCW as torch exports them.
-LAYERS = (
-    DynamicLayer("hifigan-up1", 200, 512, 256, 16, 8),
-    DynamicLayer("hifigan-up2", 1600, 256, 128, 16, 8),
-    DynamicLayer("hifigan-up3", 12800, 128, 64, 4, 2),
-    DynamicLayer("hifigan-up4", 25600, 64, 32, 4, 2),
-    DynamicLayer("encodec-up1", 200, 512, 256, 16, 8, "VALID"),
-    DynamicLayer("encodec-up2", 1600, 256, 128, 10, 5, "VALID"),
-    DynamicLayer("encodec-up3", 8000, 128, 64, 8, 4, "VALID"),
-)
+LAYERS = tuple(Workload(name, 1, width, cin, cout, kernel, stride, padding, data_format="NCW")
+               for name, width, cin, cout, kernel, stride, padding in (
+                   ("hifigan-up1", 200, 512, 256, 16, 8, "SAME"),
+                   ("hifigan-up2", 1600, 256, 128, 16, 8, "SAME"),
+                   ("hifigan-up3", 12800, 128, 64, 4, 2, "SAME"),
+                   ("hifigan-up4", 25600, 64, 32, 4, 2, "SAME"),
+                   ("encodec-up1", 200, 512, 256, 16, 8, "VALID"),
+                   ("encodec-up2", 1600, 256, 128, 10, 5, "VALID"),
+                   ("encodec-up3", 8000, 128, 64, 8, 4, "VALID")))
 
 
-def layers_named(names, data_format: str | None = None) -> list[DynamicLayer]:
+def layers_named(names, data_format: str | None = None) -> list[Workload]:
     """The LAYERS named (all for none), in `data_format` where given ('NWC' or 'NCW');
     an unknown name or layout raises ArgumentError."""
     from .graph.errors import ArgumentError
@@ -109,7 +91,7 @@ def run_dynamic_bench(layers, frames=(50, 200, 1000), *, rounds=5, threads=None,
                            "cache": "fresh" if own_cache else cache_dir},
                 "layers": []}
     for layer in layers:
-        spec = layer.spec(REFERENCE_FRAMES)
+        spec = layer.spec()
         filters = sweeps.random_arrays(spec.input_shape, spec.filters_shape, spec.dtype,
                                        1)[1]
         dynamic_model = build_model(spec, filters, dynamic_width=True)
@@ -123,7 +105,7 @@ def run_dynamic_bench(layers, frames=(50, 200, 1000), *, rounds=5, threads=None,
                "dynamic_scheduled": bool(getattr(dynamic._session, "scheduled", False)),
                "frames": []}
         for count in frames:
-            at = layer.spec(count)
+            at = at_frames(layer, count).spec()
             x = sweeps.random_arrays(at.input_shape, at.filters_shape, at.dtype, count)[0]
             static = InferenceSession(build_model(at, filters), backend="tvm",
                                       cache_dir=cache_dir, threads=threads)

@@ -287,7 +287,9 @@ def test_the_dynamic_width_bench_checks_and_times_one_build_against_the_others(c
 
     from conv1d_transpose import dynamic_bench
 
-    layer = dynamic_bench.DynamicLayer("tiny", 16, 8, 4, 4, 2)
+    from conv1d_transpose.workloads import Workload
+
+    layer = Workload("tiny", 1, 16, 8, 4, 4, 2, data_format="NCW")
     document = dynamic_bench.run_dynamic_bench([layer], (25, 200), rounds=1, quick=True,
                                                cache_dir=cache_dir)
     [row] = document["layers"]

@@ -68,35 +68,18 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
                 f"    {out_at('vn', at, layer_channel)} = {value}")
 
     x_read = f"x[vn, vp + {w0}, vci]" if nwc else f"x[vn, vci, vp + {w0}]"
-    if N is None or width is not None:
-        # Symbolic batch (an ONNX dim_param, or a batch of 0, which TVM's importer
-        # makes symbolic): one kernel serves every batch size. A symbolic width: every
-        # width (an int32 variable, as the static kernel's loops are).
-        variables = []
-        if N is None:
-            N = "batch"
-            variables.append("    batch = T.int64()")
-            x_shape = tuple(N if i == 0 else d for i, d in enumerate(x_shape))
-            o_shape = tuple(N if i == 0 else d for i, d in enumerate(o_shape))
-        if width is not None:
-            variables.append(f"    {VARIABLE} = T.int32()")
-        lines = [
-            "@T.prim_func(private=True, s_tir=True)",
-            f"def {name}(x_handle: T.handle, filters: T.Buffer({layout.filters_shape}, "
-            f"\"{acc}\"), out_handle: T.handle):",
-            "    T.func_attr({\"tirx.noalias\": True})",
-            *variables,
-            f"    x = T.match_buffer(x_handle, ({', '.join(map(str, x_shape))}), \"{dtype}\")",
-            f"    out = T.match_buffer(out_handle, ({', '.join(map(str, o_shape))}), \"{dtype}\")",
-        ]
-    else:
-        lines = [
-            "@T.prim_func(private=True, s_tir=True)",
-            f"def {name}(x: T.Buffer({x_shape}, \"{dtype}\"), "
-            f"filters: T.Buffer({layout.filters_shape}, \"{acc}\"), "
-            f"out: T.Buffer({o_shape}, \"{dtype}\")):",
-            "    T.func_attr({\"tirx.noalias\": True})",
-        ]
+    # Symbolic batch (an ONNX dim_param, or a batch of 0, which TVM's importer makes
+    # symbolic): one kernel serves every batch size. A symbolic width: every width (an
+    # int32 variable, as the static kernel's loops are).
+    variables = []
+    if N is None:
+        N = "batch"
+        variables.append("batch = T.int64()")
+        x_shape = tuple(N if i == 0 else d for i, d in enumerate(x_shape))
+        o_shape = tuple(N if i == 0 else d for i, d in enumerate(o_shape))
+    if width is not None:
+        variables.append(f"{VARIABLE} = T.int32()")
+    lines = tir.signature(name, x_shape, layout.filters_shape, o_shape, dtype, acc, variables)
     lines += [
         f"    xp = T.sblock_alloc_buffer(({N}, {P}, {CI}), \"{acc}\")",
     ]

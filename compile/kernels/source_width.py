@@ -30,6 +30,7 @@ import dataclasses
 
 import numpy as np
 
+from . import tir
 from .polyphase import Geometry
 from .symbolic_width import VARIABLE, Affine, SymbolicWidth, layer_at, smallest_width
 
@@ -177,13 +178,8 @@ def width_source(layout: WidthLayout, name: str = "conv1d_transpose_width",
     acc, dtype = geo.accumulate_dtype, geo.dtype
     N, CI, CO, VL = geo.batch, geo.in_channels, geo.out_channels, layout.tile
     if width is None:
-        lines = [
-            "@T.prim_func(private=True, s_tir=True)",
-            f"def {name}(x: T.Buffer({geo.input_shape}, \"{dtype}\"), "
-            f"filters: T.Buffer({layout.filters_shape}, \"{acc}\"), "
-            f"out: T.Buffer({geo.output_shape}, \"{dtype}\")):",
-            "    T.func_attr({\"tirx.noalias\": True})",
-        ]
+        lines = tir.signature(name, geo.input_shape, layout.filters_shape, geo.output_shape,
+                              dtype, acc)
         allocations, body = _nest(layout, "", layout.tiles, _constant(layout.span),
                                   layout.padded, _constant(layout.padded_width),
                                   tuple(map(_constant, pad_bounds(layout))),
@@ -193,15 +189,8 @@ def width_source(layout: WidthLayout, name: str = "conv1d_transpose_width",
     if sizes is None:
         raise ValueError(f"no symbolic-width form of the width kernel for {geo}")
     O = width.out_width.text()
-    lines = [
-        "@T.prim_func(private=True, s_tir=True)",
-        f"def {name}(x_handle: T.handle, filters: T.Buffer({layout.filters_shape}, "
-        f"\"{acc}\"), out_handle: T.handle):",
-        "    T.func_attr({\"tirx.noalias\": True})",
-        f"    {VARIABLE} = T.int32()",
-        f"    x = T.match_buffer(x_handle, ({N}, {CI}, {VARIABLE}), \"{dtype}\")",
-        f"    out = T.match_buffer(out_handle, ({N}, {CO}, {O}), \"{dtype}\")",
-    ]
+    lines = tir.signature(name, (N, CI, VARIABLE), layout.filters_shape, (N, CO, O), dtype,
+                          acc, [f"{VARIABLE} = T.int32()"])
     # The long nest's sizes are written in `max(width, long_from)`, which is the width
     # wherever that nest runs: TVM's schedule then proves that the tiles read only what
     # the pad blocks write (compute_at refuses a scope where it cannot, and it knows

@@ -110,24 +110,8 @@ def winograd_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphas
                              for j in range(R)])
     fix_read = (f"T.if_then_else({fix_row} >= 0 and {fix_row} < {W}, "
                 f"T.Cast(\"{acc}\", {fix_x}), T.Cast(\"{acc}\", 0))")
-    if width is None:
-        lines = [
-            "@T.prim_func(private=True, s_tir=True)",
-            f"def {name}(x: T.Buffer({x_shape}, \"{dtype}\"), "
-            f"filters: T.Buffer({layout.filters_shape}, \"{acc}\"), "
-            f"out: T.Buffer({o_shape}, \"{dtype}\")):",
-            "    T.func_attr({\"tirx.noalias\": True})",
-        ]
-    else:
-        lines = [
-            "@T.prim_func(private=True, s_tir=True)",
-            f"def {name}(x_handle: T.handle, filters: T.Buffer({layout.filters_shape}, "
-            f"\"{acc}\"), out_handle: T.handle):",
-            "    T.func_attr({\"tirx.noalias\": True})",
-            f"    {VARIABLE} = T.int32()",
-            f"    x = T.match_buffer(x_handle, ({', '.join(map(str, x_shape))}), \"{dtype}\")",
-            f"    out = T.match_buffer(out_handle, ({', '.join(map(str, o_shape))}), \"{dtype}\")",
-        ]
+    lines = tir.signature(name, x_shape, layout.filters_shape, o_shape, dtype, acc,
+                          [f"{VARIABLE} = T.int32()"] if width is not None else [])
     lines += [
         f"    flags = T.sblock_alloc_buffer(({N}, {TP}, {S}, {COO}), \"int32\")",
         *([f"    yw = T.sblock_alloc_buffer(({N}, {O}, {Cout}), \"{dtype}\")"] if copy else []),

@@ -1,7 +1,7 @@
 """TIR helpers that the kernel's sources and schedules share.
 
-`inside` writes the guard of a store into the TVMScript of either form (source_direct.py,
-source_winograd.py); the rest are schedule steps used by the CPU schedules of both forms
+`signature` writes the first lines of every form's TVMScript (source_direct.py,
+source_winograd.py, source_width.py) and `inside` the guard of a store; the rest are schedule steps used by the CPU schedules of both forms
 (schedule_cpu.py, schedule_cpu_winograd.py) and, for `loops_by_variable`, the CUDA one
 (schedule_cuda.py). Nothing here imports the rest of the package.
 """
@@ -17,6 +17,27 @@ def inside(position: str, lowest: int, width: int, channels: int = 0, out_tile: 
     if channels % out_tile:
         terms.append(f"vcoo * {out_tile} + vcoi < {channels}")
     return " and ".join(terms)
+
+
+def signature(name: str, x_shape, filters_shape, out_shape, dtype: str, acc: str,
+              variables=()) -> list[str]:
+    """The first lines of a kernel's TVMScript: `def name(x, filters, out)` with static
+    buffers, or, with `variables` (declarations such as `width = T.int32()`), `x` and
+    `out` matched from handles whose shapes use those variables."""
+    if not variables:
+        return ["@T.prim_func(private=True, s_tir=True)",
+                f"def {name}(x: T.Buffer({tuple(x_shape)}, \"{dtype}\"), "
+                f"filters: T.Buffer({filters_shape}, \"{acc}\"), "
+                f"out: T.Buffer({tuple(out_shape)}, \"{dtype}\")):",
+                "    T.func_attr({\"tirx.noalias\": True})"]
+    return ["@T.prim_func(private=True, s_tir=True)",
+            f"def {name}(x_handle: T.handle, filters: T.Buffer({filters_shape}, "
+            f"\"{acc}\"), out_handle: T.handle):",
+            "    T.func_attr({\"tirx.noalias\": True})",
+            *(f"    {declaration}" for declaration in variables),
+            f"    x = T.match_buffer(x_handle, ({', '.join(map(str, x_shape))}), \"{dtype}\")",
+            f"    out = T.match_buffer(out_handle, ({', '.join(map(str, out_shape))}), "
+            f"\"{dtype}\")"]
 
 
 def loops_by_variable(sch, block) -> dict:
