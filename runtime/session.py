@@ -134,7 +134,7 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
                                                       symbolic_batch=backend == "tvm"):
         from .symbolic_session import open_symbolic
         symbolic = open_symbolic(
-            load_model(model), backend if _onnxruntime_importable() else "tvm",
+            model, backend if _onnxruntime_importable() else "tvm",
             lambda whole: _tvm_session(whole, target, **tvm_options),
             lambda original: OnnxRuntimeSession(original, threads=threads),
             margin=SPLIT_MARGIN, warning=BackendFallbackWarning)
