@@ -21,7 +21,7 @@ import functools
 import numpy as np
 
 from . import records
-from .kernels import schedule_cpu, schedule_cpu_width, source_width
+from .kernels import schedule_cpu, schedule_cpu_width, source_width, width_variants
 from .kernels.symbolic_width import REFERENCE_WIDTH, layer_at
 from .kernels.symbolic_width import fit as symbolic_width_fit
 from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
@@ -303,9 +303,11 @@ def _rewriter_class():
                         SYMBOLIC_WIDTH + ":width"
                 elif plan.width is not None:
                     # Every width in one kernel (kernels/symbolic_width.py): planned at
-                    # the reference width, no tuning record.
-                    func, layout = schedule_cpu.build(geometry, self.target,
-                                                      width=plan.width)
+                    # the reference width, with a nest of its own for the widths that
+                    # another plan serves better (kernels/width_variants.py), no tuning
+                    # record.
+                    func, layout, _ = width_variants.build(plan.geometry, self.target,
+                                                           plan.width)
                     filters, schedule = pack_filters(np.ascontiguousarray(taps), layout), \
                         SYMBOLIC_WIDTH
                 elif cpu and schedule_cpu_width.applies(

@@ -14,7 +14,7 @@ import tvm
 import conv1d_transpose as ct
 from conv1d_transpose.compile.kernels import (Geometry, fold_filters, kernel_geometry,
                                               pack_filters, schedule_cpu)
-from conv1d_transpose.compile.kernels import symbolic_width
+from conv1d_transpose.compile.kernels import symbolic_width, width_variants
 from conv1d_transpose.graph import TOLERANCES
 from conv1d_transpose.graph.reference import magnitude, reference_conv1d_transpose
 
@@ -53,7 +53,11 @@ def _build(geometry, offset, cpu_plan=None):
     target = host_target()
     width = symbolic_width.fit(symbolic_width.layer_at(geometry, offset))
     assert width is not None
-    func, layout = schedule_cpu.build(kernel_geometry(geometry), target, cpu_plan, width=width)
+    if cpu_plan is None:  # as the lowering builds it, with its nests (width_variants.py)
+        func, layout, _ = width_variants.build(geometry, target, width)
+    else:
+        func, layout = schedule_cpu.build(kernel_geometry(geometry), target, cpu_plan,
+                                          width=width)
     library = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
                           target=target)
     return library["main"], layout, width

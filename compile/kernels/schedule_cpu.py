@@ -401,8 +401,8 @@ def candidate_plans(geometry: Geometry, cpu: CpuTarget) -> list[CpuPlan]:
     return unique
 
 
-def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
-    """Apply the plan to the PrimFunc from `forms.build_primfunc(layout)`."""
+def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan, ncw_copy: bool = False):
+    """Apply the plan to the PrimFunc from `forms.build_primfunc(layout, ncw_copy=)`."""
     import tvm
 
     sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
@@ -527,27 +527,32 @@ def schedule(func, layout: KernelLayout, cpu_plan: CpuPlan):
         sch.parallel(qq if symbolic_batch else sch.fuse(n, qq))
         if nwc:
             sch.vectorize(co)
+    if ncw_copy:
+        n, co, o = sch.get_loops(sch.get_sblock("layout"))
+        parallel_transpose(sch, n, o, co, symbolic_batch)
     if prefetches:
         from . import prefetch
         return prefetch.insert(sch.mod["main"], sch, prefetches)
     return sch.mod["main"]
 
 
-def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None, width=None):
+def build(geometry: Geometry, target, cpu_plan: CpuPlan | None = None, width=None,
+          ncw_copy: bool = False):
     """(scheduled PrimFunc, KernelLayout) for a CPU target.
 
     width: a symbolic_width.SymbolicWidth: the kernel for every input width, planned and
-    laid out at `geometry`'s (the reference width); see `symbolic_plan`."""
+    laid out at `geometry`'s (the reference width); see `symbolic_plan`. ncw_copy: an
+    NCW direct-form kernel's stores through an NWC copy (source_direct.kernel_source)."""
     if width is not None:
         cpu_plan, width = symbolic_plan(geometry, describe_target(target), width, cpu_plan)
     cpu_plan = cpu_plan or plan(geometry, describe_target(target))
     summed = schedule_cpu_winograd.blocks_reduction(cpu_plan, decompose(geometry).stride)
     layout = plan_layout(geometry, cpu_plan.tiling, cpu_plan.winograd, cpu_plan.phase_major,
                          summed_filters=summed)
-    func = build_primfunc(layout, width=width)
+    func = build_primfunc(layout, width=width, ncw_copy=ncw_copy and not cpu_plan.winograd)
     if cpu_plan.winograd:
         return schedule_cpu_winograd.schedule(func, layout, cpu_plan), layout
-    return schedule(func, layout, cpu_plan), layout
+    return schedule(func, layout, cpu_plan, ncw_copy), layout
 
 
 def symbolic_plan(geometry: Geometry, cpu: CpuTarget, width, cpu_plan: CpuPlan | None = None):

@@ -16,12 +16,18 @@ from .symbolic_width import VARIABLE, SymbolicWidth
 
 
 def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase",
-                  width: SymbolicWidth | None = None) -> str:
+                  width: SymbolicWidth | None = None, ncw_copy: bool = False) -> str:
     """TVMScript of the unscheduled kernel: pad, then per phase group accumulate + store.
 
     width: the kernel for every input width (symbolic_width.py): `layout` is laid out at
     a reference width, and each width-dependent size is written as an expression of the
-    PrimFunc's variable `width`."""
+    PrimFunc's variable `width`.
+
+    ncw_copy (NCW, not folded): the stores write an NWC copy of the output (`yw`), which
+    a last block (`layout`) transposes into `out`, as the Winograd form does in NCW,
+    instead of storing each vector of channels to as many output rows. It pays where
+    those rows are a multiple of 4 KiB apart and so share one set of L1 lines:
+    width_variants.py takes it for such widths."""
     g, dec, t = layout.geometry, layout.decomposition, layout.tiling
     acc, dtype = g.accumulate_dtype, g.dtype
     N, W, O, Cout = g.batch, g.in_width, g.out_width, g.out_channels
@@ -41,7 +47,12 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
         o_shape = layout_shape(g.data_format, N, layer_width,
                                Cout // g.folded_stride if g.folded_stride > 1 else Cout)
 
+    if ncw_copy and (nwc or g.folded_stride > 1):
+        raise ValueError("ncw_copy is for an NCW kernel that is not folded")
+
     def out_at(n, o, co):
+        if ncw_copy:
+            return f"yw[{n}, {o}, {co}]"
         return f"out[{n}, {o}, {co}]" if nwc else f"out[{n}, {co}, {o}]"
 
     def store_lines(index, position, lowest):
@@ -83,6 +94,8 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
     lines += [
         f"    xp = T.sblock_alloc_buffer(({N}, {P}, {CI}), \"{acc}\")",
     ]
+    if ncw_copy:
+        lines.append(f"    yw = T.sblock_alloc_buffer(({N}, {O}, {Cout}), \"{dtype}\")")
     for index, (_, _, phases) in enumerate(layout.groups):
         lines.append(f"    acc{index} = T.sblock_alloc_buffer(({N}, {QP}, {len(phases)}, {COO}, "
                      f"{COT}), \"{acc}\")")
@@ -125,5 +138,12 @@ def kernel_source(layout: KernelLayout, name: str = "conv1d_transpose_polyphase"
             "            vn, vq, vco = T.axis.remap(\"SSS\", [n, qq, co])",
             f"            if {tir.inside(f'vq * {S} + {p.r - rho}', p.r - rho, O)}:",
             f"                {out_at('vn', f'vq * {S} + {p.r - rho}', 'vco')} = T.Cast(\"{dtype}\", 0)",
+        ]
+    if ncw_copy:
+        lines += [
+            f"    for n, co, o in T.grid({N}, {Cout}, {O}):",
+            "        with T.sblock(\"layout\"):",
+            "            vn, vco, vo = T.axis.remap(\"SSS\", [n, co, o])",
+            "            out[vn, vco, vo] = yw[vn, vo, vco]",
         ]
     return "\n".join(lines) + "\n"
