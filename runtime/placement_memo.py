@@ -54,9 +54,16 @@ def remeasure() -> bool:
     return os.environ.get(ENV_REMEASURE, "") not in ("", "0")
 
 
-def read(cache_dir: str, memo_key: str) -> dict | None:
-    """The outcome remembered under `memo_key`, or None (none, unreadable, or
-    CONV1D_TRANSPOSE_REMEASURE set)."""
+def width_class_key(memo_key: str, width_class) -> str:
+    """The key of one width class's outcome (symbolic_session.WidthCheckedSession: 'tvm'
+    or 'onnxruntime' for the inputs of that class) of the model under `memo_key`."""
+    return hashlib.sha256(f"{memo_key}|{width_class!r}".encode()).hexdigest()
+
+
+def read(cache_dir: str, memo_key: str,
+         choices: tuple = ("split", "onnxruntime")) -> dict | None:
+    """The outcome remembered under `memo_key`, or None (none, unreadable, not one of
+    `choices`, or CONV1D_TRANSPOSE_REMEASURE set)."""
     if remeasure():
         return None
     try:
@@ -65,7 +72,7 @@ def read(cache_dir: str, memo_key: str) -> dict | None:
     except (OSError, ValueError):
         return None
     if not isinstance(record, dict) or record.get("format") != FORMAT or \
-            record.get("choice") not in ("split", "onnxruntime"):
+            record.get("choice") not in choices:
         return None
     return record
 
@@ -73,8 +80,9 @@ def read(cache_dir: str, memo_key: str) -> dict | None:
 def write(cache_dir: str, memo_key: str, choice: str, *, tvm_nodes=(), reasons=None,
           times=None) -> None:
     """Remember an outcome: `choice` 'split' (with the kernel nodes that run on TVM and why
-    the others do not) or 'onnxruntime' (alone), with the times measured. Atomic; a cache
-    that cannot be written is skipped (the next open measures again)."""
+    the others do not), 'tvm' (a width class run whole on TVM) or 'onnxruntime' (alone),
+    with the times measured. Atomic; a cache that cannot be written is skipped (the next
+    open measures again)."""
     record = {"format": FORMAT, "choice": choice, "tvm_nodes": sorted(tvm_nodes),
               "reasons": dict(reasons or {}), "times": dict(times or {}),
               "measured_at": datetime.datetime.now(datetime.timezone.utc)

@@ -137,7 +137,9 @@ def open_session(model_or_path, backend="auto", target="host", *, threads=None,
             model, backend if _onnxruntime_importable() else "tvm",
             lambda whole: _tvm_session(whole, target, **tvm_options),
             lambda original: OnnxRuntimeSession(original, threads=threads),
-            margin=SPLIT_MARGIN, warning=BackendFallbackWarning)
+            margin=SPLIT_MARGIN, warning=BackendFallbackWarning,
+            memo=_memo_of(model, target, tvm_options, threads) if backend == "auto"
+            else None)
         if symbolic is not None:
             return symbolic
         from .specialized_session import SpecializedSession

@@ -14,7 +14,10 @@ Under `auto` no model may run slower than on onnxruntime alone, and how the two 
 can change with the width (a short input is launch-bound). So `WidthCheckedSession`
 times both on the first call of each width class (each free dimension's bit length:
 widths 64-127 are one class) and runs that class on the faster, with a warning where
-that is onnxruntime: a measurement per doubling of the length, not per length.
+that is onnxruntime: a measurement per doubling of the length, not per length. Each
+class's outcome is remembered in the artifact cache (placement_memo.py, keyed by the
+model, target, threads, machine and versions, and the class), so a later process takes
+it without timing again.
 """
 from __future__ import annotations
 
@@ -53,14 +56,15 @@ def whole_model(model: onnx.ModelProto) -> onnx.ModelProto | None:
 
 
 def open_symbolic(model: onnx.ModelProto, backend: str, open_tvm, open_onnxruntime, *,
-                  margin: float, warning: type):
+                  margin: float, warning: type, memo=None):
     """The session that runs `model` (with free input dimensions) from one TVM build, or
     None where there is none: the model keeps a node that needs static shapes, TVM cannot
     import it, or a convolution missed the scheduled kernel.
 
     open_tvm(model) and open_onnxruntime(model) open a session of each backend; under
     `auto` (backend) the TVM session is checked per width class (`WidthCheckedSession`,
-    TVM kept where it is `margin` times faster)."""
+    TVM kept where it is `margin` times faster; memo: (cache dir, placement_memo key)
+    where each class's outcome is remembered, or None)."""
     whole = whole_model(model)
     if whole is None:
         return None
@@ -73,7 +77,8 @@ def open_symbolic(model: onnx.ModelProto, backend: str, open_tvm, open_onnxrunti
     if backend == "tvm":
         return session
     return WidthCheckedSession(model, session, open_onnxruntime, margin=margin,
-                               warning=warning, folded=_placement.folded_nodes(model, whole))
+                               warning=warning, folded=_placement.folded_nodes(model, whole),
+                               memo=memo)
 
 
 def width_class(shapes: dict, free: dict) -> tuple:
@@ -90,8 +95,9 @@ class WidthCheckedSession:
     docstring). `placement` and `backend` are the latest call's."""
 
     def __init__(self, model, tvm_session, open_onnxruntime, *, margin: float,
-                 warning: type, folded=frozenset()):
+                 warning: type, folded=frozenset(), memo=None):
         self._model, self._tvm, self._open_onnxruntime = model, tvm_session, open_onnxruntime
+        self._memo = memo
         self._onnxruntime = None
         self._margin, self._warning = margin, warning
         self._free = _specialize.free_inputs(model)
@@ -134,27 +140,45 @@ class WidthCheckedSession:
         """The latest call's class's times ({'tvm': s, 'onnxruntime': s})."""
         return self.choices[self._latest][1] if self._latest is not None else None
 
-    def _measure(self, feeds) -> tuple:
+    def _measure(self, feeds, key) -> tuple:
+        from . import placement_memo
         from .split_session import median_times
 
-        if self._onnxruntime is None:
-            self._onnxruntime = self._open_onnxruntime(self._model)
-        times = median_times({"tvm": self._tvm, "onnxruntime": self._onnxruntime}, feeds)
-        if times["tvm"] * self._margin <= times["onnxruntime"]:
-            return "tvm", times
-        shapes = {name: list(getattr(value, "shape", ())) for name, value in feeds.items()}
-        warnings.warn(f"backend='auto' runs inputs of shapes like {shapes} on "
-                      f"onnxruntime:cpu alone: it measured {times['onnxruntime'] * 1e3:.3g} "
-                      f"ms a call on this machine against {times['tvm'] * 1e3:.3g} ms with "
-                      f"{self._tvm.backend}", self._warning, stacklevel=4)
-        return "onnxruntime", times
+        remembered = None
+        if self._memo is not None:
+            class_key = placement_memo.width_class_key(self._memo[1], key)
+            remembered = placement_memo.read(self._memo[0], class_key,
+                                             choices=("tvm", "onnxruntime"))
+        if remembered is not None:
+            choice, times = remembered["choice"], remembered["times"]
+            when = (f" (at {remembered['measured_at']}, remembered in the artifact cache; "
+                    f"{placement_memo.ENV_REMEASURE}=1 measures again)")
+        else:
+            if self._onnxruntime is None:
+                self._onnxruntime = self._open_onnxruntime(self._model)
+            times = median_times({"tvm": self._tvm, "onnxruntime": self._onnxruntime}, feeds)
+            choice = "tvm" if times["tvm"] * self._margin <= times["onnxruntime"] else \
+                "onnxruntime"
+            when = ""
+            if self._memo is not None:
+                placement_memo.write(self._memo[0], class_key, choice, times=times)
+        if choice == "onnxruntime":
+            if self._onnxruntime is None:
+                self._onnxruntime = self._open_onnxruntime(self._model)
+            shapes = {name: list(getattr(value, "shape", ())) for name, value in feeds.items()}
+            warnings.warn(f"backend='auto' runs inputs of shapes like {shapes} on "
+                          f"onnxruntime:cpu alone: it measured "
+                          f"{times['onnxruntime'] * 1e3:.3g} ms a call on this machine "
+                          f"against {times['tvm'] * 1e3:.3g} ms with {self._tvm.backend}"
+                          f"{when}", self._warning, stacklevel=4)
+        return choice, times
 
     def run(self, output_names, feeds):
         """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
         key = width_class(_specialize.input_shapes(self._model, feeds), self._free)
         with self._lock:
             if key not in self.choices:
-                self.choices[key] = self._measure(feeds)
+                self.choices[key] = self._measure(feeds, key)
             self._latest = key
             session = self._tvm if self.choices[key][0] == "tvm" else self._onnxruntime
         return session.run(output_names, feeds)

@@ -221,6 +221,7 @@ def test_auto_checks_each_width_class_against_onnxruntime(cache_dir, monkeypatch
         return {"tvm": 1.0 if width < 64 else 3.0, "onnxruntime": 2.0}
 
     monkeypatch.setattr(split_session, "median_times", times)
+    monkeypatch.delenv("CONV1D_TRANSPOSE_REMEASURE")  # (conftest sets it for other tests)
     session = ct.InferenceSession(model, backend="auto", cache_dir=cache_dir)
     assert isinstance(session._session, WidthCheckedSession)
     for width, backend in ((9, "tvm:host"), (12, "tvm:host"), (100, "onnxruntime:cpu"),
@@ -243,6 +244,27 @@ def test_auto_checks_each_width_class_against_onnxruntime(cache_dir, monkeypatch
                                   "ms": {"tvm:host": 3000.0, "onnxruntime:cpu": 2000.0}}}
     with pytest.raises(ct.ArgumentError, match="input"):
         session.run(None, {"input": np.zeros((1, 4, 6), np.float32)})
+
+    # A later process (a new session on the same cache) takes each class's outcome from
+    # the cache without timing it again, and says so where it is onnxruntime.
+    again = ct.InferenceSession(model, backend="auto", cache_dir=cache_dir)
+    for width, backend in ((10, "tvm:host"), (90, "onnxruntime:cpu")):
+        x = np.random.default_rng(width).standard_normal((1, width, 5)).astype(np.float32)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            [y] = again.run(None, {"input": x})
+        np.testing.assert_allclose(y, _expected(x, f), rtol=1e-4, atol=1e-4)
+        assert again.backend == backend
+        said = [str(w.message) for w in caught if issubclass(w.category, BackendFallbackWarning)]
+        assert bool(said) == (width == 90) and all("remembered" in m for m in said)
+    assert timed == [9, 100]
+    assert again.width_checks == session.width_checks
+    # ... unless told to measure again; a class not seen before is timed.
+    monkeypatch.setenv("CONV1D_TRANSPOSE_REMEASURE", "1")
+    third = ct.InferenceSession(model, backend="auto", cache_dir=cache_dir)
+    for width in (10, 300):
+        third.run(None, {"input": np.zeros((1, width, 5), np.float32)})
+    assert timed == [9, 100, 10, 300]
 
 
 def test_a_model_tvm_cannot_import_whole_is_still_specialised(cache_dir):
