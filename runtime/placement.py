@@ -189,7 +189,9 @@ def _unit_height_to_1d(model: onnx.ModelProto) -> bool:
 
 
 def unit_height(attributes) -> bool:
-    """The height axis of a 2-D ConvTranspose does nothing: kernel 1, stride 1, no pads."""
+    """The height axis of a 2-D ConvTranspose does nothing: kernel 1, stride 1, no pads.
+    (auto_pad pads a unit height by nothing: tf2onnx writes SAME_UPPER on Keras'
+    'same' Conv1D where the width is free.)"""
     pairs = ("kernel_shape", "strides", "dilations", "output_padding", "output_shape")
     if any(len(attributes.get(name, [1, 1])) != 2 for name in pairs):
         return False
@@ -200,7 +202,12 @@ def unit_height(attributes) -> bool:
             and attributes.get("dilations", [1, 1])[0] == 1
             and attributes.get("output_padding", [0, 0])[0] == 0
             and attributes.get("output_shape", [1, 1])[0] == 1
-            and attributes.get("auto_pad", b"NOTSET") in (b"NOTSET", "NOTSET"))
+            and _text(attributes.get("auto_pad", b"NOTSET")) in (
+                "NOTSET", "SAME_UPPER", "SAME_LOWER", "VALID"))
+
+
+def _text(value) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 def folded_nodes(model: onnx.ModelProto, normalized_model: onnx.ModelProto) -> list[str]:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 import conv1d_transpose as ct
-from conv1d_transpose.runtime import placement
+from conv1d_transpose.runtime import placement, specialize
 
 from conftest import tensorflow_or_skip
 
@@ -87,3 +87,14 @@ def test_it_runs_on_our_kernel_at_every_length_and_gives_tensorflows_answer(expo
                    if n.op_type == "Shape")
     assert session.specialized["inputs"] == {"x": [1, 20, 16]}
     assert len(session.specialized["held"]) == 3
+
+
+def test_our_kernel_takes_every_convolution_once_the_shapes_are_fixed(exported):
+    """Its Conv1DTransposes, and its 'same' Conv1Ds (2-D, unit height, auto_pad
+    SAME_UPPER), which `normalized` writes as ConvTransposes."""
+    _, model = exported
+    static = placement.normalized(specialize.specialized(model, {"x": (1, 9, 16)}))
+    types = placement.value_types(static)
+    convolutions = [n for n in static.graph.node if n.op_type in ("Conv", "ConvTranspose")]
+    assert len(convolutions) == 6
+    assert [placement.kernel_refusal(n, static, types) for n in convolutions] == [None] * 6
