@@ -6,7 +6,8 @@ the importer, the placement and the bench see what users hand them:
 - `hifigan_v1`: the HiFi-GAN V1 generator (jik876/hifi-gan), as `torch.onnx.export` writes it;
 - `encodec_decoder`: the EnCodec 24 kHz SEANet decoder (facebookresearch/encodec), the same;
 - `demucs_v2_decoder`: the decoder half of Demucs v2 (facebookresearch/demucs v2), the same;
-- `keras_tf2onnx_vocoder`: a Keras `Conv1DTranspose` vocoder as tf2onnx writes it (2-D form).
+- `keras_tf2onnx_vocoder`: a Keras `Conv1DTranspose` vocoder as tf2onnx writes it (2-D form);
+  `keras_melgan_tf2onnx` has tf2onnx itself export it with a free time axis.
 
 The torch-exported graphs are NCW, opset 17, float32, static shapes (batch 1 by default),
 named like the TorchScript exporter names them (`/ups.0/ConvTranspose`, initializers
@@ -702,6 +703,44 @@ def keras_tf2onnx_vocoder(frames: int = 32, mel_channels: int = 80,
     return g.model([_input("x", (batch, frames, mel_channels))], x, (batch, width, 1),
                    "keras-tf2onnx-vocoder", hyperparameters,
                    keras_tf2onnx_vocoder.__doc__.split("\n")[0])
+
+
+def keras_melgan_tf2onnx(mel_channels: int = 80, initial_channels: int = 512,
+                         channels: Sequence[int] = (256, 128, 64, 32),
+                         upsample_rates: Sequence[int] = (8, 8, 2, 2),
+                         kernel_size: int = 16, seed: int = 0):
+    """(Keras model, tf2onnx's export of it with the time axis None): the layers of
+    `keras_tf2onnx_vocoder`, built in Keras and exported by tf2onnx itself, as a Keras
+    user with variable-length input does (issue 30). Random weights and biases.
+
+    tf2onnx writes each Conv1DTranspose of an unknown width as a ConvTranspose with no
+    pads, then a Slice and a Pad whose pads it computes from Shapes at run time (TVM
+    0.27's importer: `Dynamic pads are not supported yet`), each 'same' Conv1D as a
+    unit-height 2-D Conv with auto_pad SAME_UPPER. Needs the `reference` extra
+    (tensorflow-cpu, tf2onnx)."""
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+    import tf2onnx
+
+    keras = tf.keras
+    inputs = keras.Input((None, mel_channels))
+    x = keras.layers.Conv1D(initial_channels, 7, padding="same")(inputs)
+    x = keras.layers.LeakyReLU(0.3)(x)
+    for width, rate in zip(channels, upsample_rates):
+        x = keras.layers.Conv1DTranspose(width, kernel_size, strides=rate, padding="same")(x)
+        x = keras.layers.LeakyReLU(0.3)(x)
+    x = keras.layers.Conv1D(1, 7, padding="same", activation="tanh")(x)
+    model = keras.Model(inputs, x)
+    rng = np.random.default_rng(seed)
+    # (Scaled by each kernel's fan-in, as glorot keeps activations O(1); biases too.)
+    model.set_weights([(rng.standard_normal(w.shape) / np.sqrt(max(w.size // w.shape[-1], 1)))
+                       .astype(np.float32) for w in model.get_weights()])
+    signature = (tf.TensorSpec((1, None, mel_channels), tf.float32, name="x"),)
+    function = tf.function(lambda x: model(x), input_signature=signature)
+    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17)
+    return model, proto
 
 
 ARCHITECTURES: dict[str, Callable[..., onnx.ModelProto]] = {

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import conv1d_transpose as ct
+from conv1d_transpose import architectures
 from conv1d_transpose.runtime import placement, specialize
 
 from conftest import tensorflow_or_skip
@@ -31,28 +32,12 @@ def tf2onnx_or_skip():
 
 @pytest.fixture(scope="module")
 def exported():
-    """(Keras model, its tf2onnx export): the keras.io MelGAN generator's upsampling path
-    (architectures.keras_tf2onnx_vocoder's layers), few channels, every stride kept, with
-    random weights and biases, the time axis None."""
-    tf = tensorflow_or_skip()
-    tf2onnx = tf2onnx_or_skip()
-    keras = tf.keras
-    mel = 16
-    inputs = keras.Input((None, mel))
-    x = keras.layers.Conv1D(32, 7, padding="same")(inputs)
-    x = keras.layers.LeakyReLU(0.3)(x)
-    for channels, rate in zip((16, 8, 8, 4), (8, 8, 2, 2)):
-        x = keras.layers.Conv1DTranspose(channels, 16, strides=rate, padding="same")(x)
-        x = keras.layers.LeakyReLU(0.3)(x)
-    x = keras.layers.Conv1D(1, 7, padding="same", activation="tanh")(x)
-    model = keras.Model(inputs, x)
-    rng = np.random.default_rng(0)
-    model.set_weights([rng.uniform(-0.3, 0.3, w.shape).astype(np.float32)
-                       for w in model.get_weights()])
-    signature = (tf.TensorSpec((1, None, mel), tf.float32, name="x"),)
-    function = tf.function(lambda x: model(x), input_signature=signature)
-    proto, _ = tf2onnx.convert.from_function(function, input_signature=signature, opset=17)
-    return model, proto
+    """(Keras model, its tf2onnx export): architectures.keras_melgan_tf2onnx, few channels,
+    every stride kept."""
+    tensorflow_or_skip()
+    tf2onnx_or_skip()
+    return architectures.keras_melgan_tf2onnx(mel_channels=16, initial_channels=32,
+                                              channels=(16, 8, 8, 4))
 
 
 def test_the_export_computes_its_pads_at_run_time(exported):
