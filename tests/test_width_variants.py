@@ -164,3 +164,50 @@ def test_the_kernel_and_its_nests_run_on_aarch64_under_qemu(aarch64_tools, tmp_p
         y = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(
             layer_w.output_shape)
         _check(y, x, f, layer_w)
+
+
+def test_a_blocked_ncw_plan_keeps_its_direct_stores():
+    """Demucs' deepest layer in NCW plans a blocked reduction, whose stores sit in its
+    chunk of reduction blocks: no copy nest (TVM cannot schedule one), and the kernel is
+    right at a width whose output rows are 4 KiB apart (255: 1024 + 4 wide)."""
+    geometry, offset = _layer(2048, 1024, 8, 4, 1, 0, 0, "NCW")
+    width = symbolic_width.fit(symbolic_width.layer_at(geometry, offset))
+    chosen = width_variants.variants(geometry, _cpu(), width)
+    assert chosen[-1].plan.blocked and not any(v.ncw_copy for v in chosen)
+    _run_at(geometry, offset, (255, 64))
+
+
+def test_a_nest_tvm_cannot_schedule_is_left_out(monkeypatch):
+    """The reference plan's nest then serves every width."""
+    real = schedule_cpu.build
+
+    def failing(geometry, target, cpu_plan=None, width=None, ncw_copy=False):
+        if ncw_copy:
+            raise RuntimeError("ScheduleError (as TVM raises it)")
+        return real(geometry, target, cpu_plan, width, ncw_copy)
+
+    monkeypatch.setattr(schedule_cpu, "build", failing)
+    geometry, offset = _layer(16, 16, 4, 2, 1, 1, 1, "NCW")
+    chosen, script = _run_at(geometry, offset, (511, 512))
+    assert len(chosen) == 1 and chosen[0].condition is None and "yw" not in script
+
+
+def test_the_copy_nest_takes_a_symbolic_batch_too():
+    import dataclasses
+
+    geometry, offset = _layer(16, 16, 4, 2, 1, 1, 1, "NCW", batch=None)
+    at = symbolic_width.layer_at(geometry, offset)
+    target = host_target()
+    func, layout, chosen = width_variants.build(geometry, target, symbolic_width.fit(at))
+    assert chosen[0].ncw_copy
+    library = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                          target=target)
+    rng = np.random.default_rng(10)
+    f = rng.standard_normal((4, 16, 16)).astype(np.float32)
+    packed = tvm.runtime.tensor(pack_filters(f, layout))
+    for batch, w in ((1, 512), (3, 512), (2, 77)):
+        layer = dataclasses.replace(at(w), batch=batch)
+        x = rng.standard_normal(layer.input_shape).astype(np.float32)
+        out = tvm.runtime.empty(layer.output_shape, "float32", tvm.cpu())
+        library["main"](tvm.runtime.tensor(x), packed, out)
+        _check(out.numpy(), x, f, layer)

@@ -82,10 +82,11 @@ def variants(geometry: Geometry, cpu, width: SymbolicWidth) -> list[Variant]:
     reference_layout = _layout(kernel, reference)
     # (One store block for all phases: the copy's transpose then reads what one block
     # wrote, which TVM's compute_at needs; phases in several groups, or phases with no
-    # taps, write the copy in pieces.)
+    # taps, write the copy in pieces. Not a blocked plan either, whose stores sit in its
+    # chunk of reduction blocks: the same schedule error.)
     if (kernel.data_format == "NCW" and kernel.folded_stride == 1
-            and not reference.winograd and len(reference_layout.groups) == 1
-            and not reference_layout.zero_blocks):
+            and not reference.winograd and not reference.blocked
+            and len(reference_layout.groups) == 1 and not reference_layout.zero_blocks):
         itemsize = 2 if kernel.dtype == "float16" else 4
         out.append(Variant(f"{width.layer_width.text()} * {itemsize} % {ALIASED_BYTES} == 0",
                            reference, ncw_copy=True,
@@ -111,8 +112,17 @@ def build(geometry: Geometry, target, width: SymbolicWidth):
 
     chosen = variants(geometry, describe_target(target), width)
     kernel = kernel_geometry(geometry)
-    built = [build_kernel(kernel, target, cpu_plan=v.plan, width=width, ncw_copy=v.ncw_copy)
-             for v in chosen]
+    built = []
+    for variant in chosen[:-1]:
+        try:
+            built.append(build_kernel(kernel, target, cpu_plan=variant.plan, width=width,
+                                      ncw_copy=variant.ncw_copy))
+        except Exception:  # noqa: BLE001  (a nest that TVM cannot schedule is left out:
+            # the reference plan's nest serves those widths, as it would without nests)
+            built.append(None)
+    built.append(build_kernel(kernel, target, cpu_plan=chosen[-1].plan, width=width))
+    chosen = [v for v, b in zip(chosen, built) if b is not None]
+    built = [b for b in built if b is not None]
     layout = built[-1][1]
     if len(built) == 1:
         return built[0][0], layout, chosen
