@@ -12,10 +12,10 @@ static kernel's plan changes with the width, and where it changes the one plan l
 - In NCW the direct form stores each vector of output channels to as many output rows;
   when those rows are a multiple of 4 KiB apart they share one set of L1 lines, and a
   symbolic-width kernel, which computes each row's address at run time, suffers most:
-  hifigan-up4 NCW, kernel ms, planned at 256, same day and tool (/tmp trial of
-  `source_direct`'s `ncw_copy`): input width 25600 (output rows 200 KiB apart) 6.8 ->
-  5.2 through an NWC copy transposed at the end, 26112 6.1 -> 4.2, 128000 33.9 -> 27.7;
-  widths whose rows are not 4 KiB-aligned lose 0-9% through the copy (25632 3.12 ->
+  hifigan-up4 NCW, kernel ms, planned at 256, same day and tool: input width 25600
+  (output rows 200 KiB apart) 6.83 -> 5.50 through an NWC copy transposed at the end,
+  128000 34.11 -> 28.40; in an ad-hoc trial of both stores, 26112 6.1 -> 4.2, while
+  widths whose rows are not 4 KiB-aligned lost 0-9% through the copy (25632 3.12 ->
   3.39, 25728 2.92 -> 3.00), so only the aligned ones take it.
 
 So the kernel holds each plan as a loop nest of its own under a condition on `width`,
