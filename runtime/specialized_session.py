@@ -48,9 +48,14 @@ class SpecializedSession:
         # signature -> (session, the node names of its specialised model)
         self._sessions: collections.OrderedDict = collections.OrderedDict()
         self._latest = None  # the signature of the latest call: never the one evicted
-        # Opening a specialisation builds (or loads) its libraries: one at a time, and a
-        # shape two threads ask for at once is opened once.
+        # `_lock` guards the sessions held and the opens under way, never a build: a
+        # call whose shape is open runs while another thread builds a new one. Opening
+        # builds (or loads) libraries, one at a time (`_open_lock`: builds share the
+        # cores), and a shape two threads ask for at once is opened once (`_opening`:
+        # signature -> the event its other callers wait on).
         self._lock = threading.Lock()
+        self._open_lock = threading.Lock()
+        self._opening: dict = {}
         constants = {t.name for t in model.graph.initializer}
         self._inputs = [node_arg_of(NodeArg, v) for v in model.graph.input
                         if v.name not in constants]
@@ -95,17 +100,33 @@ class SpecializedSession:
         """Outputs named by `output_names` (None: all), for `feeds` keyed by input name."""
         shapes = _specialize.input_shapes(self._model, feeds)
         key = tuple(shapes.items())
-        with self._lock:
-            entry = self._sessions.get(key)
-            if entry is None:
-                model = _specialize.specialized(self._model, shapes)
-                entry = (self._open_static(model), _placement.node_names(model.graph))
-                self._sessions[key] = entry
-                while len(self._sessions) > self.limit:
-                    self._sessions.popitem(last=False)
-            else:
-                self._sessions.move_to_end(key)
-            self._latest = key
+        while True:
+            with self._lock:
+                entry = self._sessions.get(key)
+                if entry is not None:
+                    self._sessions.move_to_end(key)
+                    self._latest = key
+                    break
+                waiting = self._opening.get(key)
+                if waiting is None:
+                    opened = self._opening[key] = threading.Event()
+            if waiting is not None:
+                waiting.wait()  # another thread's open of this shape; then look again
+                continue
+            try:
+                with self._open_lock:
+                    model = _specialize.specialized(self._model, shapes)
+                    entry = (self._open_static(model), _placement.node_names(model.graph))
+                with self._lock:
+                    self._sessions[key] = entry
+                    while len(self._sessions) > self.limit:
+                        self._sessions.popitem(last=False)
+                    self._latest = key
+            finally:
+                with self._lock:
+                    del self._opening[key]
+                opened.set()  # (after a failed open, a waiter tries it itself)
+            break
         return entry[0].run(output_names, feeds)
 
     def get_inputs(self):

@@ -359,3 +359,41 @@ def test_our_own_dynamic_width_export_runs_the_scheduled_kernel_at_every_width(t
             np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
             assert session.backend == "tvm:host" and session._session.scheduled
             assert session.specialized is None
+
+def test_a_shape_already_open_runs_while_another_thread_opens_a_new_one():
+    """Opening builds; a call whose specialisation is open does not wait for it. Two
+    threads asking for one new shape open it once; a failed open is tried again."""
+    import threading
+
+    model = architectures.reduced("encodec-decoder", dynamic=True)
+    opened, release, building = [], threading.Event(), threading.Event()
+
+    def open_static(static):
+        frames = specialize.specialization(static)["inputs"]["z"][2]
+        opened.append(frames)
+        if frames == 9:
+            building.set()
+            assert release.wait(30)
+        if frames == 10 and opened.count(10) == 1:
+            raise RuntimeError("the first open of 10 fails")
+        return _Opened(static)
+
+    session = SpecializedSession(model, open_static)
+    session.run(None, feed(model, 8))
+    results = []
+    slow = [threading.Thread(target=lambda: results.append(session.run(None, feed(model, 9))))
+            for _ in range(2)]
+    for thread in slow:
+        thread.start()
+    assert building.wait(30)
+    [shapes] = session.run(None, feed(model, 8))  # while 9 is being opened
+    assert shapes == {"z": [1, 16, 8]} and not results
+    release.set()
+    for thread in slow:
+        thread.join(30)
+    assert [r[0] for r in results] == [{"z": [1, 16, 9]}] * 2
+    assert opened == [8, 9]  # 9 opened once for both threads
+    with pytest.raises(RuntimeError, match="first open"):
+        session.run(None, feed(model, 10))
+    [shapes] = session.run(None, feed(model, 10))
+    assert shapes == {"z": [1, 16, 10]} and opened == [8, 9, 10, 10]
