@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import dataclasses
 
+import numpy as np
+
 from .folding import kernel_geometry
 from .polyphase import Geometry, decompose
-from .symbolic_width import REFERENCE_WIDTH, VARIABLE, SymbolicWidth, layer_at, smallest_width
+from .symbolic_width import VARIABLE, SymbolicWidth, layer_at, smallest_width
 
 # Output rows this many bytes apart (or a multiple) map to the same set of L1 lines
 # (x86-64's 4 KiB pages index L1 with the low 12 bits).
@@ -87,7 +89,7 @@ def variants(geometry: Geometry, cpu, width: SymbolicWidth) -> list[Variant]:
     if (kernel.data_format == "NCW" and kernel.folded_stride == 1
             and not reference.winograd and not reference.blocked
             and len(reference_layout.groups) == 1 and not reference_layout.zero_blocks):
-        itemsize = 2 if kernel.dtype == "float16" else 4
+        itemsize = np.dtype(kernel.dtype).itemsize
         out.append(Variant(f"{width.layer_width.text()} * {itemsize} % {ALIASED_BYTES} == 0",
                            reference, ncw_copy=True,
                            why=f"output rows a multiple of {ALIASED_BYTES} bytes apart"))
