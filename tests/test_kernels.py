@@ -356,6 +356,38 @@ def aarch64_tools():
                     f"qemu-user-static)")
 
 
+def aarch64_program(func, tmp_path) -> None:
+    """Cross-build `func` for aarch64 and link it with the C harness into tmp_path/run."""
+    import subprocess
+    import tarfile
+
+    target = tvm.target.Target(AARCH64)
+    library = tvm.compile(tvm.IRModule({"kernel": func.with_attr("global_symbol", "kernel")}),
+                          target=target)
+    library.export_library(str(tmp_path / "kernel.tar"))
+    with tarfile.open(tmp_path / "kernel.tar") as archive:
+        (member,) = archive.getnames()
+        archive.extractall(tmp_path)
+    (tmp_path / "harness.c").write_text(AARCH64_HARNESS)
+    subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", str(tmp_path / "run"),
+                    str(tmp_path / "harness.c"), str(tmp_path / member), "-lm"], check=True)
+
+
+def run_under_qemu(tmp_path, x, packed, output_shape, dtype) -> np.ndarray:
+    """The output of tmp_path/run (`aarch64_program`) for input `x` and packed filters."""
+    import subprocess
+
+    x.tofile(tmp_path / "x.bin")
+    packed.tofile(tmp_path / "w.bin")
+    arguments = [str(tmp_path), *map(str, DTYPE_CODES[dtype]),
+                 *map(str, DTYPE_CODES[str(packed.dtype)])]
+    for shape in (x.shape, packed.shape, output_shape):
+        arguments += [str(len(shape)), *map(str, shape)]
+    subprocess.run(["qemu-aarch64-static", str(tmp_path / "run"), *arguments], check=True,
+                   timeout=120)
+    return np.fromfile(tmp_path / "out.bin", dtype=dtype).reshape(output_shape)
+
+
 @pytest.mark.parametrize("case, dtype", [
     ((2, 37, 20, 74, 70, 4, 2, 1, "SAME", "NWC"), "float32"),  # rows, two channel blocks
     ((2, 30, 13, 59, 40, 3, 2, 1, "SAME", "NCW"), "float32"),  # uneven phases, NCW
@@ -367,32 +399,11 @@ def aarch64_tools():
     ((1, 1000, 64, 1000, 64, 3, 1, 4, "SAME", "NWC"), "float32"),  # F(2,3), dilation 4
 ], ids=lambda c: "-".join(map(str, c)) if isinstance(c, tuple) else c)
 def test_aarch64_neon_kernel_matches_reference_under_qemu(aarch64_tools, tmp_path, case, dtype):
-    import subprocess
-    import tarfile
-
     spec = make(*case, dtype=dtype)
-    target = tvm.target.Target(AARCH64)
-    func, layout = schedule_cpu.build(Geometry.from_spec(spec), target)
-    library = tvm.compile(tvm.IRModule({"kernel": func.with_attr("global_symbol", "kernel")}),
-                          target=target)
-    library.export_library(str(tmp_path / "kernel.tar"))
-    with tarfile.open(tmp_path / "kernel.tar") as archive:
-        (member,) = archive.getnames()
-        archive.extractall(tmp_path)
-    (tmp_path / "harness.c").write_text(AARCH64_HARNESS)
-    subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", str(tmp_path / "run"),
-                    str(tmp_path / "harness.c"), str(tmp_path / member), "-lm"], check=True)
+    func, layout = schedule_cpu.build(Geometry.from_spec(spec), tvm.target.Target(AARCH64))
+    aarch64_program(func, tmp_path)
     x, f = random_arrays(spec)
-    packed = pack_filters(f, layout)
-    x.tofile(tmp_path / "x.bin")
-    packed.tofile(tmp_path / "w.bin")
-    arguments = [str(tmp_path), *map(str, DTYPE_CODES[spec.dtype]),
-                 *map(str, DTYPE_CODES[str(packed.dtype)])]
-    for shape in (x.shape, packed.shape, spec.output_shape):
-        arguments += [str(len(shape)), *map(str, shape)]
-    subprocess.run(["qemu-aarch64-static", str(tmp_path / "run"), *arguments], check=True,
-                   timeout=120)
-    y = np.fromfile(tmp_path / "out.bin", dtype=spec.dtype).reshape(spec.output_shape)
+    y = run_under_qemu(tmp_path, x, pack_filters(f, layout), spec.output_shape, spec.dtype)
     error, ok = max_error(y, x, f, spec)
     assert ok, error
 

@@ -126,43 +126,23 @@ def test_the_kernel_and_its_nests_run_on_aarch64_under_qemu(aarch64_tools, tmp_p
                                                             widths):
     """arm64 (a cross build, run under qemu-user): one symbolic-width kernel, checked on
     both sides of its nest's condition."""
-    import subprocess
-    import tarfile
-
-    from test_kernels import AARCH64, AARCH64_HARNESS, DTYPE_CODES
+    from test_kernels import AARCH64, aarch64_program, run_under_qemu
 
     geometry, offset = _layer(*layer)
-    target = tvm.target.Target(AARCH64)
     at = symbolic_width.layer_at(geometry, offset)
-    func, layout, chosen = width_variants.build(geometry, target, symbolic_width.fit(at))
+    func, layout, chosen = width_variants.build(geometry, tvm.target.Target(AARCH64),
+                                                symbolic_width.fit(at))
     assert len(chosen) == 2
-    library = tvm.compile(tvm.IRModule({"kernel": func.with_attr("global_symbol", "kernel")}),
-                          target=target)
-    library.export_library(str(tmp_path / "kernel.tar"))
-    with tarfile.open(tmp_path / "kernel.tar") as archive:
-        (member,) = archive.getnames()
-        archive.extractall(tmp_path)
-    (tmp_path / "harness.c").write_text(AARCH64_HARNESS)
-    subprocess.run(["aarch64-linux-gnu-gcc", "-O2", "-static", "-o", str(tmp_path / "run"),
-                    str(tmp_path / "harness.c"), str(tmp_path / member), "-lm"], check=True)
+    aarch64_program(func, tmp_path)
     rng = np.random.default_rng(9)
     f = rng.standard_normal((geometry.kernel_width, geometry.out_channels,
                              geometry.in_channels)).astype(np.float32)
     packed = pack_filters(np.ascontiguousarray(fold_filters(f, kernel_geometry(geometry))),
                           layout)
-    packed.tofile(tmp_path / "w.bin")
     for w in widths:
         layer_w = at(w)
         x = rng.standard_normal(layer_w.input_shape).astype(np.float32)
-        x.tofile(tmp_path / "x.bin")
-        arguments = [str(tmp_path), *map(str, DTYPE_CODES["float32"]),
-                     *map(str, DTYPE_CODES[str(packed.dtype)])]
-        for shape in (x.shape, packed.shape, layer_w.output_shape):
-            arguments += [str(len(shape)), *map(str, shape)]
-        subprocess.run(["qemu-aarch64-static", str(tmp_path / "run"), *arguments],
-                       check=True, timeout=120)
-        y = np.fromfile(tmp_path / "out.bin", dtype=np.float32).reshape(
-            layer_w.output_shape)
+        y = run_under_qemu(tmp_path, x, packed, layer_w.output_shape, "float32")
         _check(y, x, f, layer_w)
 
 

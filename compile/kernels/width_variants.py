@@ -60,9 +60,8 @@ def _layout(geometry: Geometry, plan):
                        summed_filters=blocks_reduction(plan, decompose(geometry).stride))
 
 
-def _filters_key(geometry: Geometry, plan) -> tuple:
-    """What a plan's packed filters depend on (layout.pack_filters)."""
-    layout = _layout(geometry, plan)
+def _filters_key(layout) -> tuple:
+    """What a layout's packed filters depend on (layout.pack_filters)."""
     return (layout.filters_shape, layout.winograd, layout.phase_major,
             layout.summed_filters)
 
@@ -79,9 +78,8 @@ def variants(geometry: Geometry, cpu, width: SymbolicWidth) -> list[Variant]:
         return symbolic_plan(kernel_geometry(layer(w)), cpu, width)[0]
 
     reference = plan_at(geometry.in_width)
-    key = _filters_key(kernel, reference)
-    out = []
     reference_layout = _layout(kernel, reference)
+    out = []
     # (One store block for all phases: the copy's transpose then reads what one block
     # wrote, which TVM's compute_at needs; phases in several groups, or phases with no
     # taps, write the copy in pieces. Not a blocked plan either, whose stores sit in its
@@ -96,13 +94,14 @@ def variants(geometry: Geometry, cpu, width: SymbolicWidth) -> list[Variant]:
     # The narrowest widths that the static kernel would run in another loop order: the
     # plan of the widest of them, below which it runs (narrower still, the static plan
     # only shrinks its register tile).
-    narrow = next((w for w in range(geometry.in_width - 1, smallest_width(width) - 1, -1)
-                   if plan_at(w).order != reference.order), None)
+    narrow = next(((w, plan) for w in range(geometry.in_width - 1,
+                                            smallest_width(width) - 1, -1)
+                   if (plan := plan_at(w)).order != reference.order), None)
     if narrow is not None:
-        plan = plan_at(narrow)
-        if _filters_key(kernel, plan) == key:
-            out.append(Variant(f"{VARIABLE} <= {narrow}", plan,
-                               why=f"the plan of {narrow} wide ({plan.order} order)"))
+        w, plan = narrow
+        if _filters_key(_layout(kernel, plan)) == _filters_key(reference_layout):
+            out.append(Variant(f"{VARIABLE} <= {w}", plan,
+                               why=f"the plan of {w} wide ({plan.order} order)"))
     out.append(Variant(None, reference))
     return out
 
