@@ -21,7 +21,8 @@ import functools
 import numpy as np
 
 from . import records
-from .kernels import schedule_cpu, schedule_cpu_width, source_width, width_variants
+from .kernels import (schedule_cpu, schedule_cpu_width, source_phase_width, source_width,
+                      width_variants)
 from .kernels.symbolic_width import REFERENCE_WIDTH, layer_at
 from .kernels.symbolic_width import fit as symbolic_width_fit
 from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
@@ -284,7 +285,20 @@ def _rewriter_class():
                 geometry = kernel_geometry(plan.geometry)
                 taps = fold_filters(plan.weights.transpose(2, 1, 0), geometry)
                 cpu = target_family(self.target) == "cpu"
-                if plan.width is not None and cpu and schedule_cpu_width.applies(
+                described = schedule_cpu.describe_target(self.target) if cpu else None
+                if cpu and schedule_cpu_width.applies_phase(plan.geometry, described,
+                                                            plan.width is not None):
+                    # A strided NCW layer of few channels: vectorized along the width, a
+                    # phase at a time (kernels/source_phase_width.py), unfolded, ahead of
+                    # any tuning record; for every width in one kernel when the width
+                    # is symbolic.
+                    func, layout = schedule_cpu_width.build_phase(
+                        plan.geometry, self.target, symbolic=plan.width is not None)
+                    filters = source_phase_width.pack_filters(
+                        plan.weights.transpose(2, 1, 0), layout)
+                    schedule = "phase-width" if plan.width is None else \
+                        SYMBOLIC_WIDTH + ":phase-width"
+                elif plan.width is not None and cpu and schedule_cpu_width.applies(
                         geometry, schedule_cpu.describe_target(self.target), plan.width):
                     # Every width in one kernel, in the width form (its two loop nests:
                     # kernels/source_width.py), as fast as the static one at each width:
@@ -310,8 +324,7 @@ def _rewriter_class():
                                                            plan.width)
                     filters, schedule = pack_filters(np.ascontiguousarray(taps), layout), \
                         SYMBOLIC_WIDTH
-                elif cpu and schedule_cpu_width.applies(
-                        geometry, schedule_cpu.describe_target(self.target)):
+                elif cpu and schedule_cpu_width.applies(geometry, described):
                     # Few channels at stride 1 in NCW: vectorized along the width
                     # (kernels/source_width.py), ahead of any tuning record.
                     func, layout = schedule_cpu_width.build(geometry, self.target)

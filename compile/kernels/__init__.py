@@ -7,7 +7,9 @@ have the same 2 to 16 taps (K = 2s, K = 3s, a stride-1 or folded layer) may get 
 Winograd F(2,r) form of it, built of F(2,2) and F(2,3) blocks (winograd.py). Layers with few output channels and K a multiple of s run as
 a stride-1 kernel with the phases as channels (folding.py). Stride-1 NCW layers with
 few channels run in the width form instead (source_width.py: vectorized along the width;
-compile/lowering.py asks schedule_cpu_width.applies).
+compile/lowering.py asks schedule_cpu_width.applies), and strided NCW layers of few
+channels with K a multiple of s in its phase form (source_phase_width.py: a phase at a
+time, each a stride-1 correlation over the rows; schedule_cpu_width.applies_phase).
 
 One module per idea, each importing only the ones listed before it:
 
@@ -22,8 +24,9 @@ One module per idea, each importing only the ones listed before it:
 - schedule_cpu_winograd.py: the CPU schedule of the Winograd form;
 - schedule_cpu.py: the CPU plans (which also choose the form) and the direct form's
   CPU schedule; schedule_cuda.py: the CUDA schedules (direct form);
-- source_width.py, schedule_cpu_width.py: the width form of a stride-1 NCW layer (its
-  own layout and filter packing), its CPU schedule and the rule of which layers take it;
+- source_width.py, source_phase_width.py, schedule_cpu_width.py: the width form of a
+  stride-1 NCW layer and its phase form for a strided one (each with its own layout and
+  filter packing), their CPU schedules and the rules of which layers take them;
 - this file: the public names, and `build_kernel`, which picks the schedule for a target.
 """
 from __future__ import annotations

@@ -10,6 +10,9 @@ lanes, not a whole vector of padded channels as in the channel-vectorized kernel
 from __future__ import annotations
 
 from .polyphase import Geometry
+from .source_phase_width import PhaseWidthLayout, fits, phase_width_source
+from .source_phase_width import SymbolicSizes as PhaseSizes
+from .source_phase_width import symbolic_sizes as phase_symbolic_sizes
 from .source_width import SymbolicSizes, WidthLayout, symbolic_sizes, width_source
 from .tir import loops_by_variable
 
@@ -145,3 +148,121 @@ def build(geometry: Geometry, target, layout: WidthLayout | None = None, width=N
             raise ValueError(f"no symbolic-width form of the width kernel for {geometry}")
     func = tvm.script.from_source(width_source(layout, width=width))
     return schedule(func, layout, sizes), layout
+
+
+def applies_phase(geometry: Geometry, cpu, symbolic: bool = False) -> bool:
+    """Whether a strided layer runs in the phase width form (source_phase_width.py)
+    rather than the channel-vectorized kernel (folded or not).
+
+    Layers the form fits (stride > 1, dilation 1, K a multiple of the stride, NCW, not
+    folded: pass the layer's own geometry, before kernels.kernel_geometry folds it),
+    float32 with a static batch on a CPU with 16-lane float32 vectors, whose interior
+    holds a tile; which of those is `prefers_phase`'s measured choice. symbolic: also
+    that its sizes are affine in the width (source_phase_width.symbolic_sizes)."""
+    g = geometry
+    if not (fits(g) and g.dtype == "float32" and g.batch is not None
+            and cpu.vector_bits == 512 and g.out_width > 0):
+        return False
+    if not prefers_phase(g.in_channels, g.out_channels, g.stride):
+        return False
+    layout = phase_layout_for(g, cpu)
+    if symbolic:
+        return phase_symbolic_sizes(layout) is not None
+    return layout.long
+
+
+def prefers_phase(in_channels: int, out_channels: int, stride: int) -> bool:
+    """The measured part of the rule: up to 128 channels at strides up to 4, and one
+    output channel at strides up to 16 (the register tile is R x s x V accumulators, so
+    a wide stride leaves room for few channels).
+
+    Kernel ms, the kernel the layer got before (the channel form, folded where the
+    lowering folds it) -> the phase width form, interleaved in one process
+    (tools/cpu/phase_width_form.py, AMD EPYC Zen 4, 2 vCPUs, 2026-12-07, batch 1;
+    docs/results/phase-width-form-zen4-1207.txt): 128 -> 64 K 4 s 2 W 12800 (HiFi-GAN's
+    third upsampler at 200 frames) 5.47 -> 4.19, 64 -> 32 (its fourth) 5.26 -> 2.26,
+    128 -> 64 K 8 s 4 W 8000 (EnCodec's third) 7.81 -> 5.89, 128 -> 128 K 4 s 2 4.99 ->
+    4.29, 256 -> 128 K 4 s 2 9.15 -> 8.40, 128 -> 64 K 6 s 3 4.53 -> 3.86, 64 -> 32 K 10
+    s 5 1.09 -> 1.03, 16 -> 1 K 4 s 2 (folded) 0.63 -> 0.08, 32 -> 1 K 16 s 8 0.114 ->
+    0.042, K 32 s 16 0.060 -> 0.043; but 256 -> 256 K 4 s 2 W 1600 3.34 -> 4.24, 64 -> 32
+    K 16 s 8 1.08 -> 1.14, 128 -> 64 K 16 s 8 1.77 -> 2.17. 256 -> 128 and s 5 gain too
+    little to take on two measurements."""
+    if max(in_channels, out_channels) > 128:
+        return False
+    return stride <= 4 or (out_channels == 1 and stride <= 16)
+
+
+def phase_layout_for(geometry: Geometry, cpu) -> PhaseWidthLayout:
+    """R and V of the phase width form: R*s*V accumulators within the budget, R up to 4
+    and V up to 3, no more vectors than the interior needs."""
+    lanes = cpu.vector_bits // 32
+    budget = ACCUMULATORS if cpu.registers >= 32 else cpu.registers - 4
+    s, cout = geometry.stride, geometry.out_channels
+    rows = max(1, min(cout, 4, budget // s))
+    vectors = max(1, min(budget // (rows * s), 3, -(-(geometry.out_width // s) // lanes)))
+    return PhaseWidthLayout(geometry, rows, vectors, lanes)
+
+
+def schedule_phase(func, layout: PhaseWidthLayout, width: PhaseSizes | None = None):
+    """The register-tiled schedule of `phase_width_source(layout)`'s PrimFunc: the
+    interior's tile (R x s x V vectors) in registers, the edge rows' nest left serial."""
+    import tvm
+
+    sch = tvm.s_tir.Schedule(tvm.IRModule({"main": func}))
+    if layout.long or width is not None:
+        _schedule_phase_interior(sch, layout, "")
+    return sch.mod["main"]
+
+
+def _schedule_phase_interior(sch, layout: PhaseWidthLayout, suffix: str):
+    block, store = sch.get_sblock(f"accumulate{suffix}"), sch.get_sblock(f"store{suffix}")
+    n, t, b, r, p, u = sch.get_loops(store)
+    sch.split(u, [None, layout.lanes])
+    # Tiles of rows in parallel, each tile's channel blocks in turn: the tile's input
+    # rows stay in L1 while every block of filters passes over them.
+    outer = sch.fuse(n, t)
+    sch.compute_at(block, b)
+    loop = loops_by_variable(sch, block)
+    a_vectors, a_lanes = sch.split(loop["vu"], [None, layout.lanes])
+    order = [loop.get(v) for v in ("vci", "vj", "vp", "vr")] + [a_vectors, a_lanes]
+    order = [item for item in order if item is not None]
+    sch.reorder(*order)
+    reduction = order[0]
+    if loop.get("vci") is None and loop.get("vj") is None:
+        reduction = sch.add_unit_loop(order[0])
+    sch.set_scope(block, 0, "local")
+    sch.parallel(outer)
+    for v in ("vp", "vr"):
+        if loop.get(v) is not None:
+            sch.unroll(loop[v])
+    sch.unroll(a_vectors)
+    sch.vectorize(a_lanes)
+    store_loops = sch.get_loops(store)
+    for item in store_loops[2:-1]:
+        sch.unroll(item)
+    sch.vectorize(store_loops[-1])
+    init = sch.decompose_reduction(block, reduction)
+    init_loops = sch.get_loops(init)
+    for item in init_loops[2:-1]:
+        sch.unroll(item)
+    sch.vectorize(init_loops[-1])
+
+
+def build_phase(geometry: Geometry, target, layout: PhaseWidthLayout | None = None,
+                symbolic: bool = False):
+    """(scheduled PrimFunc, PhaseWidthLayout) of the phase width form for a CPU target;
+    symbolic: the kernel for every input width, laid out at `geometry`'s (see
+    source_phase_width.phase_width_source)."""
+    import tvm
+    from tvm.script import tirx as T  # noqa: F401  (used by the parsed source)
+
+    from .schedule_cpu import describe_target
+
+    layout = layout or phase_layout_for(geometry, describe_target(target))
+    sizes = None
+    if symbolic:
+        sizes = phase_symbolic_sizes(layout)
+        if sizes is None:
+            raise ValueError(f"no symbolic-width form of the phase width kernel for {geometry}")
+    func = tvm.script.from_source(phase_width_source(layout, symbolic=symbolic))
+    return schedule_phase(func, layout, sizes), layout
