@@ -21,8 +21,8 @@ import functools
 import numpy as np
 
 from . import records
-from .kernels import (schedule_cpu, schedule_cpu_width, source_phase_width, source_width,
-                      width_variants)
+from .kernels import (schedule_cpu, schedule_cpu_width, schedule_cuda, source_phase_width,
+                      source_width, width_variants)
 from .kernels.symbolic_width import REFERENCE_WIDTH, layer_at
 from .kernels.symbolic_width import fit as symbolic_width_fit
 from .kernels import (KERNEL_VERSION, Geometry, build_kernel, fold_filters, kernel_geometry,
@@ -69,8 +69,7 @@ def apply(mod, target):
         found = find_conv1d_transposes(func)
         total += len(found)
         for conv_var, plan in found.items():
-            if plan is None or (plan.width is not None and target_family(target) != "cpu"):
-                # (A symbolic width has a CPU schedule only: CUDA builds per width.)
+            if plan is None:
                 return mod, False
             plans[conv_var] = plan
     if not total:
@@ -315,6 +314,13 @@ def _rewriter_class():
                                                             width=plan.width)
                     filters, schedule = source_width.pack_filters(taps, layout), \
                         SYMBOLIC_WIDTH + ":width"
+                elif plan.width is not None and not cpu:
+                    # Every width in one CUDA kernel: the plan of the reference width, its
+                    # grid an expression of the width (kernels/schedule_cuda.build).
+                    func, layout = schedule_cuda.build(geometry, self.target,
+                                                       width=plan.width)
+                    filters, schedule = pack_filters(np.ascontiguousarray(taps), layout), \
+                        SYMBOLIC_WIDTH
                 elif plan.width is not None:
                     # Every width in one kernel (kernels/symbolic_width.py): planned at
                     # the reference width, with a nest of its own for the widths that

@@ -169,6 +169,31 @@ def test_cuda_session_matches_reference(dtype):
     assert max_error(got, x, filters, spec)[1]
 
 
+@needs_nvcc
+def test_a_dynamic_width_model_builds_one_cuda_artifact(tmp_path):
+    """A free time axis on CUDA: one artifact for every width (the symbolic-width CUDA
+    kernel, scheduled), with device code for its arch; where a GPU is, it runs at
+    several widths against the reference."""
+    from conv1d_transpose.graph import build_model, make_spec
+
+    f = np.random.default_rng(2).standard_normal((16, 8, 16)).astype(np.float32)
+    spec = make_spec((1, 16, 20), f.shape, (1, 8, 160), 8, "SAME", "NCW", 1, "float32")
+    artifact = compile_model(build_model(spec, f, dynamic_width=True), "cuda-sm90",
+                             cache_dir=tmp_path)
+    assert artifact.manifest["scheduled"]
+    assert artifact.manifest["inputs"][0]["shape"] == [1, 16, "in_width"]
+    assert artifact.manifest["device_code"]["format"] == "fatbin"
+    if targets_module.cuda_device() is None or \
+            not load_targets()["cuda-sm90"].capabilities().can_run:
+        return  # (the run needs an sm_90 GPU: the device check)
+    session = TVMSession(artifact)
+    for width in (1, 7, 100, 1000):
+        x = np.random.default_rng(width).standard_normal((1, 16, width)).astype(np.float32)
+        at = make_spec(x.shape, f.shape, (1, 8, 8 * width), 8, "SAME", "NCW", 1, "float32")
+        (y,) = session.run(None, {"input": x})
+        assert max_error(y, x, f, at)[1], width
+
+
 # -- aarch64 ----------------------------------------------------------------------------------
 
 @needs_aarch64_gcc

@@ -100,6 +100,67 @@ def test_one_kernel_computes_the_reference_at_every_width(layer):
         _check(out.numpy(), x, f, at)
 
 
+# None: the CUDA plan rule's choice at the reference width; a register tile of rows; a
+# shared-memory plan.
+@pytest.mark.parametrize("plan", [None, (4, 32), (4, 32, 4, 4, 16, 4)], ids=str)
+@pytest.mark.parametrize("layer", LAYERS[:5] + LAYERS[7:], ids=str)
+def test_the_cuda_kernel_computes_the_reference_at_every_width_run_serially(layer, plan):
+    """The CUDA schedule of one kernel for every width, its thread loops left serial and
+    compiled for the CPU (as test_kernels checks the static CUDA kernels): its row loop in
+    whole tiles, its grid an expression of the width. The GPU run needs a GPU."""
+    from conv1d_transpose.compile.kernels import schedule_cuda
+
+    geometry, offset = _layer(*layer)
+    width = symbolic_width.fit(symbolic_width.layer_at(geometry, offset))
+    kernel = kernel_geometry(geometry)
+    func, layout = schedule_cuda.build(kernel, bind_threads=False, width=width,
+                                       plan=schedule_cuda.CudaPlan(*plan) if plan else None)
+    library = tvm.compile(tvm.IRModule({"main": func.with_attr("global_symbol", "main")}),
+                          target=tvm.target.Target({"kind": "llvm"}))
+    rng = np.random.default_rng(1)
+    f = rng.standard_normal((geometry.kernel_width, geometry.out_channels,
+                             geometry.in_channels)).astype(np.float32)
+    packed = tvm.runtime.tensor(pack_filters(np.ascontiguousarray(fold_filters(f, kernel)),
+                                             layout))
+    for w in (1, 2, 7, 33, 100, 257, 1000):
+        at = symbolic_width.layer_at(geometry, offset)(w)
+        if at.out_width < 1:
+            continue
+        x = rng.standard_normal(at.input_shape).astype(np.float32)
+        out = tvm.runtime.tensor(np.full(at.output_shape, np.nan, np.float32))
+        library["main"](tvm.runtime.tensor(x), packed, out)
+        _check(out.numpy(), x, f, at)
+
+
+def test_a_dynamic_width_model_lowers_to_one_cuda_kernel():
+    """The lowering takes a free width on CUDA too: one symbolic-width kernel, its launch
+    bound to blocks and threads, compiled to CUDA C that takes the width at run time."""
+    from tvm import tirx
+
+    from conv1d_transpose.compile import lowering
+    from conv1d_transpose.compile.importer import import_onnx
+    from conv1d_transpose.graph import build_model, make_spec
+
+    f = np.random.default_rng(0).standard_normal((16, 8, 16)).astype(np.float32)
+    spec = make_spec((1, 16, 20), f.shape, (1, 8, 160), 8, "SAME", "NCW", 1, "float32")
+    target = tvm.target.Target({"kind": "cuda", "arch": "sm_90"}, host={"kind": "llvm"})
+    mod, scheduled = lowering.apply(import_onnx(build_model(spec, f, dynamic_width=True)),
+                                    target)
+    assert scheduled
+    kernels = [func for _, func in mod.functions_items() if isinstance(func, tirx.PrimFunc)
+               and "conv1d_transpose.schedule" in func.attrs]
+    assert [str(k.attrs["conv1d_transpose.schedule"]) for k in kernels] == ["symbolic-width"]
+    script = kernels[0].script()
+    assert "width = T.int32()" in script and "blockIdx.x" in script
+    executable = tvm.compile(mod, target=target)
+    modules = [executable.mod]
+    for module in modules:
+        modules.extend(module.imports)
+    (cuda,) = [m for m in modules if m.kind == "cuda"]
+    source = cuda.inspect_source("cuda")
+    assert "conv1d_transpose_polyphase" in source and "int width" in source
+
+
 @pytest.mark.parametrize("winograd", [False, True])
 def test_both_forms_take_a_symbolic_width_and_inf_stays_where_the_reference_has_it(winograd):
     geometry, offset = _layer(64, 48, 16, 8, 1, 4, 4, "NCW")

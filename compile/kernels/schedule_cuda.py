@@ -309,9 +309,15 @@ def _bind(sch, bind_threads: bool, **loops):
 
 
 def build(geometry: Geometry, target=None, bind_threads: bool = True,
-          plan: CudaPlan | None = None):
+          plan: CudaPlan | None = None, width=None):
     """(scheduled PrimFunc, KernelLayout) for a CUDA target; `plan` defaults to
-    `choose_plan(geometry)`."""
+    `choose_plan(geometry)`.
+
+    width: a symbolic_width.SymbolicWidth: the kernel for every input width, planned at
+    `geometry`'s (the reference width). Its row loop is rounded up to whole tiles of the
+    plan's rows (`SymbolicWidth.padded_rows`), so the splits above leave no remainder;
+    the grid's extent is then an expression of the width, which the launch computes, and
+    the zero-filling and padding blocks, split by THREADS, keep their guard."""
     plan = plan or choose_plan(geometry)
     layout = plan_layout(geometry, tiling(geometry, plan))
-    return schedule(build_primfunc(layout), layout, bind_threads, plan), layout
+    return schedule(build_primfunc(layout, width=width), layout, bind_threads, plan), layout
