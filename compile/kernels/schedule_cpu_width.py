@@ -97,32 +97,7 @@ def _schedule_nest(sch, layout: WidthLayout, suffix: str, copies: bool):
     # block of filters passes over it.
     outer = sch.fuse(n, t, b)
     sch.compute_at(block, outer)
-    loop = loops_by_variable(sch, block)
-    a_vectors, a_lanes = sch.split(loop["vu"], [None, layout.lanes])
-    order = [loop.get("vci"), loop.get("vk"), loop.get("vr"), a_vectors, a_lanes]
-    order = [item for item in order if item is not None]
-    sch.reorder(*order)
-    reduction = order[0]
-    if loop.get("vci") is None and loop.get("vk") is None:
-        # One input channel and one tap: a unit loop for the init to go before.
-        reduction = sch.add_unit_loop(order[0])
-    sch.set_scope(block, 0, "local")
-    sch.parallel(outer)  # (before decompose_reduction, which the primitive refuses after)
-    if loop.get("vr") is not None:
-        sch.unroll(loop["vr"])
-    sch.unroll(a_vectors)
-    sch.vectorize(a_lanes)
-    # Every loop of the tile unrolled in the store and the init too: a variable index
-    # into the accumulators keeps LLVM from holding them in registers.
-    store_loops = sch.get_loops(store)
-    for item in store_loops[1:-1]:
-        sch.unroll(item)
-    sch.vectorize(store_loops[-1])
-    init = sch.decompose_reduction(block, reduction)
-    init_loops = sch.get_loops(init)
-    for item in init_loops[1:-1]:
-        sch.unroll(item)
-    sch.vectorize(init_loops[-1])
+    _register_tile(sch, block, store, outer, layout.lanes, ("vci", "vk"), ("vr",), 1)
     if copies:
         # Only the copy in parallel: the zero edges are (K-1)*d and less than a tile wide,
         # and each parallel launch can cost a time slice on a busy machine.
@@ -222,30 +197,41 @@ def _schedule_phase_interior(sch, layout: PhaseWidthLayout, suffix: str):
     # rows stay in L1 while every block of filters passes over them.
     outer = sch.fuse(n, t)
     sch.compute_at(block, b)
+    _register_tile(sch, block, store, outer, layout.lanes, ("vci", "vj"), ("vp", "vr"), 2)
+
+
+def _register_tile(sch, block, store, outer, lanes: int, reduction: tuple, tile: tuple,
+                   kept: int):
+    """The register tile of a width form's accumulation `block` (computed at `outer`):
+    the `reduction` loops, then the `tile` loops and the vectors of positions unrolled,
+    the lanes vectorized; `outer` in parallel; the store's and the init's loops past
+    their first `kept` unrolled too, their lanes vectorized."""
     loop = loops_by_variable(sch, block)
-    a_vectors, a_lanes = sch.split(loop["vu"], [None, layout.lanes])
-    order = [loop.get(v) for v in ("vci", "vj", "vp", "vr")] + [a_vectors, a_lanes]
-    order = [item for item in order if item is not None]
+    a_vectors, a_lanes = sch.split(loop["vu"], [None, lanes])
+    order = [loop[v] for v in (*reduction, *tile) if loop.get(v) is not None]
+    order += [a_vectors, a_lanes]
     sch.reorder(*order)
-    reduction = order[0]
-    if loop.get("vci") is None and loop.get("vj") is None:
-        reduction = sch.add_unit_loop(order[0])
+    first = order[0]
+    if all(loop.get(v) is None for v in reduction):
+        # One input channel and one tap: a unit loop for the init to go before.
+        first = sch.add_unit_loop(order[0])
     sch.set_scope(block, 0, "local")
-    sch.parallel(outer)
-    for v in ("vp", "vr"):
+    sch.parallel(outer)  # (before decompose_reduction, which the primitive refuses after)
+    for v in tile:
         if loop.get(v) is not None:
             sch.unroll(loop[v])
     sch.unroll(a_vectors)
     sch.vectorize(a_lanes)
+    # Every loop of the tile unrolled in the store and the init too: a variable index
+    # into the accumulators keeps LLVM from holding them in registers.
     store_loops = sch.get_loops(store)
-    for item in store_loops[2:-1]:
+    for item in store_loops[kept:-1]:
         sch.unroll(item)
     sch.vectorize(store_loops[-1])
-    init = sch.decompose_reduction(block, reduction)
-    init_loops = sch.get_loops(init)
-    for item in init_loops[2:-1]:
+    init = sch.decompose_reduction(block, first)
+    for item in sch.get_loops(init)[kept:-1]:
         sch.unroll(item)
-    sch.vectorize(init_loops[-1])
+    sch.vectorize(sch.get_loops(init)[-1])
 
 
 def build_phase(geometry: Geometry, target, layout: PhaseWidthLayout | None = None,

@@ -226,12 +226,8 @@ def phase_width_source(layout: PhaseWidthLayout, name: str = "conv1d_transpose_p
         return "\n".join(lines + allocations + ["    " + line for line in body]) + "\n"
     short_allocations, short_body = _edges(layout, "_short", None, None,
                                            sizes.all_rows.text(VARIABLE), O, VARIABLE)
-    lines += [f"    if {VARIABLE} >= {sizes.long_from}:", "        with T.sblock(\"long\"):"]
-    lines += ["        " + line for line in allocations]
-    lines += ["            " + line for line in body]
-    lines += ["    else:", "        with T.sblock(\"short\"):"]
-    lines += ["        " + line for line in short_allocations]
-    lines += ["            " + line for line in short_body]
+    lines += tir.two_nests(f"{VARIABLE} >= {sizes.long_from}", (allocations, body),
+                           (short_allocations, short_body))
     return "\n".join(lines) + "\n"
 
 

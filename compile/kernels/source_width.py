@@ -206,14 +206,8 @@ def width_source(layout: WidthLayout, name: str = "conv1d_transpose_width",
     # positions per channel), for outputs narrower than VL.
     short_allocations, short_body = _nest(layout, "_short", 1, _constant(VL), True,
                                           _constant(VL + layout.reach), None, True, O)
-    # Each nest in a block of its own: the schedule's compute_at needs a scope of loops
-    # and blocks only (a "stage pipeline"), which the `if` around them is not.
-    lines += [f"    if {VARIABLE} >= {sizes.long_from}:", "        with T.sblock(\"long\"):"]
-    lines += ["        " + line for line in allocations]
-    lines += ["            " + line for line in body]
-    lines += ["    else:", "        with T.sblock(\"short\"):"]
-    lines += ["        " + line for line in short_allocations]
-    lines += ["            " + line for line in short_body]
+    lines += tir.two_nests(f"{VARIABLE} >= {sizes.long_from}", (allocations, body),
+                           (short_allocations, short_body))
     return "\n".join(lines) + "\n"
 
 

@@ -40,6 +40,20 @@ def signature(name: str, x_shape, filters_shape, out_shape, dtype: str, acc: str
             f"\"{dtype}\")"]
 
 
+def two_nests(condition: str, long, short) -> list[str]:
+    """The body lines of a kernel of two loop nests, `long` where `condition` holds and
+    `short` elsewhere, each (allocation lines, unindented loop lines) and in a block of
+    its own ("long", "short"): the schedule's compute_at needs a scope of loops and
+    blocks only (a "stage pipeline"), which the `if` around them is not."""
+    lines = [f"    if {condition}:", "        with T.sblock(\"long\"):"]
+    for name, (allocations, body) in (("long", long), ("short", short)):
+        if name == "short":
+            lines += ["    else:", "        with T.sblock(\"short\"):"]
+        lines += ["        " + line for line in allocations]
+        lines += ["            " + line for line in body]
+    return lines
+
+
 def loops_by_variable(sch, block) -> dict:
     """{block variable name: the loop bound to it} for the loops right above `block`.
 

@@ -32,6 +32,13 @@ def checked_kernel(func, layout, spec, x, f, target, tir_pipeline="default"):
     return evaluator, args, error, ok
 
 
+def compiled_alone(func, target):
+    """The kernel alone in an LLVM module, as compile/build.py's `_compile_kernels_apart`
+    compiles a symbolic-width kernel in a model build."""
+    module = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
+    return tvm.tirx.build(module, target=target, pipeline="default")
+
+
 def interleaved_medians(kernels, rounds):
     """Median seconds of each (evaluator, args), timed in turn for `rounds` rounds."""
     times = [[] for _ in kernels]

@@ -28,7 +28,7 @@ from conv1d_transpose.compile.machine import configure_threads
 from conv1d_transpose.compile.targets import get_target
 from conv1d_transpose.graph.reference import max_error
 
-from kernel_timing import interleaved_medians
+from kernel_timing import compiled_alone, interleaved_medians
 
 SHAPES = ("128,64,4,2,12800;64,32,4,2,25600;128,64,8,4,8000,v;64,32,4,2,128000;"
           "64,32,8,4,16000;32,16,4,2,51200;64,64,4,2,12800;128,128,4,2,6400;256,128,4,2,6400;"
@@ -39,13 +39,6 @@ print(configure_threads())
 target = get_target("host").tvm_target()
 dev = tvm.cpu(0)
 rng = np.random.default_rng(0)
-
-
-def compiled(func):
-    """The kernel alone in an LLVM module (as compile/build.py builds a symbolic one)."""
-    module = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    return tvm.tirx.build(module, target=target, pipeline="default")
-
 
 print(f"{'Cin':>4} {'Cout':>4} {'K':>2} {'s':>2} {'W':>6}  {'channel':>8} {'phase':>8} "
       f"{'symbolic':>8}  {'gain':>5} {'sym/static':>10}  R V  fold  within tolerance",
@@ -69,7 +62,7 @@ for shape in os.environ.get("SHAPES", SHAPES).split(";"):
               (symbolic_func, source_phase_width.pack_filters(f, symbolic_layout)))
     kernels, right = [], []
     for func, packed in builds:
-        lib = compiled(func)
+        lib = compiled_alone(func, target)
         args = [tvm.runtime.tensor(x, dev), tvm.runtime.tensor(packed, dev),
                 tvm.runtime.empty(g.output_shape, "float32", dev)]
         lib["main"](*args)

@@ -27,7 +27,7 @@ from conv1d_transpose.compile.targets import get_target
 from conv1d_transpose.dynamic_bench import layers_named
 from conv1d_transpose.graph.reference import max_error
 
-from kernel_timing import interleaved_medians
+from kernel_timing import compiled_alone, interleaved_medians
 
 name, widths, references = sys.argv[1], sys.argv[2], sys.argv[3]
 rounds = int(sys.argv[4]) if len(sys.argv) > 4 else 5
@@ -38,11 +38,6 @@ dev = tvm.cpu(0)
 workload = layers_named([name], os.environ.get("LAYOUT", "NCW"))[0]
 
 
-def compiled(func):
-    module = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    return tvm.tirx.build(module, target=target, pipeline="default")
-
-
 base = Geometry.from_spec(workload.spec())
 offset = base.out_width - base.stride * base.in_width
 layer = layer_at(base, offset)
@@ -51,18 +46,18 @@ kernels = {}
 for reference in map(int, references.split(",")):
     func, layout = schedule_cpu.build(layer(reference), target, width=symbolic)
     plan, _ = schedule_cpu.symbolic_plan(kernel_geometry(layer(reference)), cpu, symbolic)
-    kernels[f"ref {reference}"] = (compiled(func), layout, plan)
+    kernels[f"ref {reference}"] = (compiled_alone(func, target), layout, plan)
 func, layout, chosen = width_variants.build(layer(REFERENCE_WIDTH), target, symbolic)
 for variant in chosen:
     print(f"variant: {variant.condition or 'else'}: {variant.why}")
-kernels["variants"] = (compiled(func), layout, chosen[-1].plan)
+kernels["variants"] = (compiled_alone(func, target), layout, chosen[-1].plan)
 for width in map(int, widths.split(",")):
     w = dataclasses.replace(workload, width=width)
     spec = w.spec()
     x, f = w.arrays()
     g = kernel_geometry(layer(width))
     static_func, static_layout = schedule_cpu.build(layer(width), target)
-    runs = [("static", compiled(static_func), static_layout, schedule_cpu.plan(g, cpu))]
+    runs = [("static", compiled_alone(static_func, target), static_layout, schedule_cpu.plan(g, cpu))]
     runs += [(label, *kernel) for label, kernel in kernels.items()]
     timed = []
     for label, lib, layout, plan in runs:

@@ -26,7 +26,7 @@ from conv1d_transpose.compile.kernels.symbolic_width import REFERENCE_WIDTH, fit
 from conv1d_transpose.compile.machine import configure_threads
 from conv1d_transpose.compile.targets import get_target
 
-from kernel_timing import interleaved_medians
+from kernel_timing import compiled_alone, interleaved_medians
 
 SHAPES = ";".join(
     [f"64,64,{k},{d},{w}" for k, d, w in itertools.product((3, 7, 11), (1, 3, 5), (6400, 25600))]
@@ -38,13 +38,6 @@ print(configure_threads())
 target = get_target("host").tvm_target()
 dev = tvm.cpu(0)
 rng = np.random.default_rng(0)
-
-
-def compiled(func):
-    """As `_compile_kernels_apart`: the kernel alone in an LLVM module."""
-    module = tvm.IRModule({"main": func.with_attr("global_symbol", "main")})
-    return tvm.tirx.build(module, target=target, pipeline="default")
-
 
 print(f"{'Cin':>4} {'Cout':>4} {'K':>2} {'d':>1} {'W':>6}  {'static ms':>9} "
       f"{'symbolic ms':>11}  {'sym/static':>10}  R V  max diff", flush=True)
@@ -61,7 +54,7 @@ for shape in os.environ.get("SHAPES", SHAPES).split(";"):
     f = rng.standard_normal((k, cout, cin)).astype(np.float32)  # TF layout [K, Cout, Cin]
     outputs, kernels = [], []
     for func, layout in ((static_func, static_layout), (symbolic_func, symbolic_layout)):
-        lib = compiled(func)
+        lib = compiled_alone(func, target)
         args = [tvm.runtime.tensor(x, dev),
                 tvm.runtime.tensor(source_width.pack_filters(f, layout), dev),
                 tvm.runtime.empty(layer(w).output_shape, "float32", dev)]
