@@ -298,7 +298,7 @@ def _rewriter_class():
                     schedule = "phase-width" if plan.width is None else \
                         SYMBOLIC_WIDTH + ":phase-width"
                 elif plan.width is not None and cpu and schedule_cpu_width.applies(
-                        geometry, schedule_cpu.describe_target(self.target), plan.width):
+                        geometry, described, plan.width):
                     # Every width in one kernel, in the width form (its two loop nests:
                     # kernels/source_width.py), as fast as the static one at each width:
                     # kernel ms, static -> symbolic, HiFi-GAN's 37 stride-1 shapes at two

@@ -231,6 +231,12 @@ def phase_width_source(layout: PhaseWidthLayout, name: str = "conv1d_transpose_p
     return "\n".join(lines) + "\n"
 
 
+def _offset_text(layout: PhaseWidthLayout) -> str:
+    """`PhaseWidthLayout.offset` of the phase variable `vp`, in TVMScript: e(p) =
+    (p + pad_begin) // s - (J - 1), a floor division of the variable."""
+    return f"(vp + {layout.geometry.pad_begin}) // {layout.stride} - {layout.taps - 1}"
+
+
 def _interior(layout: PhaseWidthLayout, suffix: str, qa: int, qb: str
               ) -> tuple[list[str], list[str]]:
     """(allocations, loops) of the interior's nest: accumulate and store, tiles of VL
@@ -242,8 +248,7 @@ def _interior(layout: PhaseWidthLayout, suffix: str, qa: int, qb: str
     a = f"acc{suffix}"
     tiles = f"(({qb} - {qa} + {VL - 1}) // {VL})"
     start = f"T.min({qa} + vt * {VL}, {qb} - {VL})"
-    # e(p) is (p + pad_begin) // s - (J - 1): floor division of the phase's variable.
-    offset = f"(vp + {geo.pad_begin}) // {s} - {J - 1}"
+    offset = _offset_text(layout)
     allocations = [f"    {a} = T.sblock_alloc_buffer(({N}, {tiles}, {B}, {R}, {s}, {VL}), "
                    f"\"{acc}\")"]
     store = (f"out[vn, vb * {R} + vr, ({start} + vu) * {s} + vp] = "
@@ -280,7 +285,7 @@ def _edges(layout: PhaseWidthLayout, suffix: str, qa, qb, rows, O, W
                           layout.taps, layout.rows)
     a = f"edge_acc{suffix}"
     q = "ve" if qa is None else f"T.Select(ve < {qa}, ve, {qb} + ve - {qa})"
-    read = f"{q} + (vp + {geo.pad_begin}) // {s} - {J - 1} + vj"
+    read = f"{q} + {_offset_text(layout)} + vj"
     allocations = [f"    {a} = T.sblock_alloc_buffer(({N}, {rows}, {CO}, {s}), \"{acc}\")"]
     lines = [
         f"for n, e, co, p, ci, j in T.grid({N}, {rows}, {CO}, {s}, {CI}, {J}):",
