@@ -165,6 +165,18 @@ def test_the_sizes_are_the_static_layout_s_at_every_width(K, s):
             assert static.all_rows == sizes.all_rows.at(w)
 
 
+def test_a_layer_without_the_form_is_refused_with_a_value_error():
+    """The source and the build refuse a layer the form does not fit (K not a multiple
+    of s, here), naming it, before anything is compiled."""
+    at = layer(1, 4, 3, 5, 2, 1, 1)
+    layout = source_phase_width.PhaseWidthLayout(at(REFERENCE_WIDTH), 4, 3)
+    assert source_phase_width.symbolic_sizes(layout) is None
+    with pytest.raises(ValueError, match="no symbolic-width form of the phase width kernel"):
+        source_phase_width.phase_width_source(layout, symbolic=True)
+    with pytest.raises(ValueError, match="kernel_width=5, stride=2"):
+        schedule_cpu_width.build_phase(at(REFERENCE_WIDTH), "llvm", layout, symbolic=True)
+
+
 def test_the_rule_takes_strided_ncw_layers_of_few_channels():
     def takes(cin, cout, K, s, W=6400, cpu=ZEN4, **changes):
         g = dataclasses.replace(layer(1, cin, cout, K, s, (K - s) // 2, (K - s) // 2)(W),
